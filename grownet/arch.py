@@ -55,7 +55,15 @@ class Architecture:
         input_size: input image side in pixels (square images).
         num_classes: classifier outputs.
         stem: ResNet stem width (``None`` for VGG).
-        meta: free-form information (MACs, accuracies, provenance); ignored when building.
+        meta: free-form information (MACs, accuracies, provenance); ignored when building,
+            and left out of equality and hashing.
+
+    Every construction is validated (lists are accepted and stored as tuples; ResNet stages
+    may be given as ``{"width": w, "blocks": [...]}``).
+
+    Raises:
+        ArchitectureError: naming the offending field path, e.g.
+            ``stages[2][1]: width must be a positive integer <= 65536, got 0``.
     """
 
     family: str
@@ -65,6 +73,13 @@ class Architecture:
     num_classes: int = 10
     stem: int | None = None
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # Validate and normalise on every construction (from_dict, direct, ``replace``), so an
+        # Architecture that exists is always buildable and hashable: stages become tuples,
+        # ResNet stages become ResStage, meta becomes a private dict.
+        for name, value in _validated(self).items():
+            object.__setattr__(self, name, value)
 
     # ---- (de)serialisation -------------------------------------------------------------
 
@@ -90,7 +105,8 @@ class Architecture:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ArchitectureError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+            where = f"line {exc.lineno}, column {exc.colno}"
+            raise ArchitectureError(f"{path}: not valid JSON ({exc.msg} at {where})") from None
         try:
             return _parse(data)
         except ArchitectureError as exc:
@@ -115,8 +131,9 @@ class Architecture:
         return out
 
     def to_json(self) -> str:
-        """The JSON text of :meth:`to_dict`, indented, with a trailing newline."""
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        """The JSON text of :meth:`to_dict` with a trailing newline: one key per line, one
+        stage per line (its widths on that line), meta indented where it does not fit a line."""
+        return _format(self.to_dict()) + "\n"
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the JSON atomically (temporary file, then rename); return the path."""
@@ -197,6 +214,10 @@ class Architecture:
 
 
 # ---- validation ----------------------------------------------------------------------------
+#
+# Two layers: ``_parse`` checks the JSON shape (format, version, keys, lists vs objects) and
+# ``_validated`` (run by ``Architecture.__post_init__``) checks the values, so both ways in give
+# the same field-path messages.
 
 
 def _int(value: Any, path: str, what: str, *, low: int = 1, high: int | None = None) -> int:
@@ -211,73 +232,159 @@ def _width(value: Any, path: str) -> int:
     return _int(value, path, "width", high=MAX_WIDTH)
 
 
+def _is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+def _validated(arch: Architecture) -> dict[str, Any]:
+    """The normalised field values of ``arch``; raises ArchitectureError naming the field."""
+    family = arch.family
+    if family not in FAMILIES:
+        raise ArchitectureError(f"family: must be one of {', '.join(FAMILIES)}, got {family!r}")
+    out: dict[str, Any] = {
+        "in_channels": _int(arch.in_channels, "in_channels", "value", high=4096),
+        "input_size": _int(arch.input_size, "input_size", "value", high=8192),
+        "num_classes": _int(arch.num_classes, "num_classes", "value", high=1_000_000),
+    }
+    if family == "vgg":
+        if arch.stem is not None:
+            raise ArchitectureError("stem: only family 'resnet' has a stem; remove it")
+    else:
+        if arch.stem is None:
+            raise ArchitectureError("stem: missing required key for family 'resnet'")
+        out["stem"] = _width(arch.stem, "stem")
+    raw = arch.stages
+    if not _is_list(raw) or not raw:
+        raise ArchitectureError("stages: must be a non-empty list")
+    stages: list = []
+    for s, stage in enumerate(raw):
+        if family == "vgg":
+            if not _is_list(stage) or not stage:
+                raise ArchitectureError(f"stages[{s}]: must be a non-empty list of widths")
+            stages.append(tuple(_width(w, f"stages[{s}][{l}]") for l, w in enumerate(stage)))
+            continue
+        if isinstance(stage, Mapping):
+            stage = _res_stage(stage, f"stages[{s}]")
+        if not isinstance(stage, ResStage):
+            raise ArchitectureError(f"stages[{s}]: must be an object with 'width' and 'blocks'")
+        width = _width(stage.width, f"stages[{s}].width")
+        if not _is_list(stage.blocks) or not stage.blocks:
+            raise ArchitectureError(f"stages[{s}].blocks: must be a non-empty list of widths")
+        blocks = tuple(_width(w, f"stages[{s}].blocks[{b}]") for b, w in enumerate(stage.blocks))
+        stages.append(ResStage(width, blocks))
+    out["stages"] = tuple(stages)
+    # Each stage after the first halves the resolution (pool or stride 2).
+    if out["input_size"] < 2 ** (len(stages) - 1):
+        raise ArchitectureError(
+            f"input_size: {out['input_size']} px is too small for {len(stages)} stages "
+            f"(needs >= {2 ** (len(stages) - 1)})"
+        )
+    if not isinstance(arch.meta, Mapping):
+        raise ArchitectureError(f"meta: must be an object, got {type(arch.meta).__name__}")
+    out["meta"] = dict(arch.meta)
+    return out
+
+
+def _res_stage(stage: Mapping[str, Any], path: str) -> ResStage:
+    """A ResNet stage object ``{"width": w, "blocks": [...]}`` with its keys checked (values are
+    checked by ``_validated``)."""
+    extra = sorted(map(str, set(stage) - {"width", "blocks"}))
+    if extra:
+        raise ArchitectureError(f"{path}.{extra[0]}: unknown key (a stage has only 'width' and 'blocks')")
+    for key in ("width", "blocks"):
+        if key not in stage:
+            raise ArchitectureError(f"{path}.{key}: missing required key")
+    if not _is_list(stage["blocks"]) or not stage["blocks"]:
+        raise ArchitectureError(f"{path}.blocks: must be a non-empty list of widths")
+    return ResStage(stage["width"], tuple(stage["blocks"]))
+
+
 def _parse(data: Any) -> Architecture:
     if not isinstance(data, Mapping):
         raise ArchitectureError(f"architecture must be a JSON object, got {type(data).__name__}")
-    if data.get("format") != FORMAT:
-        raise ArchitectureError(f"format: must be {FORMAT!r}, got {data.get('format')!r}")
+    if "format" not in data:
+        raise ArchitectureError(f"format: missing required key (must be {FORMAT!r})")
+    if data["format"] != FORMAT:
+        raise ArchitectureError(f"format: must be {FORMAT!r}, got {data['format']!r}")
     version = data.get("version")
-    if version != VERSION or isinstance(version, bool):
+    if type(version) is not int or version != VERSION:
         raise ArchitectureError(f"version: unsupported version {version!r}; this grownet reads version {VERSION}")
     family = data.get("family")
     if family not in FAMILIES:
         raise ArchitectureError(f"family: must be one of {', '.join(FAMILIES)}, got {family!r}")
-    allowed = _TOP_KEYS | ({"stem"} if family == "resnet" else set())
-    unknown = sorted(set(data) - allowed)
+    if family == "vgg" and "stem" in data:
+        raise ArchitectureError("stem: only family 'resnet' has a stem; remove it")
+    unknown = sorted(map(str, set(data) - _TOP_KEYS - {"stem"}))
     if unknown:
         raise ArchitectureError(f"{unknown[0]}: unknown key (extra information belongs under 'meta')")
-    for key in ("in_channels", "input_size", "num_classes", "stages"):
+    required = ("in_channels", "input_size", "num_classes") + (("stem",) if family == "resnet" else ()) + ("stages",)
+    for key in required:
         if key not in data:
             raise ArchitectureError(f"{key}: missing required key")
-    in_channels = _int(data["in_channels"], "in_channels", "value", high=4096)
-    input_size = _int(data["input_size"], "input_size", "value", high=8192)
-    num_classes = _int(data["num_classes"], "num_classes", "value", high=1_000_000)
     meta = data.get("meta", {})
     if not isinstance(meta, Mapping):
         raise ArchitectureError(f"meta: must be an object, got {type(meta).__name__}")
     raw = data["stages"]
-    if not isinstance(raw, list) or not raw:
+    if not _is_list(raw) or not raw:
         raise ArchitectureError("stages: must be a non-empty list")
-    stages: list = []
-    if family == "vgg":
-        for s, stage in enumerate(raw):
-            if not isinstance(stage, list) or not stage:
-                raise ArchitectureError(f"stages[{s}]: must be a non-empty list of widths")
-            stages.append(tuple(_width(w, f"stages[{s}][{l}]") for l, w in enumerate(stage)))
-        stem = None
-    else:
-        if "stem" not in data:
-            raise ArchitectureError("stem: missing required key for family 'resnet'")
-        stem = _width(data["stem"], "stem")
+    if family == "resnet":
         for s, stage in enumerate(raw):
             if not isinstance(stage, Mapping):
                 raise ArchitectureError(f"stages[{s}]: must be an object with 'width' and 'blocks'")
-            extra = sorted(set(stage) - {"width", "blocks"})
-            if extra:
-                raise ArchitectureError(f"stages[{s}].{extra[0]}: unknown key")
-            if "width" not in stage:
-                raise ArchitectureError(f"stages[{s}].width: missing required key")
-            if "blocks" not in stage:
-                raise ArchitectureError(f"stages[{s}].blocks: missing required key")
-            width = _width(stage["width"], f"stages[{s}].width")
-            blocks = stage["blocks"]
-            if not isinstance(blocks, list) or not blocks:
-                raise ArchitectureError(f"stages[{s}].blocks: must be a non-empty list of widths")
-            stages.append(ResStage(width, tuple(_width(w, f"stages[{s}].blocks[{b}]") for b, w in enumerate(blocks))))
-    # Each stage after the first halves the resolution (pool or stride 2).
-    if input_size < 2 ** (len(stages) - 1):
-        raise ArchitectureError(
-            f"input_size: {input_size} px is too small for {len(stages)} stages (needs >= {2 ** (len(stages) - 1)})"
-        )
+        raw = [_res_stage(stage, f"stages[{s}]") for s, stage in enumerate(raw)]
     return Architecture(
         family=family,
-        stages=tuple(stages),
-        in_channels=in_channels,
-        input_size=input_size,
-        num_classes=num_classes,
-        stem=stem,
-        meta=dict(meta),
+        stages=tuple(raw),
+        in_channels=data["in_channels"],
+        input_size=data["input_size"],
+        num_classes=data["num_classes"],
+        stem=data.get("stem"),
+        meta=meta,
     )
+
+
+# ---- JSON text ---------------------------------------------------------------------------------
+
+#: Meta values are written on one line when they fit in this many columns.
+_LINE = 88
+
+
+def _format(data: Mapping[str, Any]) -> str:
+    """``data`` (a to_dict result) as JSON: one top-level key per line, one stage per line."""
+    lines = []
+    for key, value in data.items():
+        if key == "stages":
+            rows = ",\n".join("    " + json.dumps(stage) for stage in value)
+            text = "[\n" + rows + "\n  ]"
+        else:
+            text = _dump(value, indent=2, used=len(key) + 4)
+        lines.append(f"  {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(lines) + "\n}"
+
+
+def _dump(value: Any, *, indent: int, used: int) -> str:
+    """``value`` on one line if it fits in ``_LINE`` columns (``indent + used`` already taken),
+    else expanded: one item per line, or filled rows for a list of scalars."""
+    flat = json.dumps(value, allow_nan=False)
+    if not isinstance(value, (dict, list)) or not value or indent + used + len(flat) <= _LINE:
+        return flat
+    pad = " " * (indent + 2)
+    if isinstance(value, dict):
+        keys = [json.dumps(k) for k in value]
+        items = [f"{pad}{k}: {_dump(v, indent=indent + 2, used=len(k) + 3)}" for k, v in zip(keys, value.values())]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    if not any(isinstance(v, (dict, list)) for v in value):
+        # A long list of scalars: filled rows, not one number per line.
+        rows, row = [], ""
+        for text in (json.dumps(v, allow_nan=False) for v in value):
+            if row and len(pad) + len(row) + len(text) + 2 > _LINE:
+                rows.append(row)
+                row = ""
+            row += (" " if row else "") + text + ","
+        rows.append(row[:-1])
+        return "[\n" + "\n".join(pad + r for r in rows) + "\n" + " " * indent + "]"
+    items = [pad + _dump(v, indent=indent + 2, used=1) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
 
 
 def _jsonable(value: Any) -> Any:

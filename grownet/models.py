@@ -11,13 +11,26 @@ Parameter names are stable (weights load by them) and follow the layer names:
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .arch import Architecture
+from .errors import UsageError
 
-__all__ = ["ConvBN", "BasicBlock", "VGG", "ResNet", "build_model", "layer_conv_weights", "has_shortcut"]
+__all__ = [
+    "ConvBN",
+    "BasicBlock",
+    "VGG",
+    "ResNet",
+    "build_model",
+    "as_architecture",
+    "layer_conv_weights",
+    "layer_modules",
+    "has_shortcut",
+]
 
 
 class ConvBN(nn.Module):
@@ -120,12 +133,24 @@ def _init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_model(arch: Architecture) -> nn.Module:
-    """Build the module for ``arch`` (weights freshly initialised from torch's global RNG).
+def build_model(arch: Architecture | Mapping[str, Any]) -> nn.Module:
+    """Build the module for ``arch`` (an Architecture or its JSON dict), in training mode,
+    with weights freshly initialised from torch's global RNG on the current default device
+    (build under ``with torch.device("meta"):`` to allocate nothing).
 
-    The returned module carries ``arch`` as its ``arch`` attribute.
+    The returned module carries the Architecture as its ``arch`` attribute.
     """
+    arch = as_architecture(arch)
     return VGG(arch) if arch.family == "vgg" else ResNet(arch)
+
+
+def as_architecture(arch: Architecture | Mapping[str, Any]) -> Architecture:
+    """``arch`` itself, or the Architecture of a JSON dict (validated)."""
+    if isinstance(arch, Architecture):
+        return arch
+    if isinstance(arch, Mapping):
+        return Architecture.from_dict(arch)
+    raise UsageError(f"expected an Architecture or its dict, got {type(arch).__name__}")
 
 
 def has_shortcut(arch: Architecture, stage: int, block: int) -> bool:
@@ -154,4 +179,19 @@ def layer_conv_weights(arch: Architecture, layer: str) -> list[str]:
     names = [f"stages.{s}.{b}.conv2.weight" for b in range(len(arch.stages[s].blocks))]
     if has_shortcut(arch, s, 0):
         names.append(f"stages.{s}.0.shortcut.conv.weight")
+    return names
+
+
+#: BatchNorm that normalises each conv's output (same parent module).
+_BN_OF = {"conv": "bn", "conv1": "bn1", "conv2": "bn2"}
+
+
+def layer_modules(arch: Architecture, layer: str) -> list[str]:
+    """Names of the modules that produce ``layer``: each conv of
+    :func:`layer_conv_weights` followed by its BatchNorm, e.g. ``["stages.0.1.conv",
+    "stages.0.1.bn"]`` for VGG layer ``stages.0.1``."""
+    names = []
+    for weight in layer_conv_weights(arch, layer):
+        parent, conv = weight.removesuffix(".weight").rsplit(".", 1)
+        names += [f"{parent}.{conv}", f"{parent}.{_BN_OF[conv]}"]
     return names
