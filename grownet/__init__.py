@@ -1,18 +1,31 @@
-"""grownet: grow compact convolutional networks with DessiLBI structural sparsity."""
+"""grownet: grow compact convolutional networks with DessiLBI structural sparsity.
+
+The public surface is flat: ``grownet.DessiLBI``, ``grownet.Architecture``,
+``grownet.build_model``, ``grownet.load_model``, ``grownet.cost``, ``grownet.search`` ...
+Functions named like their module (``cost``, ``search``, ``tune``, ``ticket``) shadow the
+module as a package attribute; import submodules with ``from grownet.cost import ...``.
+"""
 
 from __future__ import annotations
 
-from . import errors
+__version__ = "0.1.0"
+
+from . import errors, seeds
 from .arch import Architecture
+from .cost import Cost, cost
 from .errors import GrownetError
 from .models import build_model
-
-__version__ = "0.1.0"
+from .weights import load_model, save_model
 
 __all__ = [
     "Architecture",
+    "Cost",
     "GrownetError",
     "build_model",
+    "cost",
     "errors",
+    "load_model",
+    "save_model",
+    "seeds",
     "__version__",
 ]
