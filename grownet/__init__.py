@@ -15,15 +15,19 @@ from .arch import Architecture
 from .cost import Cost, cost
 from .errors import GrownetError
 from .models import build_model
+from .optim import DessiLBI, dessilbi_param_groups, filter_activity
 from .weights import load_model, save_model
 
 __all__ = [
     "Architecture",
     "Cost",
+    "DessiLBI",
     "GrownetError",
     "build_model",
     "cost",
+    "dessilbi_param_groups",
     "errors",
+    "filter_activity",
     "load_model",
     "save_model",
     "seeds",
