@@ -1,0 +1,620 @@
+"""grownet's command line: a table of subcommands, each a thin layer over a public function.
+
+Adding a subcommand takes a few lines: a :class:`Command` subclass with ``name``, ``help``,
+``add_arguments`` and ``run`` (which calls the public function), appended to ``COMMANDS``.
+:func:`main` turns every :class:`~grownet.errors.GrownetError` into one line
+``grownet: error: ...`` on stderr and exit status 2 (a traceback only with ``--debug``);
+argparse usage errors exit 2 too, Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+from .errors import GrownetError
+from .recipe import Recipe, load_recipe, recipe_keys
+from .search import Reporter
+
+__all__ = [
+    "Command",
+    "SearchCommand",
+    "COMMANDS",
+    "RichReporter",
+    "main",
+    "build_parser",
+    "add_recipe_arguments",
+    "recipe_overrides",
+    "recipe_from_args",
+]
+
+logger = logging.getLogger("grownet")
+
+#: Short flags for recipe keys the issue names; every key also has its ``--section.key`` flag.
+_ALIASES = {
+    "model.seed_arch": "--seed-arch",
+    "budget.max_macs": "--max-macs",
+    "budget.max_params": "--max-params",
+    "budget.time_budget": "--time-budget",
+    "budget.max_rounds": "--max-rounds",
+}
+
+
+class Command:
+    """One subcommand: ``add_arguments`` declares its flags, ``run`` calls a public function
+    and returns the exit status."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:  # pragma: no cover - interface
+        pass
+
+    def run(self, args: argparse.Namespace) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+# ---- recipe flags -----------------------------------------------------------------------------
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--recipe PATH`` and one ``--section.key VALUE`` flag per recipe key (generated from
+    the schema, so none is forgotten), plus the short aliases in ``_ALIASES``."""
+    parser.add_argument("--recipe", metavar="PATH", help="recipe TOML file (default: the reference setup; see recipes/)")
+    group = parser.add_argument_group("recipe keys (override the recipe; see recipes/*.toml for their meaning)")
+    for spec in recipe_keys():
+        flags = [f"--{spec.path}"]
+        if spec.path in _ALIASES:
+            flags.insert(0, _ALIASES[spec.path])
+        metavar = {"int": "N", "float": "X", "bool": "BOOL", "str": "S"}[spec.kind]
+        if spec.choices:
+            metavar = "{" + ",".join(spec.choices) + "}"
+        elif spec.per_stage:
+            metavar = f"{metavar}[,{metavar}...]"
+        rng = spec.range_text()
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        text = f"{spec.help} (default {default}{'; ' + rng if rng and not spec.choices else ''})"
+        group.add_argument(*flags, dest=f"recipe:{spec.path}", metavar=metavar, default=None, help=text.replace("%", "%%"))
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """``{dotted key: text}`` for every recipe flag given on the command line."""
+    prefix = "recipe:"
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The recipe a command line asks for: ``--recipe`` (or the defaults) with every recipe
+    flag applied. Raises ConfigError naming the key."""
+    recipe = load_recipe(args.recipe) if args.recipe else Recipe()
+    return recipe.with_overrides(recipe_overrides(args))
+
+
+# ---- search -------------------------------------------------------------------------------------
+
+
+class SearchCommand(Command):
+    name = "search"
+    help = "grow a compact net on a dataset (the main job); writes a run folder"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--dataset", help="cifar10, cifar100, svhn, mnist, fashion-mnist, folder:PATH or npz:PATH (default cifar10; on --resume the run's own)")
+        parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (e.g. ../shared/data)")
+        parser.add_argument("--out", metavar="DIR", help="run folder (default runs/<dataset>-<time>)")
+        parser.add_argument("--seed", type=int, help="random seed (default 0; a resumed run keeps its own)")
+        parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        mode.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+        parser.add_argument("--ddp", nargs="?", const=0, type=int, metavar="N",
+                            help="data-parallel training (DistributedDataParallel): --ddp N starts N local processes; "
+                                 "under torchrun (torchrun --nproc_per_node N -m grownet search ...) it is on by itself")
+        add_recipe_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .distributed import init_distributed, launch, launched_by_torchrun
+        from .search import search
+
+        # data-parallel: start N local processes running this command, or join torchrun's group
+        if args.ddp is not None and not launched_by_torchrun():
+            if args.ddp < 2:
+                from .errors import UsageError
+
+                raise UsageError("--ddp: give the number of processes (--ddp N, N >= 2), or start the processes with "
+                                 "torchrun --nproc_per_node N -m grownet search ...")
+            launch(main, args.ddp, _without_ddp(args.argv))
+            return 0
+        dist, device = init_distributed(args.device) if launched_by_torchrun() else (None, args.device)
+        if dist is not None and not dist.is_main:
+            logger.setLevel(logging.WARNING)  # rank 0 reports
+        overrides = recipe_overrides(args)
+        recipe: Recipe | str | None = args.recipe
+        reporter = None if args.quiet or (dist is not None and not dist.is_main) else RichReporter(args.console)
+        try:
+            return self._search(search, args, recipe, overrides, reporter, dist, device)
+        finally:
+            if dist is not None:
+                dist.close()
+
+    def _search(self, search: Any, args: argparse.Namespace, recipe: Any, overrides: Any, reporter: Any, dist: Any,
+                device: str) -> int:
+        result = search(
+            args.dataset,
+            recipe=recipe,
+            overrides=overrides,
+            out=args.out,
+            data_dir=args.data_dir,
+            seed=args.seed,
+            device=device,
+            resume=args.resume,
+            force=args.force,
+            reporter=reporter,
+            command=_command_line(args.argv),
+            dist=dist,
+        )
+        if args.quiet and (dist is None or dist.is_main):
+            logger.info("done: %s", result.run_dir)
+        return 0
+
+
+def _without_ddp(argv: Sequence[str]) -> list[str]:
+    """``argv`` without its ``--ddp N`` (the started processes find torchrun's variables)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--ddp":
+            skip = True
+        elif not a.startswith("--ddp="):
+            out.append(a)
+    return out
+
+
+#: The subcommands, in ``--help`` order. Other modules' commands are appended here.
+COMMANDS: list[type[Command]] = [SearchCommand]
+
+
+# ---- entry point --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``grownet`` parser with one subparser per entry of :data:`COMMANDS`."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="logs only: no progress bars or tables")
+    common.add_argument("--debug", action="store_true", help="debug logging; show tracebacks of errors")
+    parser = argparse.ArgumentParser(prog="grownet", description="Grow compact CNNs with DessiLBI structural sparsity.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"grownet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cls in COMMANDS:
+        cmd = cls()
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=[common])
+        cmd.add_arguments(p)
+        p.set_defaults(handler=cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``grownet`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (2), --help and --version (0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("grownet: error: choose a command (grownet --help lists them)", file=sys.stderr)
+        return 2
+    args.argv = argv
+    args.console = None if args.quiet else _console()
+    handler, old_level = _console_logging(args.console, debug=args.debug)
+    try:
+        return int(args.handler.run(args) or 0)
+    except GrownetError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"grownet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"grownet: {exc or 'interrupted'}", file=sys.stderr)
+        return 130
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        handler.close()
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _console_logging(console: Any, *, debug: bool) -> tuple[logging.Handler, int]:
+    """A console handler on the ``grownet`` logger for one command: every INFO line when
+    there is no rich console (``--quiet``: logs only), warnings otherwise (the progress bars
+    and tables show the rest); DEBUG with ``--debug``. Returns the handler and the logger's
+    previous level."""
+    level = logging.DEBUG if debug else logging.INFO
+    if console is None:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler.setLevel(level)
+    else:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, show_time=False)
+        handler.setLevel(logging.DEBUG if debug else logging.WARNING)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return handler, old_level
+
+
+# ---- progress on the console ------------------------------------------------------------------
+
+
+class RichReporter(Reporter):
+    """Search progress with rich: round, epoch and batch bars; a table of every layer's width,
+    activity and decision after each growth check; a summary panel at the end."""
+
+    _STYLE = {"widen": "green", "deepen": "bold green", "clipped": "yellow", "skipped": "red", "keep": "dim"}
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+        )
+        self._tasks: dict[str, Any] = {}
+        self._recipe: Any = None
+
+    def _task(self, name: str, total: int | None, info: str = "") -> Any:
+        if name not in self._tasks:
+            self._tasks[name] = self.progress.add_task(name, total=total, info=info)
+        else:
+            self.progress.reset(self._tasks[name], total=total, info=info)
+        return self._tasks[name]
+
+    def start(self, *, run_dir: Path, arch: Any, recipe: Recipe, resumed: bool) -> None:
+        self._recipe = recipe
+        what = "resuming" if resumed else "growing"
+        self.console.print(f"[bold]grownet search[/bold]: {what} in {run_dir} from {arch.layer_widths()}")
+        self.progress.start()
+
+    def epoch_start(self, *, phase: str, round: int, epoch: int, index: int, total: int, batches: int) -> None:
+        rounds = self._recipe.budget.max_rounds or None if self._recipe else None
+        if phase == "grow":
+            t = self._task("round", rounds)
+            self.progress.update(t, completed=round - 1, info=f"round {round}")
+        else:
+            t = self._task("round", 1)
+            self.progress.update(t, completed=1, info="fine-tune")
+        t = self._task("epoch", total)
+        self.progress.update(t, completed=index - 1, info=f"{phase} epoch {epoch}")
+        self._task("batch", batches)
+
+    def batch(self, done: int, total: int) -> None:
+        self.progress.update(self._tasks["batch"], completed=done)
+
+    def epoch_end(self, row: Mapping[str, Any]) -> None:
+        t = self._tasks.get("epoch")
+        if t is not None:
+            self.progress.advance(t)
+        self.progress.console.print(
+            f"epoch {row['epoch']:>3} ({row['phase']}) lr {row['lr']:.4g}  loss {row['train_loss']:.4f}  "
+            f"acc {row['train_acc']:.4f}  val {row['val_acc']:.4f}  {row['macs'] / 1e6:.2f}M MACs  {row['wall_time']:.0f} s"
+        )
+
+    def round_end(self, record: Mapping[str, Any]) -> None:
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=f"growth check {record['round']} (epoch {record['epoch']}, val acc {record['val_acc']:.4f})",
+                      title_justify="left")
+        for col in ("layer", "width", "activity", "tau", "decision", "new width", "note"):
+            table.add_column(col, justify="right" if col in ("width", "activity", "tau", "new width") else "left",
+                             overflow="fold" if col == "note" else "ellipsis")
+        hold = record.get("hold") or ""
+        for d in record["layers"]:
+            style = self._STYLE.get(d["decision"], "")
+            act = "-" if d["activity"] is None else f"{d['activity']:.3f}"
+            # The full reason is in rounds.json and the log; the table keeps what a budget changed.
+            note = d["reason"].split("; ", 1)[1] if "; " in d["reason"] else ""
+            if hold and note.endswith(hold):
+                note = note[: -len(hold)].rstrip(": ")
+            if d["decision"] == "deepen":
+                note = "new identity layer"
+            width = "-" if d["activity"] is None else str(d["width"])  # a layer a deepening adds
+            table.add_row(d["layer"], width, act, f"{d['tau']:g}", f"[{style}]{d['decision']}[/]",
+                          str(d["new_width"]), escape(note))
+        self.progress.console.print(table)
+        if record["grew"]:
+            self.progress.console.print(f"grew: {record['macs'] / 1e6:.2f}M -> {record['new_macs'] / 1e6:.2f}M MACs")
+        else:
+            self.progress.console.print(f"stop growing: {record.get('hold') or 'nothing to grow'}")
+
+    def event(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]{message}[/]")
+
+    def finish(self, result: Any) -> None:
+        from rich.panel import Panel
+
+        self.progress.stop()
+        widths = " | ".join(" ".join(str(w) for w in (st if result.arch.family == "vgg" else st.blocks)) for st in result.arch.stages)
+        text = (
+            f"test acc [bold]{result.test_acc:.4f}[/]   val acc {result.val_acc:.4f}\n"
+            f"{result.macs / 1e6:.2f}M MACs   {result.params / 1e6:.3f}M params   widths {widths}\n"
+            f"{result.rounds} growth checks, {result.epochs} epochs, {result.train_flops / 1e12:.2f} TFLOPs of training, "
+            f"{result.wall_time / 60:.1f} min\n"
+            f"run folder: {result.run_dir}"
+        )
+        self.console.print(Panel(text, title="grownet search: done", expand=False))
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _command_line(argv: Sequence[str]) -> str:
+    import shlex
+
+    return " ".join(["grownet", *map(shlex.quote, argv)])
+
+
+# ---- ticket -------------------------------------------------------------------------------------
+
+
+class TicketCommand(Command):
+    name = "ticket"
+    help = "train a net with DessiLBI, prune it to Γ's support (a winning ticket), fine-tune it, compare"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        net = parser.add_mutually_exclusive_group()
+        net.add_argument("--arch", metavar="ARCH.json", help="architecture JSON of the net to train")
+        net.add_argument("--preset", metavar="NAME", help="a preset of grownet.seeds, e.g. vgg16 or resnet56 "
+                         "(default: the recipe's model.seed_arch)")
+        parser.add_argument("--dataset", help="cifar10, cifar100, svhn, mnist, fashion-mnist, folder:PATH or npz:PATH (default cifar10; on --resume the run's own)")
+        parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (e.g. ../shared/data)")
+        parser.add_argument("--epochs", type=int, required=True, metavar="E", help="DessiLBI epochs of the dense net")
+        parser.add_argument("--at-epoch", type=int, metavar="K", help="take the ticket at epoch K (default: E)")
+        parser.add_argument("--finetune-epochs", type=int, metavar="F",
+                            help="fine-tune epochs of the ticket and of the fresh control (default: finetune.epochs)")
+        parser.add_argument("--fold", default="mean", choices=("mean", "interior", "none"),
+                            help="how removed filters' constants reach 3x3 consumers' BatchNorm: averaged over "
+                                 "positions, exact away from the border, or not at all (default mean)")
+        parser.add_argument("--out", metavar="DIR", help="output folder (default runs/ticket-<dataset>-<time>)")
+        parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+        parser.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+        add_recipe_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .search import default_out
+        from .ticket import ticket
+
+        out = args.out or default_out(args.dataset).with_name(f"ticket-{default_out(args.dataset).name}")
+        result = ticket(
+            args.arch or args.preset, epochs=args.epochs, dataset=args.dataset, recipe=args.recipe,
+            overrides=recipe_overrides(args), out=out, at_epoch=args.at_epoch, finetune_epochs=args.finetune_epochs,
+            fold=args.fold, data_dir=args.data_dir, seed=args.seed, device=args.device, force=args.force,
+            reporter=None if args.quiet else _TicketReporter(args.console), command=_command_line(args.argv),
+        )
+        if args.quiet:
+            for s in result.table():
+                logger.info("%-42s %8.2fM MACs %9d params  val %.4f  test %.4f", s.label, s.macs / 1e6, s.params,
+                            s.val_acc or float("nan"), s.test_acc or float("nan"))
+            logger.info("done: %s", result.out)
+        return 0
+
+
+class _TicketReporter(RichReporter):
+    """RichReporter's bars and epoch lines, with the ticket's phases and its comparison table."""
+
+    def start(self, *, run_dir: Path | None, arch: Any, recipe: Recipe, resumed: bool) -> None:
+        self.console.print(f"[bold]grownet ticket[/bold]: training {arch.layer_widths()} -> {run_dir}")
+        self.progress.start()
+
+    def epoch_start(self, *, phase: str, round: int, epoch: int, index: int, total: int, batches: int) -> None:
+        t = self._task("epoch", total)
+        self.progress.update(t, completed=index - 1, info=f"{phase} epoch {index}")
+        self._task("batch", batches)
+
+    def finish(self, result: Any) -> None:
+        from rich.table import Table
+
+        self.progress.stop()
+        table = Table(title=f"ticket at epoch {result.at_epoch}: {result.out}", title_justify="left")
+        for col in ("net", "MACs", "params", "val acc", "test acc"):
+            table.add_column(col, justify="left" if col == "net" else "right")
+        for s in result.table():
+            table.add_row(s.label, f"{s.macs / 1e6:.2f}M", f"{s.params:,}",
+                          "-" if s.val_acc is None else f"{s.val_acc:.4f}", "-" if s.test_acc is None else f"{s.test_acc:.4f}")
+        self.console.print(table)
+
+
+COMMANDS.append(TicketCommand)
+
+
+# ---- report, baseline, compare ------------------------------------------------------------------
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """One result line: on the rich console, or as a log line with --quiet."""
+    if args.console is not None:
+        args.console.print(text, highlight=False, markup=False)
+    else:
+        logger.info("%s", text)
+
+
+class ReportCommand(Command):
+    name = "report"
+    help = "write RUN_DIR/report.html from the run folder's files (regenerate it any time)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by grownet search")
+        parser.add_argument("--out", metavar="FILE.html", help="write the report here instead of RUN_DIR/report.html")
+        parser.add_argument("--open", action="store_true", help="open the report in the default web browser")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .report import write_report
+
+        path = write_report(args.run_dir, out=args.out)
+        _say(args, f"report: {path}")
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(path.resolve().as_uri())
+        return 0
+
+
+class BaselineCommand(Command):
+    name = "baseline"
+    help = "train a control of a finished run (scratch, uniform width at equal MACs, or the seed) into RUN_DIR/controls/"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from .baseline import CONTROLS
+
+        parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder written by grownet search")
+        parser.add_argument("--control", required=True, choices=CONTROLS,
+                            help="scratch: the final net from scratch; uniform: the seed layout scaled to the final "
+                                 "MACs; seed: the seed net alone")
+        parser.add_argument("--epochs", type=int, metavar="E", help="epochs (default: the search's total epochs)")
+        parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (default: the run's own)")
+        parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+        parser.add_argument("--force", action="store_true", help="train the control again, replacing its results")
+        parser.add_argument("--no-report", action="store_true", help="do not rewrite RUN_DIR/report.html afterwards")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .baseline import run_control
+
+        def progress(row: Any) -> None:
+            _say(args, f"control {args.control} epoch {row['epoch']}: loss {row['train_loss']:.4f} "
+                       f"val acc {row['val_acc']:.4f} ({row['wall_time']:.0f} s)")
+
+        result = run_control(args.run_dir, args.control, epochs=args.epochs, data_dir=args.data_dir,
+                             device=args.device, force=args.force, progress=progress if args.console else None)
+        if args.console is not None:  # with --quiet, grownet.baseline logs the same line
+            _say(args, f"control {result.name}: val acc {result.val_acc:.4f}, test acc {result.test_acc:.4f}, "
+                       f"{result.macs / 1e6:.2f}M MACs, {result.wall_time:.0f} s -> {result.path}")
+        if not args.no_report:
+            from .report import write_report
+
+            _say(args, f"report: {write_report(args.run_dir)}")
+        return 0
+
+
+class CompareCommand(Command):
+    name = "compare"
+    help = "compare several runs (and their controls) side by side in one HTML page"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by grownet search")
+        parser.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file to write")
+        parser.add_argument("--no-controls", action="store_true", help="show the grown nets only")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .compare import write_compare
+
+        _say(args, f"comparison: {write_compare(args.run_dirs, args.out, controls=not args.no_controls)}")
+        return 0
+
+
+COMMANDS.extend([ReportCommand, BaselineCommand, CompareCommand])
+
+
+# ---- tune ---------------------------------------------------------------------------------------
+
+
+class TuneCommand(Command):
+    name = "tune"
+    help = "tune the growing hyperparameters with an optuna study (validation accuracy vs MACs); workers may share it"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from .tune import SEARCHED
+
+        parser.add_argument("--dataset", help="dataset name, e.g. cifar10, or npz:PATH (default: the study's, else cifar10)")
+        parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (e.g. ../shared/data)")
+        parser.add_argument("--trials", type=int, required=True, metavar="N",
+                            help="finished trials the study should hold in all, counted over every worker and resume "
+                                 "(0: only rewrite the outputs)")
+        parser.add_argument("--storage", metavar="URL",
+                            help="optuna storage URL (default sqlite:///OUT/study.db), e.g. postgresql://user@host/db; "
+                                 "its password is never printed (libpq also reads it from ~/.pgpass or PGPASSWORD)")
+        parser.add_argument("--study-name", metavar="NAME", help="study name (default grownet-<dataset>)")
+        parser.add_argument("--out", metavar="DIR", help="this worker's output folder (default runs/tune-<dataset>-<time>; "
+                                                            "give it again to resume a study kept in its study.db)")
+        parser.add_argument("--seed", type=int, help="seed of the sampler and of every trial's search (default: the study's, else 0)")
+        parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+        parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), help="optuna sampler (default: the study's, else tpe)")
+        parser.add_argument("--heartbeat", type=int, default=30, metavar="S",
+                            help="seconds between a running trial's heartbeats; a trial silent for 4x this is retried (default 30)")
+        space = parser.add_argument_group("search space (override the recipe's [tune] table: LOW,HIGH or one value to pin)")
+        for key, path in SEARCHED.items():
+            space.add_argument(f"--tune.{key}", dest=f"tune:{key}", metavar="LOW,HIGH" if key != "deepen" else "BOOL[,BOOL]",
+                               help=f"values of {path} to try")
+        add_recipe_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .errors import ConfigError
+        from .recipe import parse_value
+        from .tune import SEARCHED, mask_url, tune, tune_table
+
+        given = {k[len("tune:"):]: v for k, v in vars(args).items() if k.startswith("tune:") and v is not None}
+        space = None
+        if given:
+            space = dict(tune_table(args.recipe)) if args.recipe else {}
+            for key, text in given.items():
+                try:
+                    values = [parse_value(SEARCHED[key], part) for part in text.split(",")]
+                except ConfigError as exc:
+                    raise ConfigError(f"--tune.{key}: {str(exc).split(': ', 1)[-1]}") from None
+                space[key] = values if len(values) > 1 else values[0]
+        argv = [mask_url(a) if "://" in a else a for a in args.argv]
+        reporter = _TuneReporter(args) if args.console is not None else None
+        result = tune(
+            args.dataset, trials=args.trials, recipe=args.recipe, space=space, storage=args.storage,
+            study_name=args.study_name, out=args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
+            sampler=args.sampler, overrides=recipe_overrides(args), heartbeat=args.heartbeat, reporter=reporter,
+            command=_command_line(argv),
+        )
+        _say(args, f"study {result.study_name} ({result.storage}): {len(result.trials)} trials, "
+                   f"{len(result.pareto)} on the Pareto front")
+        for t in sorted(result.pareto, key=lambda t: t.macs or 0):
+            _say(args, f"  trial {t.number}: val acc {t.val_acc:.4f}, {t.macs / 1e6:.3f}M MACs, widths {t.widths}")
+        _say(args, f"page: {result.paths['html']}  table: {result.paths['csv']}")
+        return 0
+
+
+class _TuneReporter:
+    """One line per trial on the console."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    def trial_start(self, number: int, params: Mapping[str, Any], *, resumed: bool) -> None:
+        text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        _say(self.args, f"trial {number}{' (resumed)' if resumed else ''}: {text}")
+
+    def search_reporter(self, number: int) -> Any:
+        return None
+
+    def trial_end(self, row: Any) -> None:
+        acc = "-" if row.val_acc is None else f"{row.val_acc:.4f}"
+        macs = "-" if row.macs is None else f"{row.macs / 1e6:.3f}M"
+        _say(self.args, f"trial {row.number} {row.state.lower()}: val acc {acc}, {macs} MACs")
+
+    def waiting(self, running: int) -> None:
+        _say(self.args, f"waiting for {running} trial(s) running on other workers")
+
+
+COMMANDS.append(TuneCommand)

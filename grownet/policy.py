@@ -1,0 +1,335 @@
+"""Growth decisions: a pure function from (architecture, filter activity, budget) to a plan.
+
+The rules (METHOD.md §2, with a budget and depth added):
+
+- **Layer activity** is the share of a layer's filters in Γ's support. A ResNet stage width
+  (``stages.S``) is produced by several convs (every block's ``conv2`` and the projection
+  shortcut); its activity is the share over all of their filters (the mean of their
+  activities, which all have the same number of filters).
+- **Widen** every layer with activity >= τ (τ of the layer's stage; the ResNet stem uses
+  stage 0's) to ``max(C + min_add, ceil(ratio * C))``, capped at ``max_width``.
+- **Deepen** stage S when ``deepen`` is on and every layer of S had activity >= τ_S at this
+  check *and* at the previous one: one new layer per stage per check, appended at the end of
+  the stage (an identity at first, see grownet.grow), at most ``max_layers_per_stage`` layers
+  (VGG convs or ResNet blocks) per stage. A layer added at one check did not exist at the
+  previous one, so a stage is deepened at most every other check.
+- **Budget**: when the grown net would pass ``max_macs`` or ``max_params``, widening takes
+  priority over deepening: deepenings are dropped first (each kept if it still fits, in stage
+  order); if the widenings alone do not fit, every widening's increment is scaled by the
+  same largest fraction that fits (binary search over whole filters): layers left with a
+  smaller increment are ``clipped``, those left with none ``skipped``. A budget is never
+  exceeded.
+- A ``hold`` reason (max rounds reached, time budget) turns every growth into ``skipped``.
+
+Every decision carries its reason and the numbers behind it (:class:`LayerDecision`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Mapping, Sequence
+
+from .arch import Architecture
+from .errors import ConfigError
+from .models import layer_conv_weights
+
+__all__ = [
+    "DECISIONS",
+    "LayerDecision",
+    "GrowthPlan",
+    "widen_width",
+    "stage_of",
+    "stage_taus",
+    "layer_activity",
+    "plan_growth",
+]
+
+DECISIONS = ("widen", "deepen", "keep", "clipped", "skipped")
+
+#: ``cost_fn(arch) -> (macs, params)``: inference MACs per image and parameter count.
+CostFn = Callable[[Architecture], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class LayerDecision:
+    """One row of a growth check: what happens to one layer, and why.
+
+    ``width`` is the layer's width at the check (0 for a layer a deepening adds);
+    ``activity`` is ``None`` for such a layer; ``new_width`` equals ``width`` when the layer
+    does not grow.
+    """
+
+    layer: str
+    width: int
+    activity: float | None
+    tau: float
+    decision: str
+    new_width: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GrowthPlan:
+    """The outcome of one growth check.
+
+    Attributes:
+        arch: the architecture after the growth (the input one when nothing grows).
+        decisions: one :class:`LayerDecision` per existing layer in network order, then one
+            per deepening (added or skipped).
+        widen: ``{layer: new width}`` for every layer that grows (clipped ones included).
+        deepen: stages that get one more layer, in order; applied after the widenings.
+        saturated: whether any layer reached its τ.
+        macs, params: cost of ``arch`` (``None`` without a cost function).
+    """
+
+    arch: Architecture
+    decisions: tuple[LayerDecision, ...]
+    widen: Mapping[str, int] = field(default_factory=dict)
+    deepen: tuple[int, ...] = ()
+    saturated: bool = False
+    macs: int | None = None
+    params: int | None = None
+
+    @property
+    def grew(self) -> bool:
+        return bool(self.widen) or bool(self.deepen)
+
+
+def widen_width(width: int, *, ratio: float, min_add: int) -> int:
+    """The widened width ``max(C + min_add, ceil(ratio * C))``.
+
+    ``ratio * C`` is rounded to 9 decimals before the ceiling, so 1.1 x 10 gives 11, not 12.
+    """
+    return max(width + min_add, math.ceil(round(ratio * width, 9)))
+
+
+def stage_of(layer: str) -> int:
+    """Stage index of a layer name (``stem`` counts as stage 0)."""
+    if layer == "stem":
+        return 0
+    return int(layer.split(".")[1])
+
+
+def stage_taus(tau: float | Sequence[float], num_stages: int) -> tuple[float, ...]:
+    """τ for every stage: one number for all, or exactly one per stage.
+
+    Raises:
+        ConfigError: when a list's length differs from the number of stages.
+    """
+    if isinstance(tau, (int, float)):
+        return (float(tau),) * num_stages
+    taus = tuple(float(t) for t in tau)
+    if len(taus) != num_stages:
+        raise ConfigError(f"grow.tau: has {len(taus)} values but the net has {num_stages} stages; give one number or one per stage")
+    return taus
+
+
+def layer_activity(arch: Architecture, param_activity: Mapping[str, float]) -> dict[str, float]:
+    """Activity per layer name from activity per conv weight name
+    (:func:`grownet.optim.filter_activity`), in network order."""
+    out: dict[str, float] = {}
+    for layer in arch.layer_widths():
+        names = layer_conv_weights(arch, layer)
+        missing = [n for n in names if n not in param_activity]
+        if missing:
+            raise KeyError(f"no filter activity for {missing[0]!r} (is it a structured parameter of the optimizer?)")
+        # Rounded to 6 decimals: float32 means (0.4166666567...) read as the fractions they are.
+        out[layer] = round(sum(float(param_activity[n]) for n in names) / len(names), 6)
+    return out
+
+
+def _depth(arch: Architecture, stage: int) -> int:
+    st = arch.stages[stage]
+    return len(st) if arch.family == "vgg" else len(st.blocks)
+
+
+def _target(arch: Architecture, widen: Mapping[str, int], deepen: Sequence[int]) -> Architecture:
+    out = arch
+    for layer, width in widen.items():
+        out = out.with_width(layer, width)
+    for stage in deepen:
+        out = out.with_extra_layer(stage)
+    return out
+
+
+def _si(n: float) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.4g}{suffix}"
+    return f"{n:g}"
+
+
+def plan_growth(
+    arch: Architecture,
+    activity: Mapping[str, float],
+    *,
+    tau: float | Sequence[float],
+    ratio: float,
+    min_add: int,
+    previous: Mapping[str, float] | None = None,
+    deepen: bool = True,
+    max_layers_per_stage: int = 6,
+    max_width: int = 1024,
+    max_macs: int = 0,
+    max_params: int = 0,
+    cost_fn: CostFn | None = None,
+    hold: str | None = None,
+) -> GrowthPlan:
+    """Decide one growth check (see the module docstring for the rules).
+
+    Args:
+        arch: the current architecture.
+        activity: ``{layer name: activity in [0, 1]}`` for every layer of ``arch``
+            (:func:`layer_activity`).
+        tau: τ for all stages, or one per stage.
+        ratio, min_add: the widening rule.
+        previous: activity at the previous check (``None`` at the first), for deepening.
+        deepen: whether stages may be deepened.
+        max_layers_per_stage: deepening cap (VGG convs / ResNet blocks per stage).
+        max_width: no layer grows past this width.
+        max_macs, max_params: budget of the grown net (0 = none); needs ``cost_fn``.
+        cost_fn: ``arch -> (macs, params)``.
+        hold: when set, nothing grows and every growth is ``skipped`` with this reason.
+
+    Returns:
+        The :class:`GrowthPlan`.
+    """
+    taus = stage_taus(tau, arch.num_stages)
+    widths = arch.layer_widths()
+    missing = [l for l in widths if l not in activity]
+    if missing:
+        raise KeyError(f"no activity for layer {missing[0]!r}")
+
+    wanted: dict[str, int] = {}
+    rows: dict[str, LayerDecision] = {}
+    for layer, width in widths.items():
+        a, t = float(activity[layer]), taus[stage_of(layer)]
+        if a < t:
+            rows[layer] = LayerDecision(layer, width, a, t, "keep", width, f"activity {a:.3f} < tau {t:g}")
+            continue
+        new = min(widen_width(width, ratio=ratio, min_add=min_add), max_width)
+        if new <= width:
+            rows[layer] = LayerDecision(layer, width, a, t, "skipped", width, f"activity {a:.3f} >= tau {t:g} but width {width} is at grow.max_width {max_width}")
+            continue
+        why = f"activity {a:.3f} >= tau {t:g}: {width} -> {new} = max({width} + {min_add}, ceil({ratio:g} x {width}))"
+        if new == max_width:
+            why += f", capped at grow.max_width {max_width}"
+        rows[layer] = LayerDecision(layer, width, a, t, "widen", new, why)
+        wanted[layer] = new
+    saturated = any(r.decision != "keep" for r in rows.values())
+
+    # Deepening candidates: every layer of the stage saturated now and at the previous check.
+    deep_rows: dict[int, LayerDecision] = {}
+    deep_wanted: list[int] = []
+    for s in range(arch.num_stages if deepen else 0):
+        layers = arch.stage_layers(s)
+        t = taus[s]
+        now = min(float(activity[l]) for l in layers)
+        before = min((float(previous[l]) if previous and l in previous else -1.0) for l in layers)
+        if now < t or before < t:
+            continue
+        depth = _depth(arch, s)
+        name = f"stages.{s}.{depth}"
+        if depth >= max_layers_per_stage:
+            deep_rows[s] = LayerDecision(name, 0, None, t, "skipped", 0, f"stage {s} saturated twice but already has {depth} layers (grow.max_layers_per_stage {max_layers_per_stage})")
+            continue
+        deep_wanted.append(s)
+        deep_rows[s] = LayerDecision(
+            name, 0, None, t, "deepen", 0,
+            f"every layer of stage {s} saturated at this check (min activity {now:.3f}) and the previous one (min {before:.3f}), tau {t:g}",
+        )
+
+    if hold is not None:
+        rows = {l: _skip(r, hold) if r.decision == "widen" else r for l, r in rows.items()}
+        deep_rows = {s: _skip(r, hold) if r.decision == "deepen" else r for s, r in deep_rows.items()}
+        return GrowthPlan(arch, tuple(rows.values()) + tuple(deep_rows.values()), {}, (), saturated, *_cost(cost_fn, arch))
+
+    widen, kept = dict(wanted), list(deep_wanted)
+    budgeted = cost_fn is not None and (max_macs > 0 or max_params > 0)
+    if budgeted and (wanted or deep_wanted):
+        def over(a: Architecture) -> str | None:
+            macs, params = cost_fn(a)  # type: ignore[misc]
+            if max_macs and macs > max_macs:
+                return f"{_si(macs)} MACs > budget.max_macs {_si(max_macs)}"
+            if max_params and params > max_params:
+                return f"{_si(params)} params > budget.max_params {_si(max_params)}"
+            return None
+
+        full_over = over(_target(arch, wanted, deep_wanted))
+        if full_over is not None:
+            base_over = over(arch)
+            if base_over is not None:  # the current net is already at or past the budget
+                widen, kept = {}, []
+                rows = {l: _skip(r, f"the current net already has {base_over}") if r.decision == "widen" else r for l, r in rows.items()}
+                deep_rows = {s: _skip(r, f"the current net already has {base_over}") if r.decision == "deepen" else r for s, r in deep_rows.items()}
+            elif (widen_over := over(_target(arch, wanted, []))) is None:
+                kept = []
+                for s in deep_wanted:
+                    reason = over(_target(arch, wanted, kept + [s]))
+                    if reason is None:
+                        kept.append(s)
+                    else:
+                        deep_rows[s] = _skip(deep_rows[s], f"deepening stage {s} too would give {reason}")
+            else:
+                kept = []
+                for s in deep_wanted:
+                    deep_rows[s] = _skip(deep_rows[s], f"the widenings alone would give {widen_over}")
+                widen, rows = _clip(arch, wanted, rows, over, widen_over)
+
+    target = _target(arch, widen, kept)
+    for s in kept:  # the new layer's width is known once the widenings are applied
+        r = deep_rows[s]
+        name = r.layer
+        deep_rows[s] = LayerDecision(name, 0, None, r.tau, "deepen", target.width(name), r.reason)
+    decisions = tuple(rows.values()) + tuple(deep_rows[s] for s in sorted(deep_rows))
+    return GrowthPlan(target, decisions, widen, tuple(kept), saturated, *_cost(cost_fn, target))
+
+
+def _clip(
+    arch: Architecture,
+    wanted: Mapping[str, int],
+    rows: dict[str, LayerDecision],
+    over: Callable[[Architecture], str | None],
+    full_over: str,
+) -> tuple[dict[str, int], dict[str, LayerDecision]]:
+    """Scale every widening's increment by the largest common fraction t/T that fits."""
+    widths = arch.layer_widths()
+    inc = {l: w - widths[l] for l, w in wanted.items()}
+    steps = max(inc.values())
+
+    def at(t: int) -> dict[str, int]:
+        return {l: widths[l] + (d * t) // steps for l, d in inc.items() if (d * t) // steps > 0}
+
+    lo, hi = 0, steps  # at(lo) fits (the current net), at(hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if over(_target(arch, at(mid), [])) is None:
+            lo = mid
+        else:
+            hi = mid
+    widen = at(lo)
+    rows = dict(rows)
+    for layer, new in wanted.items():
+        r = rows[layer]
+        if layer in widen:
+            rows[layer] = LayerDecision(layer, r.width, r.activity, r.tau, "clipped", widen[layer],
+                                        f"{r.reason}; clipped to {widen[layer]}: the full widening would give {full_over}")
+        else:
+            rows[layer] = _skip(r, f"the full widening would give {full_over} and no whole filter fits")
+    return widen, rows
+
+
+def _skip(row: LayerDecision, why: str) -> LayerDecision:
+    wanted = f" (wanted {row.new_width})" if row.new_width > row.width else ""
+    return LayerDecision(row.layer, row.width, row.activity, row.tau, "skipped", row.width, f"{row.reason}; skipped{wanted}: {why}")
+
+
+def _cost(cost_fn: CostFn | None, arch: Architecture) -> tuple[int | None, int | None]:
+    if cost_fn is None:
+        return None, None
+    macs, params = cost_fn(arch)
+    return int(macs), int(params)

@@ -1,0 +1,132 @@
+"""Recipes: defaults are the reference setup, every shipped TOML loads, errors name the key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from grownet.errors import ConfigError
+from grownet.recipe import Recipe, load_recipe, parse_value, recipe_keys
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_defaults_are_the_reference_setup_of_method_section_2():
+    r = Recipe()
+    assert (r.optim.lr, r.optim.kappa, r.optim.mu, r.optim.momentum, r.optim.weight_decay) == (0.05, 1.0, 100.0, 0.9, 0.0)
+    assert (r.data.batch_size, r.grow.local_epochs, r.grow.tau, r.grow.ratio, r.grow.min_add) == (128, 10, 0.8, 1.1, 8)
+    assert r.finetune.epochs == 40
+    assert (r.budget.max_macs, r.budget.max_params, r.budget.time_budget, r.budget.max_rounds) == (0, 0, 0.0, 0)
+
+
+@pytest.mark.parametrize("name", ["cifar10-vgg", "cifar10-resnet", "cifar10-cpu", "smoke"])
+def test_shipped_recipes_load(name):
+    assert isinstance(load_recipe(RECIPES / f"{name}.toml"), Recipe)
+
+
+def test_reference_recipes_match_method_section_2():
+    vgg, res = load_recipe(RECIPES / "cifar10-vgg.toml"), load_recipe(RECIPES / "cifar10-resnet.toml")
+    for r in (vgg, res):
+        assert (r.optim.lr, r.optim.kappa, r.optim.mu, r.optim.momentum, r.data.batch_size) == (0.05, 1.0, 100.0, 0.9, 128)
+        assert (r.grow.local_epochs, r.grow.tau, r.grow.ratio, r.finetune.epochs) == (10, 0.8, 1.1, 40)
+    assert (vgg.grow.min_add, res.grow.min_add) == (8, 4)
+    assert (vgg.model.seed_arch, res.model.seed_arch) == ("vgg", "resnet")
+
+
+@pytest.mark.parametrize("name", ["cifar10-vgg", "cifar10-resnet", "cifar10-cpu", "smoke"])
+def test_every_key_of_the_search_recipes_has_a_comment(name):
+    for path in [RECIPES / f"{name}.toml"]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.match(r"\s*[a-z_]+\s*=", line):
+                assert "#" in line, f"{path.name}:{n}: key without a comment: {line.strip()}"
+
+
+def test_cpu_recipe_budget_is_within_the_issue_target():
+    r = load_recipe(RECIPES / "cifar10-cpu.toml")
+    assert 0 < r.budget.max_macs <= 40_000_000
+    assert 0 < r.budget.time_budget <= 35 * 60
+
+
+def test_every_schema_key_has_help():
+    keys = list(recipe_keys())
+    assert len({k.path for k in keys}) == len(keys)
+    assert all(k.help for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"grow": {"tau": 1.5}}, r"^grow\.tau: must be in \(0, 1\], got 1\.5$"),
+        ({"grow": {"tau": 0}}, r"^grow\.tau: must be in \(0, 1\], got 0$"),
+        ({"grow": {"tau": [0.8, 2.0]}}, r"^grow\.tau\[1\]: must be in \(0, 1\], got 2$"),
+        ({"grow": {"tua": 0.8}}, r"^grow\.tua: unknown key \(keys of \[grow\]: local_epochs, tau, "),
+        ({"trainer": {}}, r"^trainer: unknown section"),
+        ({"optim": {"lr": "fast"}}, r"^optim\.lr: must be a number, got 'fast'$"),
+        ({"optim": {"lr": 0.0}}, r"^optim\.lr: must be in \(0, 10\], got 0$"),
+        ({"grow": {"local_epochs": 2.5}}, r"^grow\.local_epochs: must be an integer, got 2\.5$"),
+        ({"grow": {"deepen": 1}}, r"^grow\.deepen: must be true or false, got 1$"),
+        ({"data": {"batch_size": 0}}, r"^data\.batch_size: must be in \[1, 65536\], got 0$"),
+        ({"budget": {"max_macs": -1}}, r"^budget\.max_macs: must be >= 0, got -1$"),
+        ({"finetune": {"optimizer": "adam"}}, r"^finetune\.optimizer: must be one of dessilbi, sgd, got 'adam'$"),
+        ({"optim": {"momentum": 1.0}}, r"^optim\.momentum: must be in \[0, 1\), got 1$"),
+        ({"grow": 3}, r"^grow: must be a table of keys, got int$"),
+    ],
+)
+def test_invalid_values_raise_config_error_naming_the_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        Recipe.from_dict(data)
+
+
+def test_toml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[grow]\ntau = 1.5  # too high\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: grow\.tau: must be in \(0, 1\], got 1\.5"):
+        load_recipe(bad)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[grow\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml: invalid TOML"):
+        load_recipe(broken)
+    with pytest.raises(ConfigError, match=r"missing\.toml: recipe file not found"):
+        load_recipe(tmp_path / "missing.toml")
+
+
+def test_round_trip_and_ints_accepted_for_floats():
+    r = Recipe.from_dict({"optim": {"lr": 1}, "grow": {"tau": [0.7, 0.8, 0.9]}})
+    assert r.optim.lr == 1.0 and isinstance(r.optim.lr, float)
+    assert r.grow.tau == (0.7, 0.8, 0.9)
+    assert Recipe.from_dict(r.to_dict()) == r
+    assert r.to_dict()["grow"]["tau"] == [0.7, 0.8, 0.9]
+
+
+def test_overrides_parse_command_line_text():
+    r = Recipe().with_overrides({"budget.max_macs": "40M", "grow.tau": "0.8,0.9", "grow.deepen": "off", "optim.lr": "0.1"})
+    assert r.budget.max_macs == 40_000_000
+    assert r.grow.tau == (0.8, 0.9)
+    assert r.grow.deepen is False
+    assert r.optim.lr == 0.1
+    assert Recipe().with_overrides({"grow.ratio": 1.5}).grow.ratio == 1.5
+    assert Recipe().diff(r) == ["optim.lr", "grow.tau", "grow.deepen", "budget.max_macs"]
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "message"),
+    [
+        ("budget.max_macs", "lots", r"^budget\.max_macs: must be an integer, got 'lots'$"),
+        ("budget.max_macs", "1.5", r"^budget\.max_macs: must be an integer, got '1\.5'$"),
+        ("grow.deepen", "maybe", r"^grow\.deepen: must be true or false, got 'maybe'$"),
+        ("grow.nope", "1", r"^grow\.nope: unknown key"),
+        ("nope.key", "1", r"^nope\.key: unknown recipe key"),
+    ],
+)
+def test_bad_override_text(path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_value(path, text)
+
+
+def test_parse_value_suffixes():
+    assert parse_value("budget.max_macs", "1.5G") == 1_500_000_000
+    assert parse_value("budget.max_params", "250k") == 250_000
+    assert parse_value("budget.max_macs", "4e7") == 40_000_000
+    assert parse_value("budget.time_budget", "1800") == 1800.0

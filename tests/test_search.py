@@ -1,0 +1,381 @@
+"""The main job (grownet.search): a real smoke search on a small slice, its run folder, the
+budget, resume after interruptions (in-process and SIGKILL), divergence handling, and the
+run-folder guards (existing folder, lock, corrupt checkpoint, other configuration)."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from _smoke import FAST, REPO, SMOKE, smoke_dataset
+from grownet.arch import Architecture
+from grownet.cost import cost
+from grownet.errors import DivergenceError, RunError, UsageError
+from grownet.policy import DECISIONS, widen_width
+from grownet.recipe import load_recipe
+from grownet.runfolder import HISTORY_COLUMNS, RunFolder, RunLock
+from grownet.search import Reporter, SearchInterrupted, search
+from grownet.train import EpochStats
+from grownet.weights import load_model
+
+RUN_FILES = ("config.json", "architecture.json", "weights.pt", "history.csv", "rounds.json", "summary.json",
+             "grownet.log", "checkpoints/latest.json")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return smoke_dataset(tmp_path_factory.mktemp("data"))
+
+
+def run(out: Path, data, **kw):
+    dataset, data_dir = data
+    overrides = {**FAST, **kw.pop("overrides", {})}
+    return search(dataset, data_dir=data_dir, recipe=SMOKE, overrides=overrides, out=out, seed=3, device="cpu", **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, data):
+    return run(tmp_path_factory.mktemp("runs") / "smoke", data)
+
+
+def history(path: Path) -> list[dict]:
+    with open(path / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def comparable(run_dir: Path) -> dict:
+    """Everything a run produced except wall-clock times."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.pop("wall_time")
+    rows = [{k: v for k, v in row.items() if k != "wall_time"} for row in history(run_dir)]
+    return {
+        "summary": summary,
+        "history": rows,
+        "rounds": json.loads((run_dir / "rounds.json").read_text()),
+        "architecture": (run_dir / "architecture.json").read_text(),
+        "weights": hashlib.sha256((run_dir / "weights.pt").read_bytes()).hexdigest(),
+    }
+
+
+# ---- the smoke run ------------------------------------------------------------------------------
+
+
+def test_smoke_search_writes_every_file_of_the_run_folder(smoke):
+    d = smoke.run_dir
+    for name in RUN_FILES:
+        assert (d / name).is_file(), name
+    config = json.loads((d / "config.json").read_text())
+    assert set(config) >= {"recipe", "seed", "dataset", "data_dir", "device", "versions", "command", "started"}
+    assert config["seed"] == 3 and config["recipe"]["grow"]["local_epochs"] == 2
+    assert set(config["versions"]) == {"grownet", "torch", "torchvision", "python"}
+    rows = history(d)
+    assert list(rows[0]) == list(HISTORY_COLUMNS)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, smoke.epochs + 1))
+    assert [r["phase"] for r in rows] == ["grow"] * 6 + ["finetune"]
+    summary = json.loads((d / "summary.json").read_text())
+    assert set(summary) >= {"dataset", "classes", "seed", "val_acc", "test_acc", "macs", "params", "train_flops",
+                            "wall_time", "rounds", "epochs", "seed_arch", "final_arch", "events"}
+    assert len(summary["classes"]) == 10 and summary["events"] == []
+    assert (summary["rounds"], summary["epochs"]) == (3, 7)
+    assert "done: val acc" in (d / "grownet.log").read_text()
+
+
+def test_smoke_search_grows_and_records_every_decision_with_its_numbers(smoke):
+    rounds = json.loads((smoke.run_dir / "rounds.json").read_text())
+    assert [r["grew"] for r in rounds] == [True, True, False]
+    assert rounds[2]["hold"] == "budget.max_rounds 3 reached"
+    recipe = load_recipe(SMOKE)
+    arch = Architecture.from_dict(json.loads((smoke.run_dir / "summary.json").read_text())["seed_arch"])
+    for r in rounds:
+        assert (r["macs"], r["params"]) == (cost(arch).macs, cost(arch).params)
+        assert [l["layer"] for l in r["layers"][: len(arch.layer_widths())]] == list(arch.layer_widths())
+        for l in r["layers"]:
+            assert l["decision"] in DECISIONS and l["reason"]
+            if l["decision"] == "widen":
+                assert l["activity"] >= l["tau"] == recipe.grow.tau
+                assert l["new_width"] == widen_width(l["width"], ratio=recipe.grow.ratio, min_add=recipe.grow.min_add)
+            if l["decision"] == "keep":
+                assert l["activity"] < l["tau"] and l["new_width"] == l["width"]
+        if r["grew"]:
+            arch = Architecture.from_dict(r["new_arch"])
+    assert arch == smoke.arch
+    assert smoke.macs == cost(smoke.arch).macs > cost(Architecture.from_dict(json.loads(
+        (smoke.run_dir / "summary.json").read_text())["seed_arch"])).macs
+
+
+def test_history_counts_training_flops_from_the_cost_of_each_epochs_net(smoke):
+    rows = history(smoke.run_dir)
+    rounds = json.loads((smoke.run_dir / "rounds.json").read_text())
+    archs = [Architecture.from_dict(json.loads((smoke.run_dir / "summary.json").read_text())["seed_arch"])]
+    archs += [Architecture.from_dict(r["new_arch"]) for r in rounds if r["grew"]]
+    samples = (1000 - 300) // 64 * 64  # the training loader drops the last partial batch
+    flops = 0
+    for row in rows:
+        arch = archs[int(row["round"]) - 1]
+        flops += cost(arch).train_flops_per_sample * samples
+        assert int(row["train_flops"]) == flops
+        assert (int(row["macs"]), int(row["params"])) == (cost(arch).macs, cost(arch).params)
+    assert float(rows[-1]["lr"]) < 0.05 == float(rows[0]["lr"])  # cosine fine-tune vs constant growing lr
+    walls = [float(r["wall_time"]) for r in rows]
+    assert walls == sorted(walls)
+
+
+def test_saved_architecture_and_weights_reproduce_the_recorded_accuracy(smoke, data):
+    from grownet.data import load_dataset, make_loaders
+    from grownet.train import evaluate, prepare_model
+
+    d = smoke.run_dir
+    arch = Architecture.from_json(d / "architecture.json")
+    meta = arch.meta
+    assert (meta["macs"], meta["params"]) == (cost(arch).macs, cost(arch).params)
+    assert (meta["val_acc"], meta["test_acc"]) == (smoke.val_acc, smoke.test_acc)
+    assert meta["dataset"] == data[0] and meta["grownet_version"]
+    model = load_model(d / "architecture.json", d / "weights.pt")
+    prepare_model(model, torch.device("cpu"), channels_last=True)
+    ds = load_dataset(data[0], data_dir=data[1], limit_train=1000, limit_test=300)
+    _, val, test = make_loaders(ds, batch_size=64, val_fraction=300 / 1000, seed=3, eval_batch_size=500, channels_last=True)
+    assert evaluate(model, val).acc == smoke.val_acc
+    assert evaluate(model, test).acc == smoke.test_acc
+
+
+# ---- budget ---------------------------------------------------------------------------------------
+
+
+def test_a_macs_budget_is_never_exceeded_and_the_clipping_is_recorded(tmp_path, data, smoke):
+    rounds = json.loads((smoke.run_dir / "rounds.json").read_text())
+    seed_macs, grown_macs = rounds[0]["macs"], rounds[0]["new_macs"]
+    budget = (seed_macs + grown_macs) // 2
+    result = run(tmp_path / "budget", data, overrides={"budget.max_macs": budget, "budget.max_rounds": 2, "finetune.epochs": 0})
+    assert result.macs <= budget
+    got = json.loads((result.run_dir / "rounds.json").read_text())
+    decisions = [l for r in got for l in r["layers"] if l["decision"] in ("clipped", "skipped")]
+    assert decisions and all("budget.max_macs" in l["reason"] or "max_rounds" in l["reason"] for l in decisions)
+    assert any(l["decision"] == "clipped" and "max_macs" in l["reason"] for l in decisions)
+    assert all(r["new_macs"] <= budget for r in got)
+    assert history(result.run_dir)[-1]["phase"] == "grow"  # no fine-tune: the last grown weights are kept
+
+
+def test_the_time_budget_holds_growth_that_would_not_leave_room_for_the_fine_tune(tmp_path, data):
+    result = run(tmp_path / "timed", data, overrides={"budget.time_budget": 1, "finetune.epochs": 0})
+    (check,) = json.loads((result.run_dir / "rounds.json").read_text())
+    assert not check["grew"] and check["hold"].startswith("budget.time_budget 1 s: ")
+    saturated = [l for l in check["layers"] if l["activity"] is not None and l["activity"] >= l["tau"]]
+    assert saturated and all(l["decision"] == "skipped" and "budget.time_budget" in l["reason"] for l in saturated)
+    assert result.epochs == 2
+
+
+# ---- resume ----------------------------------------------------------------------------------------
+
+
+class StopAt(Reporter):
+    """Raise KeyboardInterrupt (as Ctrl-C would) when epoch ``epoch`` ends."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_end(self, row):
+        if row["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruptions_gives_the_result_of_an_uninterrupted_run(tmp_path, data, smoke):
+    out = tmp_path / "interrupted"
+    # Epoch 2 ends round 1 (interrupted before its growth check was saved); epoch 7 is the fine-tune.
+    with pytest.raises(SearchInterrupted, match=r"continue with: .*--resume"):
+        run(out, data, reporter=StopAt(2))
+    with pytest.raises(SearchInterrupted):
+        run(out, data, resume=True, reporter=StopAt(7))
+    result = run(out, data, resume=True)
+    assert result.arch == smoke.arch
+    assert (result.val_acc, result.test_acc, result.train_flops) == (smoke.val_acc, smoke.test_acc, smoke.train_flops)
+    assert comparable(out) == comparable(smoke.run_dir)
+
+
+def test_an_sgd_fine_tune_follows_its_schedule_and_resumes_exactly(tmp_path, data):
+    import math
+
+    sgd = {"budget.max_rounds": 1, "finetune.epochs": 2, "finetune.optimizer": "sgd", "finetune.lr": 0.1,
+           "finetune.nesterov": True, "finetune.weight_decay": 5e-4, "finetune.warmup_epochs": 0.5,
+           "finetune.label_smoothing": 0.1}
+    whole = run(tmp_path / "whole", data, overrides=sgd)
+    steps = (1000 - 300) // 64
+    total = 2 * steps
+    lrs = [float(r["lr"]) for r in history(whole.run_dir)]
+    for k in range(2):  # the lr of each fine-tune epoch's last step: cosine after a half-epoch warm-up
+        t = (k + 1) * steps - 1
+        assert lrs[2 + k] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * t / total)))
+    best = max(range(2), key=lambda k: float(history(whole.run_dir)[2 + k]["val_acc"]))
+    assert json.loads((whole.run_dir / "summary.json").read_text())["best_epoch"] == 3 + best
+    out = tmp_path / "parts"
+    with pytest.raises(SearchInterrupted):
+        run(out, data, overrides=sgd, reporter=StopAt(4))  # the epoch-3 checkpoint holds SGD's momentum
+    assert RunFolder(out).load_checkpoint()["optimizer_kind"] == "sgd"
+    run(out, data, overrides=sgd, resume=True)
+    assert comparable(out) == comparable(whole.run_dir)
+
+
+def test_resume_after_sigkill_gives_the_same_result(tmp_path, data, smoke):
+    out = tmp_path / "killed"
+    dataset, data_dir = data
+    cmd = [sys.executable, "-m", "grownet", "search", "--dataset", dataset, "--recipe", str(SMOKE), "--out", str(out),
+           "--seed", "3", "--device", "cpu", "--quiet"]
+    if data_dir:
+        cmd += ["--data-dir", data_dir]
+    for key, value in FAST.items():
+        cmd += [f"--{key}", str(value)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "history.csv").exists() and len(history(out)) >= 3:  # mid round 2, after a growth
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    result = run(out, data, resume=True)
+    assert result.arch == smoke.arch and result.val_acc == smoke.val_acc
+    assert comparable(out) == comparable(smoke.run_dir)
+
+
+def test_resuming_a_finished_run_returns_its_result_without_training(smoke, data, monkeypatch):
+    gs = importlib.import_module("grownet.search")  # the package attribute is the function
+
+    monkeypatch.setattr(gs, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
+    before = comparable(smoke.run_dir)
+    again = run(smoke.run_dir, data, resume=True)
+    assert (again.arch, again.val_acc, again.test_acc) == (smoke.arch, smoke.val_acc, smoke.test_acc)
+    assert comparable(smoke.run_dir) == before
+
+
+# ---- run-folder guards -------------------------------------------------------------------------------
+
+
+def test_an_existing_run_folder_is_never_overwritten_without_resume_or_force(smoke, data):
+    with pytest.raises(RunError, match=r"already exists; pass --resume to continue that run or --force to overwrite it"):
+        run(smoke.run_dir, data)
+    with pytest.raises(UsageError, match=r"--resume and --force contradict"):
+        run(smoke.run_dir, data, resume=True, force=True)
+
+
+def test_force_clears_only_grownet_run_folders(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match=r"is not empty and is not a grownet run folder; refusing to delete it"):
+        RunFolder(other).prepare(resume=False, force=True)
+    assert (other / "notes.txt").exists()
+    old = tmp_path / "old"
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    RunFolder(old).prepare(resume=False, force=True)
+    assert list(old.iterdir()) == []
+
+
+def test_resume_refuses_another_configuration_a_corrupt_checkpoint_and_a_locked_folder(smoke, data, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke.run_dir, copy)
+    with pytest.raises(RunError, match=r"was started with another configuration \(grow\.tau = 0\.8, now 0\.9\)"):
+        run(copy, data, resume=True, overrides={"grow.tau": 0.9})
+    with pytest.raises(RunError, match=r"was started with --seed 3, not 4"):
+        search(data[0], data_dir=data[1], out=copy, resume=True, seed=4)
+    with RunLock(copy):
+        with pytest.raises(RunError, match=r"is in use by another grownet process \(pid \d+\)"):
+            run(copy, data, resume=True)
+    manifest = json.loads((copy / "checkpoints" / "latest.json").read_text())
+    ckpt = copy / "checkpoints" / manifest["file"]
+    blob = bytearray(ckpt.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(blob))
+    with pytest.raises(RunError, match=r"checkpoint is corrupt \(SHA-256 mismatch\)"):
+        run(copy, data, resume=True)
+    with pytest.raises(RunError, match=r"no such run folder to resume"):
+        run(tmp_path / "missing", data, resume=True)
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match=r"nothing to resume \(no checkpoints/latest\.json\)"):
+        run(tmp_path / "empty", data, resume=True)
+
+
+# ---- seeds from the recipe ------------------------------------------------------------------------------
+
+
+def test_seed_width_and_depths_shape_the_preset_seed(tmp_path):
+    from types import SimpleNamespace
+
+    from grownet.errors import ConfigError
+    from grownet.recipe import Recipe
+    from grownet.search import _seed_arch
+
+    data = SimpleNamespace(num_classes=10, in_channels=3, input_size=32)
+
+    def seed(**model):
+        return _seed_arch(Recipe.from_dict({"model": model}), data)
+
+    assert seed().stages == ((16,), (16,), (16, 16), (16, 16), (16, 16))  # the preset's own
+    assert seed(seed_width=[16, 32, 64, 64, 64]).stages == ((16,), (32,), (64, 64), (64, 64), (64, 64))
+    assert seed(seed_width=16, seed_depths=[2, 2, 3, 3, 3]).stages == ((16,) * 2, (16,) * 2, (16,) * 3, (16,) * 3, (16,) * 3)
+    res = seed(seed_arch="resnet", seed_width=16, seed_depths=3)
+    assert res.stem == 16 and [(s.width, s.blocks) for s in res.stages] == [(16, (16, 16, 16))] * 3
+    with pytest.raises(ConfigError, match=r"model\.seed_width: 3 values, but the vgg preset has 5 stages"):
+        seed(seed_width=[8, 16, 32])
+    with pytest.raises(ConfigError, match=r"model\.seed_width and model\.seed_depths apply to the vgg and resnet presets only"):
+        seed(seed_arch="vgg16", seed_width=8)
+    with pytest.raises(ConfigError, match=r"model\.seed_arch: must be a preset \(vgg, resnet, .*\) or an architecture JSON path"):
+        seed(seed_arch="alexnet")
+    path = tmp_path / "seed.json"
+    Architecture("vgg", ((8,), (8,)), num_classes=100).save(path)
+    with pytest.raises(ConfigError, match=r"has num_classes 100, the dataset needs 10"):
+        seed(seed_arch=str(path))
+
+
+# ---- divergence -----------------------------------------------------------------------------------------
+
+
+def test_a_non_finite_loss_restores_the_last_checkpoint_and_lowers_the_lr(tmp_path, data, monkeypatch):
+    gs = importlib.import_module("grownet.search")  # the package attribute is the function
+
+    real = gs.train_epoch
+    calls = []
+
+    def flaky(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # epoch 2, first attempt: diverges half-way
+            real(*args, **kw)
+            return EpochStats(float("nan"), 0.1, 320, 0.1, False)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(gs, "train_epoch", flaky)
+    result = run(tmp_path / "nan", data, overrides={"budget.max_rounds": 1, "finetune.epochs": 0})
+    assert len(calls) == 3
+    (event,) = result.events
+    assert event["event"] == "divergence" and event["epoch"] == 2 and "lr x 0.5" in event["detail"]
+    assert [float(r["lr"]) for r in history(result.run_dir)] == [0.05, 0.025]
+    assert json.loads((result.run_dir / "summary.json").read_text())["events"] == [event]
+
+
+def test_a_loss_that_stays_non_finite_stops_with_divergence_error(tmp_path, data, monkeypatch):
+    gs = importlib.import_module("grownet.search")  # the package attribute is the function
+
+    monkeypatch.setattr(gs, "train_epoch", lambda *a, **k: EpochStats(float("nan"), 0.0, 64, 0.1, False))
+    out = tmp_path / "diverged"
+    with pytest.raises(DivergenceError, match=r"the loss was non-finite 3 times \(run\.max_retries 2\).*lower optim\.lr"):
+        run(out, data, overrides={"run.max_retries": 2})
+    state = RunFolder(out).load_checkpoint()["state"]
+    assert state["epoch"] == 0 and [e["event"] for e in state["events"]] == ["divergence"] * 3

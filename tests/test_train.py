@@ -1,0 +1,142 @@
+"""The training loop (grownet.train): epoch statistics against direct computation, the
+learning-rate hook, progress, non-finite losses, evaluation and device helpers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grownet.arch import Architecture
+from grownet.errors import UsageError
+from grownet.models import build_model
+from grownet.train import (
+    EpochStats,
+    amp_dtype,
+    evaluate,
+    prepare_model,
+    resolve_device,
+    train_epoch,
+    wants_channels_last,
+)
+
+
+def batches(n_batches: int = 4, bs: int = 8, *, seed: int = 0, nan_at: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n_batches):
+        x = torch.randn(bs, 3, 8, 8, generator=g)
+        if i == nan_at:
+            x[0, 0, 0, 0] = float("nan")
+        out.append((x, torch.randint(0, 10, (bs,), generator=g)))
+    return out
+
+
+def linear_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+
+
+def test_with_zero_lr_the_epoch_loss_and_accuracy_are_those_of_the_fixed_model():
+    model, data = linear_model(), batches()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    stats = train_epoch(model, data, opt, lr_at=lambda i: 0.0, label_smoothing=0.1)
+    x = torch.cat([b[0] for b in data])
+    y = torch.cat([b[1] for b in data])
+    with torch.no_grad():
+        logits = model(x)
+    assert isinstance(stats, EpochStats) and stats.finite
+    assert stats.samples == 32
+    assert stats.loss == pytest.approx(F.cross_entropy(logits, y, label_smoothing=0.1).item(), rel=1e-6)
+    assert stats.acc == (logits.argmax(1) == y).float().mean().item()
+    ev = evaluate(model, data)
+    assert (ev.samples, ev.acc) == (32, stats.acc)
+    assert ev.loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+
+
+def test_one_sgd_step_per_batch_matches_a_hand_written_loop():
+    model, data = linear_model(), batches()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    train_epoch(model, data, opt)
+    for x, y in data:
+        ref_opt.zero_grad()
+        F.cross_entropy(ref(x), y).backward()
+        ref_opt.step()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_lr_at_sets_every_group_before_each_step_and_progress_reports_each_batch():
+    model, data = linear_model(), batches(5)
+    opt = torch.optim.SGD([{"params": [model[1].weight]}, {"params": [model[1].bias]}], lr=1.0)
+    seen: list[tuple[int, int, list[float]]] = []
+    train_epoch(model, data, opt, lr_at=lambda i: 0.01 * (i + 1),
+                progress=lambda done, total: seen.append((done, total, [g["lr"] for g in opt.param_groups])))
+    assert [(d, t) for d, t, _ in seen] == [(i, 5) for i in range(1, 6)]
+    assert all(lrs == [pytest.approx(0.01 * d)] * 2 for d, _, lrs in seen)
+
+
+def test_a_non_finite_loss_stops_the_epoch_before_its_step():
+    model, data = linear_model(), batches(4, nan_at=2)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    stats = train_epoch(model, data, opt)
+    assert not stats.finite and stats.samples == 16
+    assert stats.loss != stats.loss  # nan
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for x, y in data[:2]:
+        ref_opt.zero_grad()
+        F.cross_entropy(ref(x), y).backward()
+        ref_opt.step()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.isfinite(p).all()
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_evaluate_restores_the_training_mode_and_uses_eval_batchnorm():
+    arch = Architecture("vgg", ((4,), (4,)), input_size=8)
+    torch.manual_seed(0)
+    model = build_model(arch)
+    data = batches(2)
+    model.train()
+    ev = evaluate(model, data)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in data])
+    y = torch.cat([b[1] for b in data])
+    assert ev.loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+
+
+def test_channels_last_model_trains_like_the_contiguous_one():
+    arch = Architecture("vgg", ((4,), (8,)), input_size=8)
+    torch.manual_seed(0)
+    a = build_model(arch)
+    b = prepare_model(copy.deepcopy(a), torch.device("cpu"), channels_last=True)
+    assert b.stages[0][0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    data = batches(3)
+    sa = train_epoch(a, data, torch.optim.SGD(a.parameters(), lr=0.05))
+    sb = train_epoch(b, data, torch.optim.SGD(b.parameters(), lr=0.05))
+    assert sb.loss == pytest.approx(sa.loss, rel=1e-4)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_device_helpers():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UsageError, match=r"--device: unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match=r"--device: cuda asked for but CUDA is not available"):
+            resolve_device("cuda")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert wants_channels_last("auto", cpu) and not wants_channels_last("auto", cuda)
+    assert wants_channels_last("on", cuda) and not wants_channels_last("off", cpu)
+    assert amp_dtype("bf16", cpu) is None and amp_dtype("off", cuda) is None
+    assert amp_dtype("bf16", cuda) == torch.bfloat16 and amp_dtype("fp16", cuda) == torch.float16
