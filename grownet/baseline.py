@@ -1,0 +1,302 @@
+"""Controls for a grown net (METHOD.md §4): what the same budget buys without growing.
+
+Three controls, each trained from a fresh initialisation and written to
+``RUN_DIR/controls/<name>/``:
+
+- ``scratch``: the final architecture of the run, trained from scratch;
+- ``uniform``: the seed's layout with every width scaled by one multiplier, found by
+  bisection so that its inference MACs match the final net's (within a few percent: widths
+  are whole filters);
+- ``seed``: the seed architecture alone.
+
+Training choice (documented here because reviewers ask): every control gets the same number
+of epochs as the whole search (growth rounds plus fine-tune, ``summary.json`` ``epochs``),
+the search's fine-tune optimizer (``finetune.optimizer``: a *fresh* DessiLBI with the
+``optim.*`` settings, or momentum SGD with the ``finetune.*`` settings) and the fine-tune's
+cosine learning-rate schedule (``finetune.lr`` down to ``finetune.min_lr``, with its warm-up
+and label smoothing) stretched over all those epochs; the constant-rate growth phase has no
+counterpart since nothing grows. Data, validation split, batch size, augmentation, seed and
+device options come from the run's config.json, and the epochs run through the one training
+loop of :mod:`grownet.train`. As in the search, the epoch with the best validation accuracy
+is kept and the test set is evaluated once, on it.
+
+Each control folder holds ``summary.json`` (``control``, ``val_acc``, ``test_acc``, ``macs``,
+``params``, ``train_flops``, ``wall_time``, ``epochs``, ``best_epoch``, ...), ``history.csv``
+(the run's columns; ``round`` 0, ``phase`` ``"control"``), ``architecture.json`` and
+``weights.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from .arch import Architecture, ResStage
+from .cost import cost
+from .errors import ArchitectureError, RunError, UsageError
+from .models import build_model
+from .recipe import Recipe
+from .report import CONTROL_NAMES, RunRecord, load_run
+from .runfolder import RunFolder
+from .train import amp_dtype, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
+
+__all__ = ["CONTROLS", "ControlResult", "control_architecture", "scale_widths", "uniform_architecture",
+           "cosine_lr", "run_control"]
+
+logger = logging.getLogger(__name__)
+
+#: The control names, in the order reports show them.
+CONTROLS = CONTROL_NAMES
+#: Bisection steps for the uniform multiplier (2^-40 of the bracket: far below one filter).
+_BISECT_STEPS = 40
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """A finished control: its folder, architecture and metrics (accuracies as fractions;
+    ``train_flops`` summed over the epochs trained; ``wall_time`` in seconds)."""
+
+    name: str
+    path: Path
+    arch: Architecture
+    val_acc: float
+    test_acc: float
+    macs: int
+    params: int
+    train_flops: int
+    wall_time: float
+    epochs: int
+    best_epoch: int
+
+
+# ---- architectures --------------------------------------------------------------------------------
+
+
+def scale_widths(arch: Architecture, multiplier: float) -> Architecture:
+    """``arch`` with every width multiplied by ``multiplier`` and rounded (at least 1);
+    depth, family and input/output shapes unchanged, meta dropped.
+
+    Raises:
+        UsageError: for a multiplier that is not a positive finite number.
+    """
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not math.isfinite(multiplier) or multiplier <= 0:
+        raise UsageError(f"multiplier: must be a positive number, got {multiplier!r}")
+
+    def w(width: int) -> int:
+        return max(1, round(width * multiplier))
+
+    if arch.family == "vgg":
+        stages: tuple = tuple(tuple(w(x) for x in stage) for stage in arch.stages)
+        return replace(arch, stages=stages, meta={})
+    stages = tuple(ResStage(w(s.width), tuple(w(b) for b in s.blocks)) for s in arch.stages)
+    return replace(arch, stages=stages, stem=w(int(arch.stem)), meta={})  # type: ignore[arg-type]
+
+
+def uniform_architecture(seed: Architecture, target_macs: int) -> Architecture:
+    """The seed's layout scaled by the one width multiplier whose inference MACs come closest
+    to ``target_macs`` (bisection: MACs never decrease as the multiplier grows).
+
+    Raises:
+        UsageError: for a non-positive target.
+    """
+    if isinstance(target_macs, bool) or not isinstance(target_macs, (int, float)) or target_macs <= 0:
+        raise UsageError(f"target_macs: must be a positive number, got {target_macs!r}")
+
+    def macs(m: float) -> int:
+        return cost(scale_widths(seed, m)).macs
+
+    lo, hi = 1.0, 1.0
+    while macs(lo) > target_macs and max(seed.layer_widths().values()) * lo > 1:
+        lo /= 2
+    while macs(hi) < target_macs and min(seed.layer_widths().values()) * hi < 65536 / 2:
+        hi *= 2
+    for _ in range(_BISECT_STEPS):  # invariant: macs(lo) <= target <= macs(hi), where reachable
+        mid = (lo + hi) / 2
+        if macs(mid) < target_macs:
+            lo = mid
+        else:
+            hi = mid
+    best = min((lo, hi), key=lambda m: abs(macs(m) - target_macs))
+    return scale_widths(seed, best)
+
+
+def control_architecture(run: RunRecord | str | os.PathLike, control: str) -> Architecture:
+    """The architecture a control trains: the run's final net (``scratch``), its seed
+    (``seed``), or the seed scaled to the final net's MACs (``uniform``).
+
+    Raises:
+        UsageError: for an unknown control name.
+        RunError: when the run lacks the architecture the control needs.
+    """
+    if control not in CONTROLS:
+        raise UsageError(f"--control: must be one of {', '.join(CONTROLS)}, got {control!r}")
+    if not isinstance(run, RunRecord):
+        run = load_run(run)
+    final = run.arch
+    if final is None:
+        raise RunError(f"{run.path}: architecture.json is missing; controls need a finished run")
+    final = replace(final, meta={})
+    if control == "scratch":
+        return final
+    seed_dict = run.summary.get("seed_arch")
+    try:
+        seed = Architecture.from_dict(seed_dict)  # type: ignore[arg-type]
+    except ArchitectureError as exc:
+        raise RunError(f"{run.path / 'summary.json'}: seed_arch is not a valid architecture ({exc})") from None
+    if control == "seed":
+        return seed
+    return uniform_architecture(seed, cost(final).macs)
+
+
+# ---- training -------------------------------------------------------------------------------------------
+
+
+def cosine_lr(step: int, total: int, *, lr: float, min_lr: float = 0.0, warmup: float = 0.0) -> float:
+    """Learning rate at optimizer step ``step`` of ``total``: cosine from ``lr`` to ``min_lr``,
+    times a linear warm-up ``(step + 1) / warmup`` over the first ``warmup`` steps (the
+    schedule of the search's fine-tune)."""
+    value = min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+    if warmup > 0 and step < warmup:
+        value *= (step + 1) / warmup
+    return value
+
+
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The search's fine-tune optimizer, fresh: DessiLBI as the search builds it, or SGD."""
+    f = recipe.finetune
+    if f.optimizer == "dessilbi":
+        from .search import _dessilbi
+
+        return _dessilbi(model, recipe)
+    return torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.momentum, nesterov=f.nesterov and f.momentum > 0,
+                           weight_decay=f.weight_decay)
+
+
+def run_control(
+    run_dir: str | os.PathLike,
+    control: str,
+    *,
+    epochs: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    force: bool = False,
+    progress: Callable[[Mapping[str, Any]], None] | None = None,
+) -> ControlResult:
+    """Train control ``control`` of the run in ``run_dir`` and write
+    ``run_dir/controls/<control>/`` (see the module docstring for the training choice).
+
+    Args:
+        run_dir: a finished search's run folder.
+        control: ``"scratch"``, ``"uniform"`` or ``"seed"``.
+        epochs: epochs to train (default: the search's total epochs, summary.json ``epochs``).
+        data_dir: folder holding the dataset (default: the run's config.json ``data_dir``).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+        force: replace an existing result of this control.
+        progress: called with each epoch's history row.
+
+    Returns:
+        :class:`ControlResult`.
+
+    Raises:
+        UsageError: unknown control, bad epochs or device.
+        RunError: the run is not finished, or the control exists without ``force``, or
+            another process is writing it.
+    """
+    from .search import _make_data, _rng_scope, _seed_all
+
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise UsageError(f"epochs: must be a positive integer, got {epochs!r}")
+    run = load_run(run_dir)
+    arch = control_architecture(run, control)
+    total = epochs if epochs is not None else run.summary.get("epochs")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise RunError(f"{run.path / 'summary.json'}: epochs is {total!r}, not a positive integer; pass --epochs")
+    out = RunFolder(run.path / "controls" / control)
+    out.path.mkdir(parents=True, exist_ok=True)
+    with out.lock():
+        if out.summary.exists() and not force:
+            raise RunError(f"{out.path} already holds a finished control; pass --force to train it again")
+        config = dict(run.config)
+        if data_dir is not None:
+            config["data_dir"] = str(data_dir)
+        recipe = Recipe.from_dict(config["recipe"])
+        dev = resolve_device(device)
+        with _rng_scope(dev):
+            _seed_all(int(config["seed"]))
+            result = _train(out, control, arch, recipe, config, dev, total, progress, _make_data)
+    logger.info("control %s: val acc %.4f, test acc %.4f, %.2fM MACs, %.0f s -> %s",
+                control, result.val_acc, result.test_acc, result.macs / 1e6, result.wall_time, out.path)
+    return result
+
+
+def _train(out: RunFolder, control: str, arch: Architecture, recipe: Recipe, config: Mapping[str, Any],
+           device: torch.device, epochs: int, progress: Callable[[Mapping[str, Any]], None] | None,
+           make_data: Callable[..., Any]) -> ControlResult:
+    channels_last = wants_channels_last(recipe.run.channels_last, device)
+    amp = amp_dtype(recipe.run.amp, device)
+    data = make_data(config, recipe, device, channels_last=channels_last)
+    dims = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
+    for key, value in dims.items():
+        if getattr(arch, key) != value:
+            raise RunError(f"{control}: the architecture has {key} {getattr(arch, key)} but the dataset gives {value}; "
+                           "is config.json's dataset the one the run was trained on?")
+    model = prepare_model(build_model(arch), device, channels_last=channels_last)
+    optimizer = _optimizer(model, recipe)
+    c = cost(arch)
+    f = recipe.finetune
+    steps = len(data.train)
+    history: list[dict[str, Any]] = []
+    best_val, best_epoch, best_state = -1.0, 0, None
+    flops, start = 0, time.perf_counter()
+    for epoch in range(epochs):
+        first = epoch * steps
+
+        def lr_at(i: int, first: int = first) -> float:
+            return cosine_lr(first + i, epochs * steps, lr=f.lr, min_lr=f.min_lr, warmup=f.warmup_epochs * steps)
+
+        stats = train_epoch(model, data.train, optimizer, lr_at=lr_at, amp=amp, label_smoothing=f.label_smoothing)
+        if not stats.finite:
+            raise RunError(f"control {control}: non-finite training loss in epoch {epoch + 1}; lower finetune.lr in the "
+                           "run's recipe and train the control again")
+        val = evaluate(model, data.val, amp=amp)
+        flops += c.train_flops_per_sample * stats.samples
+        row = {"round": 0, "epoch": epoch + 1, "phase": "control", "lr": lr_at(steps - 1), "train_loss": stats.loss,
+               "train_acc": stats.acc, "val_loss": val.loss, "val_acc": val.acc, "macs": c.macs, "params": c.params,
+               "train_flops": flops, "wall_time": round(time.perf_counter() - start, 3)}
+        history.append(row)
+        out.write_history(history)
+        logger.info("control %s epoch %d/%d: lr %.4g loss %.4f acc %.4f | val loss %.4f acc %.4f",
+                    control, epoch + 1, epochs, row["lr"], stats.loss, stats.acc, val.loss, val.acc)
+        if progress is not None:
+            progress(row)
+        if val.acc > best_val:
+            best_val, best_epoch = val.acc, epoch + 1
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    val = evaluate(model, data.val, amp=amp)
+    test = evaluate(model, data.test, amp=amp)
+    wall = round(time.perf_counter() - start, 3)
+    from .weights import save_model
+
+    final = arch.with_meta(control=control, macs=c.macs, params=c.params, val_acc=val.acc, test_acc=test.acc,
+                           dataset=config["dataset"], train_flops=flops)
+    final.save(out.architecture)
+    save_model(model, out.weights)
+    summary = {
+        "control": control, "dataset": config["dataset"], "seed": config["seed"], "val_acc": val.acc,
+        "test_acc": test.acc, "val_loss": val.loss, "test_loss": test.loss, "macs": c.macs, "params": c.params,
+        "train_flops": flops, "wall_time": wall, "epochs": epochs, "best_epoch": best_epoch,
+        "optimizer": f.optimizer, "schedule": f"cosine {f.lr:g} -> {f.min_lr:g} over {epochs} epochs"
+                                              + (f", warm-up {f.warmup_epochs:g} epochs" if f.warmup_epochs else ""),
+    }
+    out.write_json(out.summary, summary)
+    return ControlResult(control, out.path, final, val.acc, test.acc, c.macs, c.params, flops, wall, epochs, best_epoch)

@@ -1,0 +1,209 @@
+"""Controls (METHOD.md §4): their architectures, their schedule, and a control trained end to
+end on a tiny npz dataset through the one training loop."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import grownet.baseline as baseline
+from grownet.arch import Architecture, ResStage
+from grownet.baseline import CONTROLS, control_architecture, cosine_lr, run_control, scale_widths, uniform_architecture
+from grownet.cost import cost
+from grownet.errors import RunError, UsageError
+from grownet.report import controls_info, load_run
+from grownet.weights import load_model
+
+from _runfolder import FINAL, HISTORY_COLUMNS, SEED, write_synthetic_run
+
+N_TRAIN, N_VAL, N_TEST = 96, 32, 40
+
+
+# ---- architectures ----------------------------------------------------------------------------------
+
+
+def test_scale_widths_rounds_every_width_and_keeps_depth() -> None:
+    vgg = Architecture("vgg", ((16, 24), (40,)), meta={"macs": 1})
+    assert scale_widths(vgg, 1.5) == Architecture("vgg", ((24, 36), (60,)))
+    assert scale_widths(vgg, 1.5).meta == {}
+    assert scale_widths(vgg, 0.01).stages == ((1, 1), (1,))  # never below one filter
+    res = Architecture("resnet", (ResStage(16, (16, 10)), ResStage(32, (20,))), stem=16)
+    assert scale_widths(res, 0.5) == Architecture("resnet", (ResStage(8, (8, 5)), ResStage(16, (10,))), stem=8)
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(UsageError, match="multiplier: must be a positive number"):
+            scale_widths(vgg, bad)
+
+
+def test_uniform_architecture_matches_the_target_macs_as_closely_as_whole_filters_allow() -> None:
+    target = cost(FINAL).macs
+    uni = uniform_architecture(SEED, target)
+    assert [len(s) for s in uni.stages] == [len(s) for s in SEED.stages]  # the seed's layout
+    widths = set(uni.layer_widths().values())
+    assert len(widths) == 1  # the seed is uniform (16 everywhere), so is the control
+    # No other single width comes closer (MACs grow with the width, so checking the two
+    # neighbours proves it for all widths).
+    (w,) = widths
+    error = [abs(cost(scale_widths(SEED, v / 16)).macs - target) for v in (w - 1, w, w + 1)]
+    assert error[1] <= min(error[0], error[2])
+    assert abs(cost(uni).macs - target) / target < 0.05
+
+
+def test_uniform_architecture_scales_a_resnet_seed_down_too() -> None:
+    seed = Architecture("resnet", (ResStage(16, (16,)), ResStage(32, (32,))), stem=16)
+    target = cost(scale_widths(seed, 0.5)).macs
+    assert uniform_architecture(seed, target) == scale_widths(seed, 0.5)
+    with pytest.raises(UsageError, match="target_macs: must be a positive number"):
+        uniform_architecture(seed, 0)
+
+
+def test_control_architectures(tmp_path: Path) -> None:
+    run = write_synthetic_run(tmp_path / "run")
+    assert control_architecture(run, "scratch") == FINAL and control_architecture(run, "scratch").meta == {}
+    assert control_architecture(run, "seed") == SEED
+    assert control_architecture(run, "uniform") == uniform_architecture(SEED, cost(FINAL).macs)
+    with pytest.raises(UsageError, match="--control: must be one of scratch, uniform, seed"):
+        control_architecture(run, "bigger")
+    (run / "architecture.json").unlink()
+    with pytest.raises(RunError, match="architecture.json is missing"):
+        control_architecture(run, "scratch")
+
+
+def test_cosine_lr_is_the_fine_tune_schedule() -> None:
+    assert cosine_lr(0, 100, lr=0.1) == pytest.approx(0.1)
+    assert cosine_lr(50, 100, lr=0.1) == pytest.approx(0.05)
+    assert cosine_lr(25, 100, lr=0.1, min_lr=0.02) == pytest.approx(0.02 + 0.08 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert cosine_lr(100, 100, lr=0.1, min_lr=0.02) == pytest.approx(0.02)
+    assert cosine_lr(1, 100, lr=0.1, warmup=4) == pytest.approx(cosine_lr(1, 100, lr=0.1) * 2 / 4)
+    assert cosine_lr(4, 100, lr=0.1, warmup=4) == pytest.approx(cosine_lr(4, 100, lr=0.1))
+
+
+# ---- a control trained end to end ----------------------------------------------------------------------------
+
+
+def _tiny_npz(path: Path) -> Path:
+    """10 classes of 32x32 RGB images whose mean colour depends on the class (learnable)."""
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 10, size=n)
+        x = rng.integers(0, 96, size=(n, 32, 32, 3)) + (y[:, None, None, None] * 16)
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    x_train, y_train = split(N_TRAIN + N_VAL)
+    x_test, y_test = split(N_TEST)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("baseline")
+    data = _tiny_npz(root / "tiny.npz")
+    recipe = {"data": {"val_size": N_VAL, "batch_size": 32, "eval_batch_size": 64, "augment": False},
+              "finetune": {"optimizer": "sgd", "lr": 0.05, "min_lr": 0.001},
+              "run": {"channels_last": "off"}}  # 5x faster than channels-last for these tiny CPU batches
+    return write_synthetic_run(root / "run", dataset=f"npz:{data}", data_dir=None, recipe=recipe)
+
+
+@pytest.fixture(scope="module")
+def seed_control(tiny_run: Path) -> baseline.ControlResult:
+    return run_control(tiny_run, "seed", epochs=2, device="cpu")
+
+
+def _history(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_control_folder_holds_summary_history_and_architecture(tiny_run: Path, seed_control: baseline.ControlResult) -> None:
+    out = tiny_run / "controls" / "seed"
+    assert seed_control.path == out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["control"] == "seed" and summary["epochs"] == 2
+    for key in ("val_acc", "test_acc", "macs", "params", "train_flops", "wall_time", "epochs"):
+        assert summary[key] == getattr(seed_control, key)
+    c = cost(SEED)
+    assert (summary["macs"], summary["params"]) == (c.macs, c.params)
+    # Training FLOPs: forward + backward per sample x samples trained (the validation split held out).
+    assert summary["train_flops"] == c.train_flops_per_sample * N_TRAIN * 2
+    rows = _history(out / "history.csv")
+    assert list(rows[0]) == HISTORY_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and {r["phase"] for r in rows} == {"control"}
+    assert [int(r["train_flops"]) for r in rows] == [c.train_flops_per_sample * N_TRAIN * e for e in (1, 2)]
+    assert Architecture.from_json(out / "architecture.json") == SEED
+
+
+def test_control_keeps_the_best_validation_epoch_and_tests_it_once(tiny_run: Path, seed_control: baseline.ControlResult) -> None:
+    out = tiny_run / "controls" / "seed"
+    rows = _history(out / "history.csv")
+    vals = [float(r["val_acc"]) for r in rows]
+    assert seed_control.best_epoch == 1 + vals.index(max(vals))
+    assert seed_control.val_acc == pytest.approx(max(vals))
+    # The saved weights are the selected epoch's: they score the summary's accuracies.
+    from grownet.data import load_dataset
+
+    model = load_model(out / "architecture.json", out / "weights.pt").eval()
+    ds = load_dataset(load_run(tiny_run).config["dataset"])
+    x = (ds.x_test.float() / 255 - torch.tensor(ds.mean).view(1, 3, 1, 1)) / torch.tensor(ds.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        acc = (model(x).argmax(1) == ds.y_test).float().mean().item()
+    assert acc == pytest.approx(seed_control.test_acc, abs=1e-6)
+
+
+def test_control_uses_the_one_training_loop_with_the_fine_tune_schedule(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[float]] = []
+    real = baseline.train_epoch
+
+    def spy(model, loader, optimizer, *, lr_at, **kw):  # type: ignore[no-untyped-def]
+        calls.append([lr_at(i) for i in range(len(loader))])
+        assert isinstance(optimizer, torch.optim.SGD)  # finetune.optimizer = "sgd" in this run's recipe
+        return real(model, loader, optimizer, lr_at=lr_at, **kw)
+
+    monkeypatch.setattr(baseline, "train_epoch", spy)
+    run_control(tiny_run, "scratch", epochs=2, device="cpu")
+    steps = N_TRAIN // 32
+    assert len(calls) == 2 and all(len(c) == steps for c in calls)
+    flat = [lr for c in calls for lr in c]
+    assert flat == pytest.approx([cosine_lr(t, 2 * steps, lr=0.05, min_lr=0.001) for t in range(2 * steps)])
+
+
+def test_control_is_reproducible_and_refuses_to_overwrite(tiny_run: Path, seed_control: baseline.ControlResult) -> None:
+    out = tiny_run / "controls" / "seed"
+    before = (out / "history.csv").read_text()
+    with pytest.raises(RunError, match="already holds a finished control; pass --force"):
+        run_control(tiny_run, "seed", epochs=2, device="cpu")
+    again = run_control(tiny_run, "seed", epochs=2, device="cpu", force=True)
+    strip = lambda text: [r[:-1] for r in csv.reader(text.splitlines())]  # noqa: E731 - wall_time differs
+    assert strip((out / "history.csv").read_text()) == strip(before)
+    assert (again.val_acc, again.test_acc, again.best_epoch) == (seed_control.val_acc, seed_control.test_acc, seed_control.best_epoch)
+
+
+def test_report_lists_the_control_beside_the_grown_net(tiny_run: Path, seed_control: baseline.ControlResult) -> None:
+    points = {p.name: p for p in controls_info(load_run(tiny_run))}
+    assert points["seed"].test_acc == seed_control.test_acc and points["seed"].macs == cost(SEED).macs
+    assert points["grown"].macs == cost(FINAL).macs
+
+
+def test_run_control_rejects_bad_arguments(tiny_run: Path) -> None:
+    with pytest.raises(UsageError, match="epochs: must be a positive integer"):
+        run_control(tiny_run, "seed", epochs=0, device="cpu")
+    with pytest.raises(UsageError, match="--control: must be one of"):
+        run_control(tiny_run, "wider", device="cpu")
+    assert CONTROLS == ("scratch", "uniform", "seed")
+
+
+def test_cli_baseline_trains_the_control_and_rewrites_the_report(tiny_run: Path, seed_control: baseline.ControlResult) -> None:
+    from grownet.cli import main
+
+    argv = ["baseline", str(tiny_run), "--control", "seed", "--epochs", "1", "--device", "cpu", "--quiet"]
+    assert main(argv) == 2  # the control exists: --force is needed
+    assert main(argv + ["--force"]) == 0
+    assert json.loads((tiny_run / "controls" / "seed" / "summary.json").read_text())["epochs"] == 1
+    assert "seed net alone" in (tiny_run / "report.html").read_text(encoding="utf-8")
+    assert main(["baseline", str(tiny_run), "--control", "wider"]) == 2
