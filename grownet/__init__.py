@@ -16,6 +16,9 @@ from .cost import Cost, cost
 from .errors import GrownetError
 from .models import build_model
 from .optim import DessiLBI, dessilbi_param_groups, filter_activity
+from .search import SearchResult, search
+from .ticket import ticket
+from .tune import tune
 from .weights import load_model, save_model
 
 __all__ = [
@@ -30,6 +33,10 @@ __all__ = [
     "filter_activity",
     "load_model",
     "save_model",
+    "SearchResult",
+    "search",
     "seeds",
+    "ticket",
+    "tune",
     "__version__",
 ]
