@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import platform
 import sys
 import time
 from pathlib import Path
@@ -53,27 +52,10 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 from grownet.arch import Architecture  # noqa: E402
 from grownet.data import Augment, Loader, import_torchvision, load_dataset  # noqa: E402
 from grownet.models import build_model  # noqa: E402
+from _machine import machine  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 
 BATCH = 128
 WORKERS = 2
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (
-        f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
-        f"python {platform.python_version()}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads); load average {load}"
-    )
-
 
 def torchvision_cifar(root: Path, mean: tuple[float, ...], std: tuple[float, ...]):
     """torchvision's CIFAR10 with its per-sample PIL transform pipeline.
@@ -99,10 +81,8 @@ def torchvision_cifar(root: Path, mean: tuple[float, ...], std: tuple[float, ...
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
     return UncheckedCIFAR10(str(root), train=True, download=False, transform=transform)
 
-
 def torchvision_loader(dataset) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=WORKERS)
-
 
 def iterate(loader) -> tuple[int, float]:
     start = time.perf_counter()
@@ -111,12 +91,10 @@ def iterate(loader) -> tuple[int, float]:
         n += len(x)
     return n, time.perf_counter() - start
 
-
 def small_vgg() -> torch.nn.Module:
     torch.manual_seed(0)
     stages = ((16,), (32,), (64,), (128,))
     return build_model(Architecture(family="vgg", stages=stages, in_channels=3, input_size=32, num_classes=10))
-
 
 def train_epoch(loader, *, warmup: int = 0) -> float:
     """Seconds for one SGD epoch of a fresh small VGG over ``loader`` (after ``warmup``
@@ -137,7 +115,6 @@ def train_epoch(loader, *, warmup: int = 0) -> float:
         opt.step()
     return time.perf_counter() - start
 
-
 def cpu_costs(ds, tv_train, loader_factory, n: int) -> tuple[float, float, float]:
     """CPU milliseconds per image of: grownet's iterator, the torchvision pipeline run
     in-process (``num_workers=0``), and a small-VGG SGD step, all on one thread (two OpenMP
@@ -150,7 +127,6 @@ def cpu_costs(ds, tv_train, loader_factory, n: int) -> tuple[float, float, float
         return _cpu_costs(ds, tv_train, loader_factory, n)
     finally:
         torch.set_num_threads(threads)
-
 
 def _cpu_costs(ds, tv_train, loader_factory, n: int) -> tuple[float, float, float]:
     ours = loader_factory(ds.x_train[:n], ds.y_train[:n])
@@ -165,7 +141,6 @@ def _cpu_costs(ds, tv_train, loader_factory, n: int) -> tuple[float, float, floa
     train_epoch(ours, warmup=2)
     train_ms = (time.process_time() - start) / n * 1e3
     return ours_ms, tv_ms, train_ms
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -230,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"data: {ours_ips / tv_ips:.1f}x images/s, epoch {best_e_tv / best_e_ours:.2f}x faster")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

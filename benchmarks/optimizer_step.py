@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import time
@@ -48,27 +47,11 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from grownet.arch import Architecture  # noqa: E402
 from grownet.models import build_model  # noqa: E402
+from _machine import machine  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 from grownet.optim import DessiLBI, dessilbi_param_groups  # noqa: E402
 
 BATCH = 128
 WIDTHS = [[64], [128], [256], [512]]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (
-        f"machine: {cpu}, {os.cpu_count()} cores; python {platform.python_version()}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads); load average {load}"
-    )
-
 
 def interleaved(
     fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2, clock: Callable[[], float] = time.perf_counter
@@ -86,7 +69,6 @@ def interleaved(
             fns[name]()
             times[name].append(clock() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -151,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"dessilbi/sgd: step {step['dessilbi'] / step['sgd']:.2f}x, train step {train['dessilbi'] / train['sgd']:.2f}x")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
