@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ArchitectureError
-from .files import atomic_write_text
+from .files import atomic_write_text, read_text
 
 __all__ = ["Architecture", "ResStage", "FAMILIES", "FORMAT", "VERSION", "MAX_WIDTH"]
 
@@ -96,12 +96,7 @@ class Architecture:
     def from_json(cls, path: str | os.PathLike) -> "Architecture":
         """Read and validate an architecture JSON file."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ArchitectureError(f"{path}: file not found; pass the path of an architecture.json") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ArchitectureError(f"{path}: cannot read ({exc})") from None
+        text = read_text(path, error=ArchitectureError, missing="file not found; pass the path of an architecture.json")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "read_text"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -31,3 +31,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def read_text(path: str | os.PathLike, *, error: type[Exception], missing: str, what: str = "") -> str:
+    """Read a UTF-8 text file, turning I/O failures into one-line ``error``s.
+
+    Args:
+        error: the exception class to raise (a :class:`grownet.errors.GrownetError`).
+        missing: the message after ``"{path}: "`` when the file does not exist.
+        what: inserted into ``"{path}: cannot read{what} (...)"`` for other failures.
+    """
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read{what} ({exc})") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .errors import ConfigError
+from .files import read_text
 
 __all__ = [
     "Recipe",
@@ -370,12 +371,8 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
             (the message starts with the file name).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: recipe file not found (recipes ship in the repository's recipes/ folder)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read recipe ({exc})") from None
+    text = read_text(path, error=ConfigError, what=" recipe",
+                     missing="recipe file not found (recipes ship in the repository's recipes/ folder)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
