@@ -20,6 +20,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus umask).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -48,3 +50,10 @@ def read_text(path: str | os.PathLike, *, error: type[Exception], missing: str, 
         raise error(f"{path}: {missing}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: cannot read{what} ({exc})") from None
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
