@@ -1,15 +1,17 @@
 """grownet's in-memory CIFAR-10 training iterator against torchvision's DataLoader.
 
-Measured on the project's 2-core Xeon @ 2.5 GHz (torch 2.13 CPU) while other jobs held the
-cores (load average 4-7):
+Measured on the project's 2-core Xeon @ 2.5 GHz (torch 2.13 CPU), quiet machine (load
+average 0.4-1.4), 2026-11-21:
 
-- torch's default 2 intra-op threads: grownet 16,400 vs torchvision 1,350 images/s (12.1x);
-  small-VGG epoch on 10,000 images 43.4 s vs 76.5 s (1.76x). Four such runs spread over
-  7.6-20.6x and 1.25-3.8x: two OpenMP threads stall whenever a neighbour holds a core.
-- ``--threads 1``: 51,600 vs 1,050 images/s (49.1x); epoch 16.2 s vs 28.2 s (1.75x), the
-  same within 1% in both runs.
-- CPU per image (1 thread): grownet's iterator 0.016 ms, torchvision's pipeline 0.52-0.64 ms,
-  the SGD step 1.06 ms.
+- torch's default 2 intra-op threads, two runs: grownet 175,272 vs torchvision 3,823
+  images/s (45.8x) and 44.4x; small-VGG epoch on 10,000 images 5.68 s vs 10.45 s (1.84x),
+  1.84x again in the second run.
+- ``--threads 1``: 28.0x images/s, epoch 0.96x (11.1 s vs 10.7 s): with one training thread
+  torchvision's two workers find the second core idle, so the loader costs training nothing.
+- CPU per image (1 thread): grownet's iterator 0.011 ms, torchvision's pipeline 0.40 ms, the
+  small-VGG SGD step 0.99 ms.
+- Earlier runs while other jobs held the cores (load 4-7) spread over 7.6-20.6x and
+  1.25-3.8x: two OpenMP threads stall whenever a neighbour holds a core.
 
 Baseline (the usual CIFAR recipe): ``torchvision.datasets.CIFAR10`` +
 ``DataLoader(batch_size=128, shuffle=True, num_workers=2)`` with ``RandomCrop(32, padding=4)``,
