@@ -42,14 +42,15 @@ from torch import nn
 from .arch import Architecture, ResStage
 from .cost import cost
 from .errors import ArchitectureError, RunError, UsageError
+from .job import make_data, make_dessilbi, rng_scope, seed_all
 from .models import build_model
 from .recipe import Recipe
 from .report import CONTROL_NAMES, RunRecord, load_run
-from .runfolder import RunFolder
-from .train import amp_dtype, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
+from .runfolder import RunFolder, make_folder, remove_created
+from .train import amp_dtype, cosine_lr, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
 
 __all__ = ["CONTROLS", "ControlResult", "control_architecture", "scale_widths", "uniform_architecture",
-           "cosine_lr", "run_control"]
+           "run_control"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,23 +160,11 @@ def control_architecture(run: RunRecord | str | os.PathLike, control: str) -> Ar
 # ---- training -------------------------------------------------------------------------------------------
 
 
-def cosine_lr(step: int, total: int, *, lr: float, min_lr: float = 0.0, warmup: float = 0.0) -> float:
-    """Learning rate at optimizer step ``step`` of ``total``: cosine from ``lr`` to ``min_lr``,
-    times a linear warm-up ``(step + 1) / warmup`` over the first ``warmup`` steps (the
-    schedule of the search's fine-tune)."""
-    value = min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
-    if warmup > 0 and step < warmup:
-        value *= (step + 1) / warmup
-    return value
-
-
 def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """The search's fine-tune optimizer, fresh: DessiLBI as the search builds it, or SGD."""
     f = recipe.finetune
     if f.optimizer == "dessilbi":
-        from .search import _dessilbi
-
-        return _dessilbi(model, recipe)
+        return make_dessilbi(model, recipe)
     return torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.momentum, nesterov=f.nesterov and f.momentum > 0,
                            weight_decay=f.weight_decay)
 
@@ -210,8 +199,6 @@ def run_control(
         RunError: the run is not finished, or the control exists without ``force``, or
             another process is writing it.
     """
-    from .search import _make_data, _rng_scope, _seed_all
-
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise UsageError(f"epochs: must be a positive integer, got {epochs!r}")
     run = load_run(run_dir)
@@ -220,26 +207,29 @@ def run_control(
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
         raise RunError(f"{run.path / 'summary.json'}: epochs is {total!r}, not a positive integer; pass --epochs")
     out = RunFolder(run.path / "controls" / control)
-    out.path.mkdir(parents=True, exist_ok=True)
-    with out.lock():
-        if out.summary.exists() and not force:
-            raise RunError(f"{out.path} already holds a finished control; pass --force to train it again")
-        config = dict(run.config)
-        if data_dir is not None:
-            config["data_dir"] = str(data_dir)
-        recipe = Recipe.from_dict(config["recipe"])
-        dev = resolve_device(device)
-        with _rng_scope(dev):
-            _seed_all(int(config["seed"]))
-            result = _train(out, control, arch, recipe, config, dev, total, progress, _make_data)
+    created = make_folder(out.path, flag="RUN_DIR")
+    try:
+        with out.lock():
+            if out.summary.exists() and not force:
+                raise RunError(f"{out.path} already holds a finished control; pass --force to train it again")
+            config = dict(run.config)
+            if data_dir is not None:
+                config["data_dir"] = str(data_dir)
+            recipe = Recipe.from_dict(config["recipe"])
+            dev = resolve_device(device)
+            with rng_scope(dev):
+                seed_all(int(config["seed"]))
+                result = _train(out, control, arch, recipe, config, dev, total, progress)
+    except BaseException:
+        remove_created(created)  # only folders still empty: a control that never started
+        raise
     logger.info("control %s: val acc %.4f, test acc %.4f, %.2fM MACs, %.0f s -> %s",
                 control, result.val_acc, result.test_acc, result.macs / 1e6, result.wall_time, out.path)
     return result
 
 
 def _train(out: RunFolder, control: str, arch: Architecture, recipe: Recipe, config: Mapping[str, Any],
-           device: torch.device, epochs: int, progress: Callable[[Mapping[str, Any]], None] | None,
-           make_data: Callable[..., Any]) -> ControlResult:
+           device: torch.device, epochs: int, progress: Callable[[Mapping[str, Any]], None] | None) -> ControlResult:
     channels_last = wants_channels_last(recipe.run.channels_last, device)
     amp = amp_dtype(recipe.run.amp, device)
     data = make_data(config, recipe, device, channels_last=channels_last)

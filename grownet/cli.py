@@ -4,7 +4,8 @@ Adding a subcommand takes a few lines: a :class:`Command` subclass with ``name``
 ``add_arguments`` and ``run`` (which calls the public function), appended to ``COMMANDS``.
 :func:`main` turns every :class:`~grownet.errors.GrownetError` into one line
 ``grownet: error: ...`` on stderr and exit status 2 (a traceback only with ``--debug``);
-argparse usage errors exit 2 too, Ctrl-C exits 130.
+and every OSError (permissions, a full disk) the same way; argparse usage errors exit 2 too,
+Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, NoReturn, Sequence
 
 from .errors import GrownetError
 from .recipe import Recipe, load_recipe, recipe_keys
@@ -181,16 +182,23 @@ COMMANDS: list[type[Command]] = [SearchCommand]
 # ---- entry point --------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, like every other grownet error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"grownet: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``grownet`` parser with one subparser per entry of :data:`COMMANDS`."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="logs only: no progress bars or tables")
     common.add_argument("--debug", action="store_true", help="debug logging; show tracebacks of errors")
-    parser = argparse.ArgumentParser(prog="grownet", description="Grow compact CNNs with DessiLBI structural sparsity.")
+    parser = _Parser(prog="grownet", description="Grow compact CNNs with DessiLBI structural sparsity.")
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"grownet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cls in COMMANDS:
         cmd = cls()
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=[common])
@@ -208,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # usage errors (2), --help and --version (0)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
-        parser.print_usage(sys.stderr)
-        print("grownet: error: choose a command (grownet --help lists them)", file=sys.stderr)
+        names = ", ".join(cls.name for cls in COMMANDS)
+        print(f"grownet: error: choose a command: {names} (see grownet --help)", file=sys.stderr)
         return 2
     args.argv = argv
     args.console = None if args.quiet else _console()
@@ -220,6 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"grownet: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused (permissions, disk full, a file in the way)
+        if args.debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"grownet: error: {where}{exc.strerror or exc}; check the path and its permissions and free space",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         if args.debug:
@@ -253,6 +268,7 @@ def _console_logging(console: Any, *, debug: bool) -> tuple[logging.Handler, int
 
         handler = RichHandler(console=console, show_path=False, show_time=False)
         handler.setLevel(logging.DEBUG if debug else logging.WARNING)
+    handler.addFilter(lambda record: not getattr(record, "file_only", False))  # main() prints errors itself
     old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(level)
@@ -362,7 +378,8 @@ class RichReporter(Reporter):
         self.console.print(Panel(text, title="grownet search: done", expand=False))
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:  # stopping an unstarted display prints a blank line
+            self.progress.stop()
 
 
 def _command_line(argv: Sequence[str]) -> str:
@@ -404,7 +421,7 @@ class TicketCommand(Command):
 
         out = args.out or default_out(args.dataset).with_name(f"ticket-{default_out(args.dataset).name}")
         result = ticket(
-            args.arch or args.preset, epochs=args.epochs, dataset=args.dataset, recipe=args.recipe,
+            args.arch or args.preset, epochs=args.epochs, dataset=args.dataset or "cifar10", recipe=args.recipe,
             overrides=recipe_overrides(args), out=out, at_epoch=args.at_epoch, finetune_epochs=args.finetune_epochs,
             fold=args.fold, data_dir=args.data_dir, seed=args.seed, device=args.device, force=args.force,
             reporter=None if args.quiet else _TicketReporter(args.console), command=_command_line(args.argv),

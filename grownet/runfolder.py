@@ -1,9 +1,9 @@
 """Run folders: the files a search writes, its checkpoints, and the lock that keeps one writer.
 
-Layout (COMMON.md "The run folder")::
+Layout::
 
     config.json  architecture.json  weights.pt  history.csv  rounds.json  summary.json
-    grownet.log  report.html  checkpoints/  .lock
+    grownet.log  report.html  checkpoints/  .lock (while a process writes it)
 
 Every file is written atomically (:mod:`grownet.files`). A checkpoint is a ``torch.save``
 payload ``checkpoints/ckpt-NNNNNN.pt`` plus a manifest ``checkpoints/latest.json`` holding its
@@ -15,6 +15,7 @@ with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import hashlib
@@ -31,7 +32,7 @@ import torch
 from .errors import RunError
 from .files import atomic_write_bytes, atomic_write_text
 
-__all__ = ["HISTORY_COLUMNS", "RunFolder", "RunLock", "to_jsonable"]
+__all__ = ["HISTORY_COLUMNS", "RunFolder", "RunLock", "make_folder", "remove_created", "to_jsonable"]
 
 #: Columns of history.csv, in order.
 HISTORY_COLUMNS = (
@@ -44,8 +45,41 @@ _KEEP_CHECKPOINTS = 2
 _RUN_MARKERS = ("config.json", "checkpoints", "grownet.log", "summary.json")
 
 
+def make_folder(path: str | os.PathLike, *, flag: str = "--out") -> list[Path]:
+    """Create the output folder ``path`` and its missing parents, and check it is writable.
+
+    Returns:
+        The folders this call created, deepest first (for :func:`remove_created`).
+
+    Raises:
+        RunError: the folder cannot be created or written (permissions, a file in the way),
+            naming ``flag`` as the fix; nothing is left behind.
+    """
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".grownet-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        remove_created(missing)
+        raise RunError(f"{path}: cannot write there ({exc.strerror or type(exc).__name__}); pass a writable {flag}") from None
+    return missing
+
+
+def remove_created(folders: Iterable[Path]) -> None:
+    """Remove folders made by :func:`make_folder` for a job that never started, each one
+    only if it is empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 class RunLock:
-    """An exclusive ``fcntl.flock`` on ``run_dir/.lock``, held while a process writes the run.
+    """An exclusive ``fcntl.flock`` on ``run_dir/.lock``, held while a process writes the run;
+    the file exists only while it is held (the holder deletes it before unlocking, and a
+    process that locked a file deleted meanwhile gives up, as if it were busy).
 
     Raises:
         RunError: on ``__enter__`` when another process holds the lock.
@@ -59,6 +93,8 @@ class RunLock:
         fh = open(self.path, "a+", encoding="utf-8")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fh.fileno()).st_ino != os.stat(self.path).st_ino:
+                raise FileNotFoundError(self.path)  # its holder finished and deleted it just now
         except OSError:
             fh.seek(0)
             pid = fh.read().strip() or "unknown"
@@ -75,6 +111,7 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
+            self.path.unlink(missing_ok=True)
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
@@ -135,30 +172,54 @@ class RunFolder:
     def has_checkpoint(self) -> bool:
         return (self.checkpoints / _MANIFEST).is_file()
 
+    @property
+    def replaced(self) -> Path:
+        """Where ``prepare(force=True)`` keeps the run it replaces until the new one starts."""
+        return self.path / ".replaced"
+
     def prepare(self, *, resume: bool, force: bool) -> None:
         """Check the folder may be used (call while holding the lock) and clear it for
-        ``force``.
+        ``force``: the old run moves to :attr:`replaced`, deleted by :meth:`drop_replaced`
+        once the new run has started or put back by :meth:`restore_replaced` if it fails
+        to start.
 
         Raises:
             RunError: resume without a checkpoint; an existing folder without resume or
                 force; force on a non-empty folder that is not a grownet run.
         """
-        entries = [p for p in self.path.iterdir() if p.name != ".lock"] if self.path.is_dir() else []
+        hidden = (".lock", self.replaced.name)
+        entries = [p for p in self.path.iterdir() if p.name not in hidden] if self.path.is_dir() else []
         if resume:
             if not self.has_checkpoint():
                 raise RunError(f"{self.path}: nothing to resume (no checkpoints/{_MANIFEST}); run without --resume to start it")
             return
-        if not entries:
+        if not entries and not self.replaced.exists():
             return
         if not force:
             raise RunError(f"{self.path} already exists; pass --resume to continue that run or --force to overwrite it")
-        if not self.is_run():
+        if not self.is_run() and not self.replaced.exists():
             raise RunError(f"{self.path} is not empty and is not a grownet run folder; refusing to delete it: pass another --out")
+        if self.replaced.exists():  # a replacing run died before it started: the first run is kept there
+            _delete(entries)
+            return
+        self.replaced.mkdir()
         for entry in entries:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+            entry.rename(self.replaced / entry.name)
+
+    def drop_replaced(self) -> None:
+        """Delete the run that ``prepare(force=True)`` replaced (the new one has started)."""
+        if self.replaced.exists():
+            shutil.rmtree(self.replaced)
+
+    def restore_replaced(self) -> None:
+        """Put back the run that ``prepare(force=True)`` replaced, over what the failed start
+        wrote."""
+        if not self.replaced.is_dir():
+            return
+        _delete([p for p in self.path.iterdir() if p.name not in (".lock", self.replaced.name)])
+        for entry in self.replaced.iterdir():
+            entry.rename(self.path / entry.name)
+        self.replaced.rmdir()
 
     # ---- outputs ------------------------------------------------------------------------
     def write_json(self, path: Path, obj: Any) -> None:
@@ -197,6 +258,19 @@ class RunFolder:
         """Load the latest checkpoint after verifying its SHA-256.
 
         Raises:
+            RunError: no manifest, a missing file, a checksum mismatch (corrupt file), or an
+                unreadable payload.
+        """
+        path, data = self.check_checkpoint()
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise RunError(f"{path}: checkpoint cannot be read ({type(exc).__name__}); start again with --force") from None
+
+    def check_checkpoint(self) -> tuple[Path, bytes]:
+        """The latest checkpoint's path and bytes, its SHA-256 verified against the manifest.
+
+        Raises:
             RunError: no manifest, a missing file, or a checksum mismatch (corrupt file).
         """
         manifest = self._manifest()
@@ -209,10 +283,7 @@ class RunFolder:
             raise RunError(f"{path}: checkpoint file is missing; the run cannot be resumed (start again with --force)") from None
         if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
             raise RunError(f"{path}: checkpoint is corrupt (SHA-256 mismatch); the run cannot be resumed (start again with --force)")
-        try:
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise RunError(f"{path}: checkpoint cannot be read ({type(exc).__name__}); start again with --force") from None
+        return path, data
 
     def _manifest(self) -> dict[str, Any] | None:
         path = self.checkpoints / _MANIFEST
@@ -224,6 +295,14 @@ class RunFolder:
         except (OSError, ValueError, KeyError, TypeError):
             raise RunError(f"{path}: checkpoint manifest is corrupt; the run cannot be resumed (start again with --force)") from None
         return manifest
+
+
+def _delete(entries: Iterable[Path]) -> None:
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def to_jsonable(value: Any) -> Any:

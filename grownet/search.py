@@ -30,34 +30,32 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import platform
-import random
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
 from .arch import Architecture
 from .cost import cost
-from .data import Augment, load_dataset, make_loaders
 from .distributed import LOCAL, DistContext, FollowerFolder
 from .errors import ConfigError, DivergenceError, GrownetError, RunError, UsageError
 from .grow import apply as grow_apply
 from .models import build_model
-from .optim import DessiLBI, dessilbi_param_groups, filter_activity
+from .optim import filter_activity
 from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
+from .job import (FILE_ONLY, log_to_file, make_data, make_dessilbi, rng_scope, rng_state, seed_all, seed_arch, seed_arch_file,
+                  set_rng_state)
 from .recipe import Recipe, load_recipe
-from .runfolder import RunFolder
-from .seeds import PRESETS, preset
-from .train import EpochStats, amp_dtype, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
+from .runfolder import RunFolder, make_folder, remove_created
+from .seeds import PRESETS
+from .train import EpochStats, amp_dtype, cosine_lr, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
 from .weights import save_model
 
 __all__ = ["search", "SearchResult", "Reporter", "SearchInterrupted", "default_out"]
@@ -179,7 +177,7 @@ def _follow(dist: DistContext, *, device: str, resume: bool, reporter: Reporter 
     config, path = dist.share(lambda: None)
     job = _Job(FollowerFolder(path), config, resolve_device(device), reporter or Reporter(), dist)
     try:
-        with _rng_scope(job.device):
+        with rng_scope(job.device):
             return job.run(resume=resume)
     except KeyboardInterrupt:
         raise SearchInterrupted(f"interrupted (rank {dist.rank}); rank 0 keeps the last checkpoint in {path}") from None
@@ -244,41 +242,57 @@ def search(
     # A new run's recipe is checked before anything is written.
     config = None if resume else _new_config(dataset, recipe=recipe, overrides=overrides, seed=seed, data_dir=data_dir,
                                              device=device, command=command)
-    run.path.mkdir(parents=True, exist_ok=True)
+    created = make_folder(run.path)
     reporter = reporter or Reporter()
-    with run.lock():
-        run.prepare(resume=resume, force=force)
-        try:
-            with _log_to_file(run.log):
-                try:
-                    if config is None:
-                        config = _resume_config(run, dataset, recipe=recipe, overrides=overrides, seed=seed,
-                                                data_dir=data_dir, device=device)
-                    config = (dist or LOCAL).share(lambda: (config, str(run.path)))[0]  # data-parallel ranks wait for it
-                    job = _Job(run, config, resolve_device(device), reporter, dist or LOCAL)
-                    with _rng_scope(job.device):
-                        return job.run(resume=resume)
-                except KeyboardInterrupt:
-                    msg = f"interrupted; the last checkpoint is in {run.checkpoints}; continue with: {_resume_hint(command, run.path)}"
-                    if not resume and not run.has_checkpoint():
-                        msg = "interrupted before the first checkpoint; nothing to resume"
-                    logger.warning(msg)
-                    raise SearchInterrupted(msg) from None
-                except GrownetError as exc:
-                    logger.error("%s", exc)
-                    raise
-                finally:
-                    reporter.close()
-        except BaseException:
-            if not resume and not run.has_checkpoint():
-                _discard_unstarted(run)  # a failed start leaves no folder that needs --force
-            raise
+    try:
+        with run.lock():
+            return _locked_search(run, config, dataset=dataset, recipe=recipe, overrides=overrides, seed=seed,
+                                  data_dir=data_dir, device=device, resume=resume, force=force, reporter=reporter,
+                                  command=command, dist=dist)
+    except BaseException:
+        if created and not resume and not run.has_checkpoint():
+            remove_created(created)  # a refused start leaves no trace
+        raise
+
+
+def _locked_search(run: RunFolder, config: dict[str, Any] | None, *, dataset: str | None, recipe: Any, overrides: Any,
+                   seed: int | None, data_dir: Any, device: str, resume: bool, force: bool, reporter: Reporter,
+                   command: str | None, dist: DistContext | None) -> SearchResult:
+    """:func:`search` once the run folder exists and is locked."""
+    run.prepare(resume=resume, force=force)
+    if config is None:  # a refused resume leaves the folder as it was, its log included
+        config = _resume_config(run, dataset, recipe=recipe, overrides=overrides, seed=seed, data_dir=data_dir, device=device)
+        run.check_checkpoint()
+    try:
+        with log_to_file(run.log):
+            try:
+                config = (dist or LOCAL).share(lambda: (config, str(run.path)))[0]  # data-parallel ranks wait for it
+                job = _Job(run, config, resolve_device(device), reporter, dist or LOCAL)
+                with rng_scope(job.device):
+                    return job.run(resume=resume)
+            except KeyboardInterrupt:
+                msg = f"interrupted; the last checkpoint is in {run.checkpoints}; continue with: {_resume_hint(command, run.path)}"
+                if not resume and not run.has_checkpoint():
+                    msg = "interrupted before the first checkpoint; nothing to resume"
+                logger.warning(msg)
+                raise SearchInterrupted(msg) from None
+            except GrownetError as exc:
+                logger.error("%s", exc, extra=FILE_ONLY)  # the caller shows it (cli: one line)
+                raise
+            finally:
+                reporter.close()
+    except BaseException:
+        if not resume and not run.has_checkpoint():
+            _discard_unstarted(run)  # a failed start leaves no folder that needs --force
+        raise
 
 
 def _discard_unstarted(run: RunFolder) -> None:
-    """Remove the files of a run that failed before its first checkpoint."""
+    """Remove the files of a run that failed before its first checkpoint, and put back the
+    run that --force was replacing."""
     for path in (run.config, run.log, run.history, run.rounds):
         path.unlink(missing_ok=True)
+    run.restore_replaced()
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -308,6 +322,8 @@ def _new_config(
     from . import __version__  # at call time: the package may still be importing this module
 
     resolved = _recipe_of(recipe, overrides, Recipe())
+    if resolved.model.seed_arch not in PRESETS:
+        seed_arch_file(resolved)  # a bad architecture JSON is refused before anything is written
     return {
         "recipe": resolved.to_dict(),
         "seed": 0 if seed is None else seed,
@@ -383,68 +399,6 @@ def _resume_hint(command: str | None, path: Path) -> str:
     return f"grownet search --out {path} --resume (same options), or search(..., out={str(path)!r}, resume=True)"
 
 
-@contextlib.contextmanager
-def _log_to_file(path: Path) -> Iterator[None]:
-    """Send the package's log records (INFO and up) to ``path`` while the run lasts."""
-    root = logging.getLogger("grownet")
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.INFO)
-    old_level = root.level
-    if root.getEffectiveLevel() > logging.INFO:
-        root.setLevel(logging.INFO)
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-        handler.close()
-
-
-@contextlib.contextmanager
-def _rng_scope(device: torch.device) -> Iterator[None]:
-    """Run with torch's, Python's and NumPy's global RNGs restored afterwards (the search
-    seeds them; the caller's streams are left as they were)."""
-    py, npy = random.getstate(), np.random.get_state()
-    devices = [device.index or 0] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(npy)
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    py = random.getstate()
-    npy = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [npy[0], torch.from_numpy(npy[1].astype(np.int64)), int(npy[2]), int(npy[3]), float(npy[4])],
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    npy = state["numpy"]
-    np.random.set_state((npy[0], npy[1].numpy().astype(np.uint32), npy[2], npy[3], npy[4]))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 # ---- the loop -----------------------------------------------------------------------------------
 
 
@@ -496,8 +450,8 @@ class _Job:
         r = self.recipe
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        _seed_all(int(self.config["seed"]))
-        self.data = self.dist.shard_data(_make_data(self.config, r, self.device, channels_last=self.channels_last))
+        seed_all(int(self.config["seed"]))
+        self.data = self.dist.shard_data(make_data(self.config, r, self.device, channels_last=self.channels_last))
         if resume:
             payload = self.dist.share(self.run_folder.load_checkpoint)
             self._restore(payload)
@@ -505,14 +459,17 @@ class _Job:
             if self.state.phase == "done" and self.state.result is not None and self.dist.share(self.run_folder.summary.exists):
                 return self._result(self.state.result)
         else:
-            self.run_folder.write_json(self.run_folder.config, self.config)
-            arch = _seed_arch(r, self.data)
+            arch = seed_arch(r, self.data)
             stage_taus(r.grow.tau, arch.num_stages)  # a per-stage tau must match the seed
+            _check_budget(arch, r)
+            self.run_folder.write_json(self.run_folder.config, self.config)
             self.state.seed_arch = arch.to_dict()
             self._set_model(build_model(arch), arch)
             self.optimizer = self._grow_optimizer()
             logger.info("seed %s: %s (%.2fM MACs)", r.model.seed_arch, arch.layer_widths(), cost(arch).macs / 1e6)
             self._checkpoint()  # the first "last good state"
+            if self.dist.is_main:
+                self.run_folder.drop_replaced()  # the new run has started: --force's old run goes
         self.reporter.start(run_dir=self.run_folder.path, arch=self.arch, recipe=r, resumed=resume)
         self._mark = time.perf_counter()
         # One checkpoint per epoch, written after the epoch's growth check (if it ends a round).
@@ -533,7 +490,7 @@ class _Job:
         self.cost = cost(arch)
 
     def _grow_optimizer(self) -> torch.optim.Optimizer:
-        return _dessilbi(self.model, self.recipe)
+        return make_dessilbi(self.model, self.recipe)
 
     def _finetune_optimizer(self) -> torch.optim.Optimizer:
         if self.recipe.finetune.optimizer == "dessilbi":
@@ -558,11 +515,7 @@ class _Job:
         first = s.ft_epoch * steps
 
         def lr_at(i: int) -> float:
-            t = first + i
-            cos = f.min_lr + (f.lr - f.min_lr) * 0.5 * (1 + math.cos(math.pi * t / total))
-            if warm > 0 and t < warm:
-                cos *= (t + 1) / warm
-            return cos * s.lr_scale
+            return cosine_lr(first + i, total, lr=f.lr, min_lr=f.min_lr, warmup=warm) * s.lr_scale
 
         return lr_at
 
@@ -712,7 +665,7 @@ class _Job:
             "optimizer_kind": "dessilbi" if self.optimizer is not None and not isinstance(self.optimizer, torch.optim.SGD) else "sgd",
             "best_model": self.best_model,
             "state": _plain(asdict(self.state)),
-            "rng": _rng_state(self.device),
+            "rng": rng_state(self.device),
             "loader": {"epoch": self.data.train.epoch},
         }
         self.run_folder.save_checkpoint(payload)
@@ -730,12 +683,12 @@ class _Job:
         self.optimizer = self._grow_optimizer() if payload["optimizer_kind"] == "dessilbi" else self._sgd()
         self.optimizer.load_state_dict(payload["optimizer"])
         self.best_model = payload.get("best_model")
-        _set_rng_state(payload["rng"], self.device)
+        set_rng_state(payload["rng"], self.device)
         self.data.train.set_epoch(int(payload["loader"]["epoch"]))
 
     # -- the end --------------------------------------------------------------------------------
     def _finish(self) -> SearchResult:
-        r, s, run = self.recipe, self.state, self.run_folder
+        s, run = self.state, self.run_folder
         if self.best_model is not None:
             self.model.load_state_dict(self.best_model)
         val = evaluate(self.model, self.data.val, amp=self.amp, sync=self.dist.sync_fn)
@@ -799,74 +752,13 @@ def _macs_params(arch: Architecture) -> tuple[int, int]:
     return c.macs, c.params
 
 
-def _dessilbi(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    o = recipe.optim
-    groups = dessilbi_param_groups(model, weight_decay=o.weight_decay)
-    return DessiLBI(groups, lr=o.lr, kappa=o.kappa, mu=o.mu, lam=o.lam, momentum=o.momentum, nesterov=o.nesterov)
-
-
-def _make_data(config: Mapping[str, Any], recipe: Recipe, device: torch.device, *, channels_last: bool) -> Any:
-    """Load the dataset and build the train / validation / test loaders of the recipe."""
-    d = recipe.data
-    ds = load_dataset(config["dataset"], data_dir=config.get("data_dir"), limit_train=d.limit_train or None,
-                      limit_test=d.limit_test or None)
-    n = len(ds.y_train)
-    if d.val_size >= n:
-        raise ConfigError(f"data.val_size: {d.val_size} is not below the {n} training images read; lower it (or raise data.limit_train)")
-    augment = Augment(cutout=d.cutout) if d.augment else (Augment(crop_padding=0, flip=False, cutout=d.cutout) if d.cutout else None)
-    loaders = make_loaders(ds, batch_size=d.batch_size, val_fraction=d.val_size / n, seed=int(config["seed"]), device=device,
-                           augment=augment, eval_batch_size=d.eval_batch_size, channels_last=channels_last)
-    return _Data(loaders.train, loaders.val, loaders.test, list(ds.classes), ds.num_classes, ds.in_channels, ds.image_size)
-
-
-@dataclass(frozen=True)
-class _Data:
-    train: Any
-    val: Any
-    test: Any
-    classes: list[str]
-    num_classes: int
-    in_channels: int
-    input_size: int
-
-
-def _seed_arch(recipe: Recipe, data: Any) -> Architecture:
-    m = recipe.model
-    name = m.seed_arch
-    dims = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.input_size)
-    if name in PRESETS:
-        shape = _seed_shape(name, m.seed_width, m.seed_depths)
-        try:
-            return preset(name, **shape, **dims)
-        except UsageError as exc:
-            raise ConfigError(f"model.seed_arch: {exc}") from None
-    if m.seed_width or m.seed_depths:
-        raise ConfigError(f"model.seed_width and model.seed_depths apply to the vgg and resnet presets only, not to {name!r}")
-    if not name.endswith(".json") and not Path(name).exists():
-        raise ConfigError(f"model.seed_arch: must be a preset ({', '.join(PRESETS)}) or an architecture JSON path, got {name!r}")
-    arch = Architecture.from_json(name)
-    for key, value in dims.items():
-        if getattr(arch, key) != value:
-            raise ConfigError(f"model.seed_arch: {name} has {key} {getattr(arch, key)}, the dataset needs {value}")
-    return arch.with_meta() if not arch.meta else Architecture.from_dict({**arch.to_dict(), "meta": {}})
-
-
-def _seed_shape(name: str, width: int | tuple[int, ...], depths: int | tuple[int, ...]) -> dict[str, Any]:
-    """Preset keyword arguments for ``model.seed_width`` / ``model.seed_depths`` (0 = the
-    preset's own; one number applies to every stage of the preset)."""
-    if name not in ("vgg", "resnet"):
-        if width or depths:
-            raise ConfigError(f"model.seed_width and model.seed_depths apply to the vgg and resnet presets only, not to {name!r}")
-        return {}
-    stages = len(depths) if isinstance(depths, tuple) else len(width) if isinstance(width, tuple) else (5 if name == "vgg" else 3)
-    kw: dict[str, Any] = {}
-    if depths:
-        kw["depths" if name == "vgg" else "blocks"] = depths if isinstance(depths, tuple) else (depths,) * stages
-    elif name == "vgg" and isinstance(width, tuple) and len(width) != 5:
-        raise ConfigError(f"model.seed_width: {len(width)} values, but the vgg preset has 5 stages; give model.seed_depths too")
-    if width:
-        kw["width" if name == "vgg" else "widths"] = width if isinstance(width, tuple) else (width,) * stages
-    return kw
+def _check_budget(arch: Architecture, recipe: Recipe) -> None:
+    """Refuse a seed that already exceeds ``budget.max_macs`` or ``budget.max_params``."""
+    b, c = recipe.budget, cost(arch)
+    for key, limit, value, unit in (("max_macs", b.max_macs, c.macs, "MACs"), ("max_params", b.max_params, c.params, "params")):
+        if limit and value > limit:
+            raise ConfigError(f"budget.{key}: {limit:,} is smaller than the seed net's {value:,} {unit}; "
+                              f"raise budget.{key} or start from a smaller seed (model.seed_width)")
 
 
 def _plain(value: Any) -> Any:

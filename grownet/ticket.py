@@ -49,7 +49,6 @@ from __future__ import annotations
 import copy
 import io
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -65,8 +64,9 @@ from .cost import cost
 from .errors import DivergenceError, GrownetError, UsageError
 from .files import atomic_write_bytes
 from .models import as_architecture, build_model, has_shortcut, layer_conv_weights
-from .runfolder import RunFolder
-from .train import amp_dtype, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
+from .job import FILE_ONLY, log_to_file, make_data, make_dessilbi, rng_scope, seed_all, seed_arch
+from .runfolder import RunFolder, make_folder, remove_created
+from .train import amp_dtype, cosine_lr, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
 from .weights import save_model
 
 __all__ = [
@@ -727,7 +727,7 @@ def ticket(
         DivergenceError: a non-finite training loss.
     """
     from .recipe import Recipe, load_recipe
-    from .search import Reporter, _log_to_file, _rng_scope
+    from .search import Reporter
 
     _check_int("--epochs", epochs, low=1)
     if at_epoch is not None:
@@ -741,6 +741,8 @@ def ticket(
         raise UsageError(f"--fold: must be one of {', '.join(FOLD_MODES)}, got {fold!r}")
     base = recipe if isinstance(recipe, Recipe) else (load_recipe(recipe) if recipe is not None else Recipe())
     r = base.with_overrides(overrides)
+    if isinstance(arch, (str, os.PathLike)) and str(arch).endswith(".json"):
+        arch = Architecture.from_json(arch)  # a bad file is refused before anything is written
     job = _TicketJob(
         recipe=r, arch=arch, epochs=epochs, dataset=dataset,
         at_epoch=at_epoch or epochs, finetune_epochs=r.finetune.epochs if finetune_epochs is None else finetune_epochs,
@@ -749,18 +751,26 @@ def ticket(
     )
     try:
         if out is None:
-            with _rng_scope(job.device):
+            with rng_scope(job.device):
                 return job.run(None)
         folder = RunFolder(out)
-        folder.path.mkdir(parents=True, exist_ok=True)
-        with folder.lock():
-            folder.prepare(resume=False, force=force)
-            with _log_to_file(folder.log), _rng_scope(job.device):
-                try:
-                    return job.run(folder)
-                except GrownetError as exc:
-                    log.error("%s", exc)
-                    raise
+        created = make_folder(folder.path)
+        try:
+            with folder.lock():
+                folder.prepare(resume=False, force=force)
+                with log_to_file(folder.log), rng_scope(job.device):
+                    try:
+                        return job.run(folder)
+                    except GrownetError as exc:
+                        log.error("%s", exc, extra=FILE_ONLY)
+                        raise
+        except BaseException:
+            if not job.started:  # refused before training: leave no trace
+                for path in (folder.config, folder.log):
+                    path.unlink(missing_ok=True)
+                folder.restore_replaced()
+                remove_created(created)
+            raise
     finally:
         job.reporter.close()
 
@@ -782,24 +792,25 @@ class _TicketJob:
         self.amp = amp_dtype(recipe.run.amp, device)
         self.clock = _Clock()
         self.folder: RunFolder | None = None
+        self.started = False  # True once the inputs are checked and training begins
 
     # -- the steps --------------------------------------------------------------------------------
     def run(self, folder: RunFolder | None) -> TicketResult:
-        from .search import _make_data, _seed_all, _seed_arch
-
         self.folder = folder
         r = self.recipe
-        _seed_all(self.seed)
+        seed_all(self.seed)
         config = self._config()
-        if folder is not None:
-            folder.write_json(folder.config, config)
-        self.data = _make_data(config, r, self.device, channels_last=self.channels_last)
+        self.data = make_data(config, r, self.device, channels_last=self.channels_last)
         if self.arch_spec is None:
-            arch = _seed_arch(r, self.data)
+            arch = seed_arch(r, self.data)
         else:
             arch = resolve_arch(self.arch_spec, num_classes=self.data.num_classes, in_channels=self.data.in_channels,
                                 input_size=self.data.input_size)
         arch = Architecture.from_dict({**arch.to_dict(), "meta": {}})
+        if folder is not None:
+            folder.drop_replaced()  # the inputs are good: the run --force replaces goes
+            folder.write_json(folder.config, config)
+        self.started = True
         self.dense_arch = arch
         log.info("ticket: training %s (%s) for %d DessiLBI epochs; ticket at epoch %d", arch.family, arch.layer_widths(),
                  self.epochs, self.at_epoch)
@@ -807,7 +818,7 @@ class _TicketJob:
 
         # (1) dense net with DessiLBI, supports after every epoch, snapshot at the ticket epoch
         dense = self._prepare(build_model(arch))
-        opt = _dessilbi(dense, r)
+        opt = make_dessilbi(dense, r)
         self.history: list[dict[str, Any]] = []
         self.supports: dict[int, dict[str, torch.Tensor]] = {}
         snapshot: dict[str, Any] = {}
@@ -931,7 +942,7 @@ class _TicketJob:
     def _finetune_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         f = self.recipe.finetune
         if f.optimizer == "dessilbi":
-            return _dessilbi(model, self.recipe)  # fresh state: the control gets the same
+            return make_dessilbi(model, self.recipe)  # fresh state: the control gets the same
         return torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.momentum, nesterov=f.nesterov and f.momentum > 0,
                                weight_decay=f.weight_decay)
 
@@ -944,9 +955,7 @@ class _TicketJob:
         warm = f.warmup_epochs * steps
 
         def lr_at(epoch: int, i: int) -> float:
-            t = epoch * steps + i
-            lr = f.min_lr + (f.lr - f.min_lr) * 0.5 * (1 + math.cos(math.pi * t / total))
-            return lr * (t + 1) / warm if warm > 0 and t < warm else lr
+            return cosine_lr(epoch * steps + i, total, lr=f.lr, min_lr=f.min_lr, warmup=warm)
 
         return lr_at
 
@@ -1058,13 +1067,6 @@ def summary_dict(result: TicketResult, *, dataset: str, seed: int, classes: Sequ
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _dessilbi(model: nn.Module, recipe: Any) -> torch.optim.Optimizer:
-    """A fresh DessiLBI with the recipe's ``[optim]`` hyperparameters (as a search builds it)."""
-    from .search import _dessilbi as make
-
-    return make(model, recipe)
 
 
 

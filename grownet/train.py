@@ -8,6 +8,8 @@ device (grownet.data).
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import time
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ __all__ = [
     "prepare_model",
     "wants_channels_last",
     "amp_dtype",
+    "cosine_lr",
 ]
 
 #: On CUDA, finiteness of the loss is read back every this many batches (a host sync).
@@ -54,6 +57,16 @@ class EvalStats:
     loss: float
     acc: float
     samples: int
+
+
+def cosine_lr(step: int, total: int, *, lr: float, min_lr: float = 0.0, warmup: float = 0.0) -> float:
+    """Learning rate at optimizer step ``step`` (from 0) of ``total``: cosine from ``lr`` to
+    ``min_lr``, times a linear warm-up ``(step + 1) / warmup`` over the first ``warmup`` steps
+    (the fine-tune schedule of searches, controls and tickets)."""
+    value = min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+    if warmup > 0 and step < warmup:
+        value *= (step + 1) / warmup
+    return value
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

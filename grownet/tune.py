@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from .errors import ConfigError, DivergenceError, GrownetError, RunError, UsageError
 from .files import atomic_write_text
+from .runfolder import make_folder, remove_created
 from .recipe import Recipe, load_recipe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -570,12 +571,16 @@ def tune(
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise UsageError(f"--seed: must be a non-negative integer, got {seed!r}")
     out_path = Path(out) if out is not None else _default_out(dataset or "cifar10")
-    out_path.mkdir(parents=True, exist_ok=True)
+    created = make_folder(out_path)
     url = storage or _default_storage(out_path)
     safe_url = mask_url(url)
     reporter = reporter or TuneReporter()
 
-    rdb = _open_storage(url, heartbeat)
+    try:
+        rdb = _open_storage(url, heartbeat)
+    except BaseException:
+        remove_created(created)  # a storage that cannot be opened leaves no folder behind
+        raise
     lock: _StudyLock | None = None
     try:
         name = study_name or _default_study_name(rdb, dataset)
@@ -644,10 +649,16 @@ def _open_storage(url: str, heartbeat: int) -> "optuna.storages.RDBStorage":
     try:
         from sqlalchemy.engine import make_url
 
-        dialect = make_url(url).get_backend_name()
+        parsed = make_url(url)
+        dialect = parsed.get_backend_name()
     except Exception:  # noqa: BLE001
         raise UsageError(f"--storage: {safe} is not a database URL (e.g. sqlite:///study.db or "
                          f"postgresql://user@host/db)") from None
+    try:
+        parsed.get_dialect()
+    except Exception:  # noqa: BLE001 - sqlalchemy's NoSuchModuleError
+        raise UsageError(f"--storage: {safe}: unknown database {parsed.drivername!r}; use sqlite:///FILE.db, or "
+                         f"postgresql://user@host/db with psycopg2-binary installed") from None
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if dialect == "sqlite":
         kwargs = {"connect_args": {"timeout": 60}}

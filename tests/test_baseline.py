@@ -14,7 +14,8 @@ import torch
 
 import grownet.baseline as baseline
 from grownet.arch import Architecture, ResStage
-from grownet.baseline import CONTROLS, control_architecture, cosine_lr, run_control, scale_widths, uniform_architecture
+from grownet.baseline import CONTROLS, control_architecture, run_control, scale_widths, uniform_architecture
+from grownet.train import cosine_lr
 from grownet.cost import cost
 from grownet.errors import RunError, UsageError
 from grownet.report import controls_info, load_run

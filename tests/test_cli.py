@@ -95,10 +95,14 @@ def test_an_existing_run_folder_is_refused_without_resume_or_force(tmp_path, cap
 
 
 def test_a_data_error_leaves_no_folder_that_would_need_force(tmp_path, capsys):
-    out = tmp_path / "run"
+    out = tmp_path / "runs" / "run"
     assert main(["search", "--out", str(out), "--dataset", f"npz:{tmp_path / 'missing.npz'}", "--quiet"]) == 2
     assert capsys.readouterr().err.count("grownet: error: ") == 1
-    assert [p.name for p in out.iterdir() if p.name != ".lock"] == []
+    assert list(tmp_path.iterdir()) == []  # the folders it made are gone too
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine\n")
+    assert main(["search", "--out", str(out), "--dataset", f"npz:{tmp_path / 'missing.npz'}", "--quiet"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # a folder it did not make stays
 
 
 def test_commands_are_a_table_of_small_classes():

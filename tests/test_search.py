@@ -284,7 +284,15 @@ def test_force_clears_only_grownet_run_folders(tmp_path):
     old = tmp_path / "old"
     (old / "checkpoints").mkdir(parents=True)
     (old / "config.json").write_text("{}")
-    RunFolder(old).prepare(resume=False, force=True)
+    folder = RunFolder(old)
+    folder.prepare(resume=False, force=True)
+    assert [p.name for p in old.iterdir()] == [".replaced"]  # kept until the new run starts
+    (old / "grownet.log").write_text("a start that failed\n")
+    folder.restore_replaced()
+    assert sorted(p.name for p in old.iterdir()) == ["checkpoints", "config.json"]
+    assert (old / "config.json").read_text() == "{}"
+    folder.prepare(resume=False, force=True)
+    folder.drop_replaced()
     assert list(old.iterdir()) == []
 
 
@@ -321,12 +329,12 @@ def test_seed_width_and_depths_shape_the_preset_seed(tmp_path):
 
     from grownet.errors import ConfigError
     from grownet.recipe import Recipe
-    from grownet.search import _seed_arch
+    from grownet.job import seed_arch
 
     data = SimpleNamespace(num_classes=10, in_channels=3, input_size=32)
 
     def seed(**model):
-        return _seed_arch(Recipe.from_dict({"model": model}), data)
+        return seed_arch(Recipe.from_dict({"model": model}), data)
 
     assert seed().stages == ((16,), (16,), (16, 16), (16, 16), (16, 16))  # the preset's own
     assert seed(seed_width=[16, 32, 64, 64, 64]).stages == ((16,), (32,), (64, 64), (64, 64), (64, 64))

@@ -4,8 +4,6 @@ folding, the ticket job's files and report."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest

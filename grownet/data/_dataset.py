@@ -97,9 +97,10 @@ def check_labels(what: str, y: Tensor, num_classes: int) -> None:
     if y.numel() == 0:
         return
     lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= num_classes:
-        bad = lo if lo < 0 else hi
-        raise DataError(f"{what}: label {bad} out of range; labels must be in [0, {num_classes})")
+    if lo < 0:
+        raise DataError(f"{what}: label {lo} is negative; labels must be class indices 0, 1, ..., K-1")
+    if hi >= num_classes:
+        raise DataError(f"{what}: label {hi} out of range; labels must be in [0, {num_classes})")
 
 
 def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

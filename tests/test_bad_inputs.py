@@ -1,0 +1,330 @@
+"""Issue 9's bad-input suite: every refusal is one line on stderr, exit status 2, no
+traceback, and the file tree is left exactly as it was (nothing written, nothing overwritten).
+
+Each case builds its inputs in a fresh folder, runs ``grownet ...`` in-process through
+:func:`grownet.cli.main`, and compares a snapshot of the folder (paths, sizes, SHA-256)
+taken before and after. Inputs with no command-line entry point (weights files) are
+checked through the Python API for their exception type and message instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from grownet.cli import main
+from grownet.errors import ArchitectureError, WeightsError
+from grownet.search import search
+
+DATA = Path(__file__).resolve().parent / "data"
+SEED_JSON = json.loads((DATA / "vgg_seed.json").read_text())
+
+#: A tiny search that still writes every file: 100 of the 120 npz images train, 2 epochs.
+TINY = {
+    "model.seed_width": 4,
+    "data.limit_train": 120,
+    "data.val_size": 20,
+    "data.limit_test": 20,
+    "data.batch_size": 50,
+    "grow.local_epochs": 1,
+    "finetune.epochs": 1,
+    "budget.max_rounds": 1,
+}
+
+
+# ---- inputs -----------------------------------------------------------------------------------
+
+
+def write_npz(path: Path, *, n: int = 120, shape=(32, 32, 3), classes: int = 10, **change: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, size=(n, *shape), dtype=np.uint8),
+        "y_train": np.arange(n) % classes,
+        "x_test": rng.integers(0, 256, size=(20, *shape), dtype=np.uint8),
+        "y_test": np.arange(20) % classes,
+    }
+    arrays.update(change)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+
+
+def arch_json(**change) -> str:
+    return json.dumps({**SEED_JSON, **change})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished tiny run folder (with checkpoints) to copy into cases that resume."""
+    root = tmp_path_factory.mktemp("run")
+    write_npz(root / "d.npz")
+    search(f"npz:{root / 'd.npz'}", overrides=TINY, out=root / "run", device="cpu")
+    return root / "run"
+
+
+# ---- the cases ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """``setup(tmp)`` writes the inputs; ``argv`` is formatted with ``tmp``; ``match`` must
+    appear in the error line."""
+
+    argv: tuple[str, ...]
+    match: str
+    setup: Callable[[Path], None] = lambda tmp: None
+    needs_run: bool = False
+
+
+def text(name: str, content: str | bytes) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        data = content.encode() if isinstance(content, str) else content
+        (tmp / name).write_bytes(data)
+
+    return setup
+
+
+def npz(**change) -> Callable[[Path], None]:
+    return lambda tmp: write_npz(tmp / "d.npz", **change)
+
+
+def both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        for s in setups:
+            s(tmp)
+
+    return setup
+
+
+def image_folder(*, train_images: bool) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        for split in ("train", "test"):
+            (tmp / "imgs" / split / "cat").mkdir(parents=True)
+        if not train_images:
+            return
+        from PIL import Image
+
+        Image.new("RGB", (8, 8)).save(tmp / "imgs" / "train" / "cat" / "a.png")
+
+    return setup
+
+
+def existing_run(tmp: Path) -> None:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "config.json").write_text('{"mine": true}\n')
+
+
+def other_files(tmp: Path) -> None:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "thesis.tex").write_text("do not delete\n")
+
+
+SEARCH = ("search", "--device", "cpu", "--out", "{tmp}/out")
+SEED_ARCH = (*SEARCH, "--seed-arch", "{tmp}/a.json")
+NPZ = (*SEARCH, "--dataset", "npz:{tmp}/d.npz", *(arg for key, value in TINY.items() for arg in (f"--{key}", str(value))))
+
+CASES: dict[str, Case] = {
+    # architecture JSON (through search --seed-arch)
+    "json malformed": Case(SEED_ARCH, "a.json: not valid JSON", text("a.json", '{"format": "grownet.architecture", ')),
+    "json truncated": Case(SEED_ARCH, "a.json: not valid JSON", text("a.json", arch_json()[:60])),
+    "json empty file": Case(SEED_ARCH, "a.json: not valid JSON", text("a.json", "")),
+    "json not an object": Case(SEED_ARCH, "a.json: architecture must be a JSON object, got list", text("a.json", "[16, 32]")),
+    "json wrong version": Case(SEED_ARCH, "version", text("a.json", arch_json(version=99))),
+    "json wrong format": Case(SEED_ARCH, "format", text("a.json", arch_json(format="keras"))),
+    "json stages wrong type": Case(SEED_ARCH, "stages", text("a.json", arch_json(stages="16,32"))),
+    "json width wrong type": Case(SEED_ARCH, "stages[0][0]", text("a.json", arch_json(stages=[["16"]]))),
+    "json negative width": Case(SEED_ARCH, "width must be a positive integer", text("a.json", arch_json(stages=[[16, -3]]))),
+    "json zero width": Case(SEED_ARCH, "width must be a positive integer", text("a.json", arch_json(stages=[[0]]))),
+    "json huge width": Case(SEED_ARCH, "width must be a positive integer <= 65536", text("a.json", arch_json(stages=[[10**9]]))),
+    "json unknown family": Case(SEED_ARCH, "family", text("a.json", arch_json(family="transformer"))),
+    "json missing file": Case(SEED_ARCH, "a.json", lambda tmp: None),
+    # recipes
+    "recipe unknown key": Case((*SEARCH, "--recipe", "{tmp}/r.toml"), "grow.taux: unknown key", text("r.toml", "[grow]\ntaux = 0.5\n")),
+    "recipe unknown table": Case((*SEARCH, "--recipe", "{tmp}/r.toml"), "growth", text("r.toml", "[growth]\ntau = 0.5\n")),
+    "recipe wrong type": Case((*SEARCH, "--recipe", "{tmp}/r.toml"), "optim.lr: must be a number", text("r.toml", "[optim]\nlr = 'fast'\n")),
+    "recipe malformed toml": Case((*SEARCH, "--recipe", "{tmp}/r.toml"), "r.toml", text("r.toml", "[optim\nlr = 0.1\n")),
+    "recipe missing file": Case((*SEARCH, "--recipe", "{tmp}/none.toml"), "none.toml", lambda tmp: None),
+    "tau above 1": Case((*SEARCH, "--grow.tau", "1.5"), "grow.tau: must be in (0, 1]"),
+    "tau zero": Case((*SEARCH, "--grow.tau", "0"), "grow.tau: must be in (0, 1]"),
+    "tau in the file": Case((*SEARCH, "--recipe", "{tmp}/r.toml"), "grow.tau: must be in (0, 1]", text("r.toml", "[grow]\ntau = -0.2\n")),
+    "lr zero": Case((*SEARCH, "--optim.lr", "0"), "optim.lr: must be in (0, 10]"),
+    "lr negative": Case((*SEARCH, "--finetune.lr", "-0.1"), "finetune.lr"),
+    "negative epochs": Case((*SEARCH, "--finetune.epochs", "-1"), "finetune.epochs: must be >= 0"),
+    "epochs not a number": Case((*SEARCH, "--grow.local_epochs", "abc"), "grow.local_epochs: must be an integer"),
+    "unknown seed preset": Case((*SEARCH, "--seed-arch", "alexnet"), "model.seed_arch"),
+    "negative seed": Case((*SEARCH, "--seed", "-1"), "--seed: must be a non-negative integer"),
+    "unknown flag": Case((*SEARCH, "--grow.speed", "2"), "unrecognized arguments: --grow.speed"),
+    "resume and force": Case((*SEARCH, "--resume", "--force"), "not allowed with argument"),
+    # data
+    "unknown dataset": Case((*SEARCH, "--dataset", "imagenet9"), "unknown dataset 'imagenet9'; known: cifar10, cifar100"),
+    "npz missing": Case(NPZ, "d.npz does not exist"),
+    "npz empty file": Case(NPZ, "d.npz", text("d.npz", b"")),
+    "npz corrupt": Case(NPZ, "d.npz", text("d.npz", b"PK\x03\x04 not really a zip archive" * 4)),
+    "npz missing key": Case(NPZ, "y_test", npz(y_test=None)),
+    "npz negative labels": Case(NPZ, "y_train: label -1 is negative", npz(y_train=np.full(120, -1))),
+    "npz mismatched lengths": Case(NPZ, "y_train", npz(y_train=np.arange(50) % 10)),
+    "npz wrong image shape": Case(NPZ, "x_train", npz(x_train=np.zeros((120, 32), np.uint8))),
+    "empty image folder": Case((*SEARCH, "--dataset", "folder:{tmp}/imgs"), "imgs", image_folder(train_images=False)),
+    "folder that does not exist": Case((*SEARCH, "--dataset", "folder:{tmp}/nowhere"), "nowhere"),
+    # budgets
+    "max_macs below the seed": Case((*NPZ, *("--max-macs", "1000")), "budget.max_macs: 1,000 is smaller than the seed net's", npz()),
+    "max_params below the seed": Case((*NPZ, *("--max-params", "10")), "budget.max_params: 10 is smaller than the seed net's", npz()),
+    # output folder
+    "output folder exists": Case(SEARCH, "already exists; pass --resume to continue that run or --force", existing_run),
+    "force on a foreign folder": Case((*SEARCH, "--force"), "is not a grownet run folder; refusing to delete it", other_files),
+    "output path under a file": Case((*SEARCH[:-1], "{tmp}/f/out"), "cannot write there (Not a directory); pass a writable --out", text("f", "x")),
+    "force with bad data keeps the old run": Case((*SEARCH, "--force", "--dataset", "npz:{tmp}/missing.npz"),
+                                                  "missing.npz does not exist", needs_run=True),
+    # resume
+    "resume a missing folder": Case((*SEARCH, "--resume"), "no such run folder to resume"),
+    "resume a folder without checkpoint": Case((*SEARCH, "--resume"), "nothing to resume", existing_run),
+    "resume with another config": Case((*SEARCH, "--resume", "--grow.tau", "0.9"), "another configuration", needs_run=True),
+    "resume a corrupt checkpoint": Case((*SEARCH, "--resume"), "checkpoint is corrupt (SHA-256 mismatch)", needs_run=True),
+    # other commands
+    "report of a missing folder": Case(("report", "{tmp}/nope"), "no such run folder"),
+    "report of a foreign folder": Case(("report", "{tmp}/out"), "out", other_files),
+    "baseline of a missing folder": Case(("baseline", "{tmp}/nope", "--control", "seed"), "no such run folder"),
+    "unknown control": Case(("baseline", "{tmp}/nope", "--control", "cousin"), "invalid choice: 'cousin'"),
+    "tune with a bad storage URL": Case(("tune", "--trials", "1", "--out", "{tmp}/t", "--storage", "foo://x"), "unknown database 'foo'"),
+    "tune with negative trials": Case(("tune", "--trials", "-2", "--out", "{tmp}/t"), "--trials"),
+    "ticket epoch after the end": Case(("ticket", "--epochs", "2", "--at-epoch", "3", "--out", "{tmp}/t"), "--at-epoch: must be at most --epochs"),
+    "ticket with a bad architecture": Case(("ticket", "--epochs", "1", "--arch", "{tmp}/a.json", "--out", "{tmp}/t"), "width must be a positive integer", text("a.json", arch_json(stages=[[-1]]))),
+}
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file and folder under ``root``: size and SHA-256 (folders: -1, "")."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        out[rel] = (-1, "") if path.is_dir() else (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+def test_the_suite_has_at_least_30_cases():
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, tmp_path, capsys, request):
+    case = CASES[name]
+    case.setup(tmp_path)
+    if case.needs_run:
+        shutil.copytree(request.getfixturevalue("finished_run"), tmp_path / "out")
+        if "corrupt" in name:
+            manifest = json.loads((tmp_path / "out" / "checkpoints" / "latest.json").read_text())
+            ckpt = tmp_path / "out" / "checkpoints" / manifest["file"]
+            data = bytearray(ckpt.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            ckpt.write_bytes(bytes(data))
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+
+    rc = main([arg.format(tmp=tmp_path) for arg in case.argv])
+
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert rc == 2, err
+    assert len(lines) == 1 and lines[0].startswith("grownet: error: "), err
+    assert case.match in lines[0], lines[0]
+    assert "Traceback" not in err + out
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; 'output path under a file' covers this case")
+def test_read_only_output_folder_is_refused(tmp_path, capsys):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        rc = main(["search", "--quiet", "--out", str(parent / "run")])
+    finally:
+        parent.chmod(0o755)
+    assert rc == 2
+    assert "cannot write there (Permission denied); pass a writable --out" in capsys.readouterr().err
+    assert list(parent.iterdir()) == []
+
+
+def test_data_missing_and_download_impossible_names_the_folder_and_the_flag(tmp_path, capsys, monkeypatch):
+    import grownet.data._named as named
+
+    def offline(name: str, data_dir: Path) -> None:
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(named, "_download", offline)  # the one network call: this machine has none
+    (tmp_path / "empty").mkdir()
+    rc = main(["search", "--quiet", "--dataset", "cifar10", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert f"no data found in {tmp_path / 'empty'}" in err and "pass --data-dir DIR" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    rc = main(["search", "--quiet", "--debug", "--grow.tau", "2", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" in err and err.rstrip().endswith("grownet: error: grow.tau: must be in (0, 1], got 2")
+
+
+# ---- weights (Python API: no command reads a weights file) -----------------------------------
+
+
+def seed_arch_file(tmp: Path) -> Path:
+    path = tmp / "a.json"
+    path.write_text(arch_json())
+    return path
+
+
+def test_weights_of_another_architecture_do_not_fit(tmp_path):
+    import grownet
+
+    wider = grownet.load_model(json.loads(arch_json(stages=[[24], [16], [16, 16], [16, 16], [16, 16]])))
+    grownet.save_model(wider, tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match=r"stages\.0\.0\.conv\.weight: expected shape \(16, 3, 3, 3\), found \(24, 3, 3, 3\)"):
+        grownet.load_model(seed_arch_file(tmp_path), tmp_path / "w.pt")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01garbage", None], ids=["empty", "garbage", "truncated"])
+def test_unreadable_weights_files(tmp_path, content):
+    import grownet
+
+    path = tmp_path / "w.pt"
+    if content is None:
+        grownet.save_model(grownet.load_model(seed_arch_file(tmp_path)), path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(WeightsError, match="w.pt"):
+        grownet.load_model(seed_arch_file(tmp_path), path)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_weights_with_pickled_code_are_refused_without_running_it(tmp_path):
+    import grownet
+
+    path = tmp_path / "w.pt"
+    torch.save({"x": _Payload()}, path)
+    assert pickle.dumps(_Payload())  # the payload really is executable pickle
+    with pytest.raises(WeightsError, match="w.pt"):
+        grownet.load_model(seed_arch_file(tmp_path), path)
+
+
+def test_architecture_errors_name_the_field_through_the_api(tmp_path):
+    import grownet
+
+    path = tmp_path / "a.json"
+    path.write_text(arch_json(num_classes=0))
+    with pytest.raises(ArchitectureError, match="num_classes"):
+        grownet.load_model(path)
