@@ -19,6 +19,9 @@ The rules (METHOD.md §2, with a budget and depth added):
   same largest fraction that fits (binary search over whole filters): layers left with a
   smaller increment are ``clipped``, those left with none ``skipped``. A budget is never
   exceeded.
+- **ResNet stem and stage 0**: once their widths differ, block ``stages.0.0`` has a learned
+  projection shortcut that equal widths would remove; a widening that would make them equal
+  stops one filter short (``clipped``).
 - A ``hold`` reason (max rounds reached, time budget) turns every growth into ``skipped``.
 
 Every decision carries its reason and the numbers behind it (:class:`LayerDecision`).
@@ -280,6 +283,7 @@ def plan_growth(
                     deep_rows[s] = _skip(deep_rows[s], f"the widenings alone would give {widen_over}")
                 widen, rows = _clip(arch, wanted, rows, over, widen_over)
 
+    widen, rows = _keep_projection(arch, widen, rows)
     target = _target(arch, widen, kept)
     for s in kept:  # the new layer's width is known once the widenings are applied
         r = deep_rows[s]
@@ -287,6 +291,33 @@ def plan_growth(
         deep_rows[s] = LayerDecision(name, 0, None, r.tau, "deepen", target.width(name), r.reason)
     decisions = tuple(rows.values()) + tuple(deep_rows[s] for s in sorted(deep_rows))
     return GrowthPlan(target, decisions, widen, tuple(kept), saturated, *_cost(cost_fn, target))
+
+
+def _keep_projection(
+    arch: Architecture, widen: dict[str, int], rows: dict[str, LayerDecision]
+) -> tuple[dict[str, int], dict[str, LayerDecision]]:
+    """A ResNet whose stem and stage 0 differ in width has a learned projection shortcut in
+    block ``stages.0.0``; equal widths would turn it into an identity, which no function-
+    preserving growth can do. The widened one of the two then stops one filter short of the
+    other (fewer MACs and params: the budget still holds)."""
+    if arch.family != "resnet":
+        return widen, rows
+    stem, stage0 = arch.width("stem"), arch.width("stages.0")
+    new_stem, new_stage0 = widen.get("stem", stem), widen.get("stages.0", stage0)
+    if stem == stage0 or new_stem != new_stage0:
+        return widen, rows
+    layer, other = ("stages.0", "stem") if "stages.0" in widen else ("stem", "stages.0")
+    old, new = arch.width(layer), widen[layer] - 1
+    widen, rows = dict(widen), dict(rows)
+    r = rows[layer]
+    why = f"one filter short of {other} ({widen.get(other, arch.width(other))}) to keep stage 0's projection shortcut"
+    if new > old:
+        widen[layer] = new
+        rows[layer] = LayerDecision(layer, r.width, r.activity, r.tau, "clipped", new, f"{r.reason}; {why}")
+    else:
+        del widen[layer]
+        rows[layer] = _skip(r, why)
+    return widen, rows
 
 
 def _clip(

@@ -47,11 +47,11 @@ from .cost import cost
 from .distributed import LOCAL, DistContext, FollowerFolder
 from .errors import ConfigError, DivergenceError, GrownetError, RunError, UsageError
 from .grow import apply as grow_apply
+from .job import (FILE_ONLY, log_to_file, make_data, make_dessilbi, rng_scope, rng_state, seed_all, seed_arch, seed_arch_file,
+                  set_rng_state)
 from .models import build_model
 from .optim import filter_activity
 from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
-from .job import (FILE_ONLY, log_to_file, make_data, make_dessilbi, rng_scope, rng_state, seed_all, seed_arch, seed_arch_file,
-                  set_rng_state)
 from .recipe import Recipe, load_recipe
 from .runfolder import RunFolder, make_folder, remove_created
 from .seeds import PRESETS

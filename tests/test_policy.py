@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from grownet.arch import Architecture, ResStage
 from grownet.cost import cost
@@ -195,3 +196,26 @@ def test_resnet_stage_width_activity_is_the_share_over_all_its_convs():
     # The stem uses stage 0's tau; widening a ResNet stage width.
     plan = plan_growth(arch, act, tau=[0.9, 0.7], ratio=1.1, min_add=4, deepen=False)
     assert dict(plan.widen) == {"stem": 12, "stages.1.0": 36, "stages.1": 36}
+
+
+@pytest.mark.parametrize("stem, stage0, saturated, expected, decision", [
+    (24, 16, ("stages.0",), {"stages.0": 23}, "clipped"),  # 16 -> 24 would equal the stem
+    (16, 24, ("stem",), {"stem": 23}, "clipped"),  # the stem growing into stage 0's width
+    (17, 16, ("stages.0",), {"stages.0": 24}, "widen"),  # 24 != 17: nothing to avoid
+    (16, 16, ("stem", "stages.0"), {"stem": 24, "stages.0": 24}, "widen"),  # no projection to keep
+])
+def test_resnet_widening_never_removes_stage_0s_projection_shortcut(stem, stage0, saturated, expected, decision):
+    from grownet.grow import apply
+    from grownet.models import build_model, has_shortcut
+
+    arch = Architecture("resnet", (ResStage(stage0, (stage0,)), ResStage(32, (32,))), stem=stem)
+    act = {layer: 1.0 if layer in saturated else 0.0 for layer in arch.layer_widths()}
+    plan = plan_growth(arch, act, tau=0.8, ratio=1.5, min_add=8, deepen=False)
+    assert dict(plan.widen) == expected
+    assert {r.layer: r.decision for r in plan.decisions if r.layer in expected} == {k: decision for k in expected}
+    if has_shortcut(arch, 0, 0):
+        assert has_shortcut(plan.arch, 0, 0)
+    model = build_model(arch).eval()
+    x = torch.randn(2, 3, 32, 32)
+    grown = apply(model, arch, plan.widen, plan.deepen).model.eval()  # raises if the shortcut would go
+    torch.testing.assert_close(grown(x), model(x), atol=1e-5, rtol=1e-5)
