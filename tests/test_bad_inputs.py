@@ -127,6 +127,27 @@ def other_files(tmp: Path) -> None:
     (tmp / "out" / "thesis.tex").write_text("do not delete\n")
 
 
+_HELD: list = []  # locks held by this process for the "in use" cases (released by the fixture below)
+
+
+def held_lock(folder: Path) -> None:
+    """Hold the run lock of ``folder`` (after writing a config.json into it), as a running
+    grownet process would; flock locks are per open file, so a second open is refused."""
+    from grownet.runfolder import RunLock
+
+    existing_run(folder.parent) if folder.name == "out" else folder.mkdir()
+    lock = RunLock(folder)
+    lock.__enter__()
+    _HELD.append(lock)
+
+
+@pytest.fixture(autouse=True)
+def _release_held_locks():
+    yield
+    while _HELD:
+        _HELD.pop().__exit__(None, None, None)
+
+
 SEARCH = ("search", "--device", "cpu", "--out", "{tmp}/out")
 SEED_ARCH = (*SEARCH, "--seed-arch", "{tmp}/a.json")
 NPZ = (*SEARCH, "--dataset", "npz:{tmp}/d.npz", *(arg for key, value in TINY.items() for arg in (f"--{key}", str(value))))
@@ -196,6 +217,10 @@ CASES: dict[str, Case] = {
     "tune with a bad storage URL": Case(("tune", "--trials", "1", "--out", "{tmp}/t", "--storage", "foo://x"), "unknown database 'foo'"),
     "tune with negative trials": Case(("tune", "--trials", "-2", "--out", "{tmp}/t"), "--trials"),
     "ticket epoch after the end": Case(("ticket", "--epochs", "2", "--at-epoch", "3", "--out", "{tmp}/t"), "--at-epoch: must be at most --epochs"),
+    "ticket into an existing folder": Case(("ticket", "--epochs", "1", "--out", "{tmp}/out"), "already exists", existing_run),
+    "ticket into a folder in use": Case(("ticket", "--epochs", "1", "--out", "{tmp}/out"), "is in use by another grownet process",
+                                        lambda tmp: held_lock(tmp / "out")),
+    "search into a folder in use": Case(SEARCH, "is in use by another grownet process", lambda tmp: held_lock(tmp / "out")),
     "ticket with a bad architecture": Case(("ticket", "--epochs", "1", "--arch", "{tmp}/a.json", "--out", "{tmp}/t"), "width must be a positive integer", text("a.json", arch_json(stages=[[-1]]))),
 }
 

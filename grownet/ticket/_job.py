@@ -241,18 +241,21 @@ def ticket(
         try:
             with folder.lock():
                 folder.prepare(resume=False, force=force)
-                with log_to_file(folder.log), rng_scope(job.device):
-                    try:
-                        return job.run(folder)
-                    except GrownetError as exc:
-                        log.error("%s", exc, extra=FILE_ONLY)
-                        raise
+                try:
+                    with log_to_file(folder.log), rng_scope(job.device):
+                        try:
+                            return job.run(folder)
+                        except GrownetError as exc:
+                            log.error("%s", exc, extra=FILE_ONLY)
+                            raise
+                except BaseException:
+                    if not job.started:  # refused before training: leave the folder as it was
+                        for path in (folder.config, folder.log):
+                            path.unlink(missing_ok=True)
+                        folder.restore_replaced()
+                    raise
         except BaseException:
-            if not job.started:  # refused before training: leave no trace
-                for path in (folder.config, folder.log):
-                    path.unlink(missing_ok=True)
-                folder.restore_replaced()
-                remove_created(created)
+            remove_created(created)  # only folders still empty
             raise
     finally:
         job.reporter.close()
