@@ -203,6 +203,9 @@ def run_control(
         raise UsageError(f"epochs: must be a positive integer, got {epochs!r}")
     run = load_run(run_dir)
     arch = control_architecture(run, control)
+    if control != "scratch" and run.arch is not None and arch == run.arch:
+        logger.warning("control %s: its architecture is the grown net's own (growth scaled every layer by one factor); "
+                       "it trains the same net as the scratch control", control)
     total = epochs if epochs is not None else run.summary.get("epochs")
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
         raise RunError(f"{run.path / 'summary.json'}: epochs is {total!r}, not a positive integer; pass --epochs")

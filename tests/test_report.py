@@ -470,3 +470,13 @@ def test_report_of_a_real_smoke_run(smoke: Path) -> None:
     points = controls_info(run)
     assert [p.name for p in points] == ["grown", "seed"]
     assert points[1].macs == cost(Architecture.from_dict(s["seed_arch"])).macs
+
+
+def test_a_control_with_the_grown_widths_is_called_out(tmp_path: Path) -> None:
+    run = write_synthetic_run(tmp_path / "r")
+    write_control(run, "scratch", FINAL, val_acc=0.62, test_acc=0.61)
+    write_control(run, "uniform", FINAL, val_acc=0.62, test_acc=0.61)
+    html = write_report(run).read_text(encoding="utf-8")
+    assert "The uniform width, equal MACs control has exactly the grown net&#x27;s widths" in html
+    write_control(run, "uniform", SEED, val_acc=0.55, test_acc=0.54)
+    assert "has exactly the grown net" not in write_report(run).read_text(encoding="utf-8")

@@ -39,6 +39,7 @@ __all__ = [
     "decision_info",
     "repro_info",
     "controls_info",
+    "controls_like_grown",
     "pareto_front",
     "layer_order_key",
 ]
@@ -478,6 +479,15 @@ def controls_info(run: RunRecord) -> list[ModelPoint]:
         if name in run.controls:
             points.append(_point(name, CONTROL_LABELS[name], run.controls[name].summary, run.name))
     return points
+
+
+def controls_like_grown(run: RunRecord) -> list[str]:
+    """Names of the finished controls (other than ``scratch``) whose architecture equals the
+    grown net's: e.g. ``uniform`` when growth widened every layer by one factor."""
+    if run.arch is None:
+        return []
+    return [name for name in CONTROL_NAMES
+            if name != "scratch" and name in run.controls and run.controls[name].arch == run.arch]
 
 
 def pareto_front(points: Sequence[ModelPoint], *, metric: str = "test_acc") -> list[bool]:

@@ -16,6 +16,7 @@ from ._info import (
     activity_info,
     arch_info,
     controls_info,
+    controls_like_grown,
     curves_info,
     decision_info,
     growth_info,
@@ -150,12 +151,16 @@ def _controls(run: RunRecord) -> Safe:
          ratio(p.train_flops, grown.train_flops), duration(p.wall_time), p.epochs)
         for p in points
     ]
-    return section("controls", "Controls", join([
+    parts = [
         figure(_plots.accuracy_macs_figure(points, metric="test_acc"), alt="Test accuracy against inference MACs",
                css="half", caption="Test accuracy against inference MACs: the grown net (star) and the controls."),
         table(["net", "val acc", "test acc", "MACs", "params", "training FLOPs", "FLOPs vs grown", "wall time", "epochs"],
               rows, numeric=(1, 2, 3, 4, 5, 6, 7, 8)),
-    ]), intro="METHOD.md §4: " + "; ".join(f"{k}: {v}" for k, v in CONTROL_LABELS.items() if k != "grown")
+    ]
+    for name in controls_like_grown(run):
+        parts.append(_para(f"The {CONTROL_LABELS[name]} control has exactly the grown net's widths (growth scaled every "
+                           f"layer by the same factor), so it trains the same net as the scratch control.", "warn"))
+    return section("controls", "Controls", join(parts), intro="METHOD.md §4: " + "; ".join(f"{k}: {v}" for k, v in CONTROL_LABELS.items() if k != "grown")
               + ". Each control trains from scratch for the search's total epochs, with the search's fine-tune "
                 "optimizer and a cosine learning rate over all of them, on the same data split and seed; its best "
                 "validation epoch is kept and tested once.")

@@ -1,0 +1,60 @@
+"""The result folders committed under reports/: their report, architecture and README quotes
+agree with their summary.json files (issue 6: "its numbers match its summary.json")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from grownet.arch import Architecture
+from grownet.cost import cost
+from grownet.report._format import duration, pct, si
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDERS = sorted(p.parent for p in (REPO / "reports").glob("*/summary.json"))
+CONTROLS = ("scratch", "uniform", "seed")
+
+
+def summaries(folder: Path) -> dict[str, dict]:
+    """``{"grown": summary, "scratch": summary, ...}`` of a published folder."""
+    out = {"grown": json.loads((folder / "summary.json").read_text())}
+    for name in CONTROLS:
+        path = folder / "controls" / name / "summary.json"
+        if path.is_file():
+            out[name] = json.loads(path.read_text())
+    return out
+
+
+def test_reports_holds_the_cifar10_cpu_run_with_its_three_controls():
+    folder = REPO / "reports" / "cifar10-cpu"
+    assert folder in FOLDERS
+    assert set(summaries(folder)) == {"grown", *CONTROLS}
+    assert (folder / "report.html").is_file() and (folder / "architecture.json").is_file()
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
+def test_report_shows_the_numbers_of_its_summaries(folder: Path):
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    for name, s in summaries(folder).items():
+        shown = [pct(s["val_acc"]), pct(s["test_acc"]), si(s["macs"]), si(s["params"]), si(s["train_flops"]),
+                 duration(s["wall_time"])]
+        missing = [text for text in shown if text not in html]
+        assert not missing, f"{name}: {missing} not in {folder.name}/report.html"
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
+def test_architectures_cost_what_their_summaries_say(folder: Path):
+    paths = {"grown": folder / "architecture.json",
+             **{name: folder / "controls" / name / "architecture.json" for name in CONTROLS}}
+    for name, s in summaries(folder).items():
+        c = cost(Architecture.from_json(paths[name]))
+        assert (c.macs, c.params) == (s["macs"], s["params"]), name
+
+
+def test_readme_quotes_the_published_numbers():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name, s in summaries(REPO / "reports" / "cifar10-cpu").items():
+        assert f"{100 * s['test_acc']:.2f}%" in readme, f"README lacks the {name} test accuracy"
+        assert f"{s['macs'] / 1e6:.2f}M MACs" in readme, f"README lacks the {name} MACs"
