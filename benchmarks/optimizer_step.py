@@ -1,13 +1,13 @@
 """DessiLBI's step against torch.optim.SGD(momentum=0.9, foreach=True), measured in one run.
 
-Evidence (the 2-core Xeon @ 2.50GHz these helpers share, torch 2.13 CPU, 2 threads, load
-average 3.5-6 from other jobs; five runs): ``dessilbi/sgd: step`` 1.69x, 1.87x, 1.88x, 2.02x,
-2.38x; ``train step`` 0.94x-1.05x, i.e. the optimizer step is lost in the noise of a training
-step. In CPU time of one thread, which the other jobs disturb least, the step ratio was
-2.01x-2.16x: on this net DessiLBI touches each weight-sized array about 10 times per step
-(SGD's foreach step: 5), the floor with torch's kernels (see
-``grownet.optim._multi_tensor_dessilbi``). For a ResNet-20 at CIFAR widths the 1-thread ratio
-was 1.7x.
+Evidence (the 2-core Xeon @ 2.50GHz, torch 2.13 CPU, 2 threads). Idle machine (load average
+1.0-1.5), four runs on 2026-11-21: ``dessilbi/sgd: step`` 2.12x, 2.15x, 2.00x, 2.14x; ``train
+step`` 1.03x, 1.04x, 1.02x, 0.89x, i.e. the optimizer step is lost in the noise of a training
+step. In CPU time of one thread the step ratio was 2.11x-2.18x: on this net DessiLBI touches
+each weight-sized array about 10 times per step (SGD's foreach step: 5), the floor with
+torch's kernels (see ``grownet.optim._multi_tensor_dessilbi``). Earlier runs while other jobs
+held the cores (load 3.5-6) spread over 1.69x-2.38x. For a ResNet-20 at CIFAR widths the
+1-thread ratio was 1.7x.
 
 Model: a VGG-style CIFAR net built by grownet (4 stages of one 3x3 conv-BN-ReLU each, widths
 64-128-256-512, 2x2 max-pool between stages, global average pool, linear; 1.55 M conv weights,
