@@ -224,17 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler, old_level = _console_logging(args.console, debug=args.debug)
     try:
         return int(args.handler.run(args) or 0)
-    except GrownetError as exc:
+    except (GrownetError, OSError) as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"grownet: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the file system refused (permissions, disk full, a file in the way)
-        if args.debug:
-            traceback.print_exc()
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"grownet: error: {where}{exc.strerror or exc}; check the path and its permissions and free space",
-              file=sys.stderr)
+        print(f"grownet: error: {_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         if args.debug:
@@ -245,6 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
         handler.close()
+
+
+def _error_text(exc: GrownetError | OSError) -> str:
+    """The one line a refusal prints: a GrownetError's own message; for an OSError (the file
+    system refused: permissions, a full disk, a file in the way) its path and reason."""
+    if isinstance(exc, GrownetError):
+        return str(exc)
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}; check the path and its permissions and free space"
 
 
 def _console() -> Any:

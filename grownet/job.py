@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import random
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -22,8 +24,8 @@ from .optim import DessiLBI, dessilbi_param_groups
 from .recipe import Recipe
 from .seeds import PRESETS, preset
 
-__all__ = ["FILE_ONLY", "JobData", "log_to_file", "make_data", "make_dessilbi", "rng_scope", "rng_state", "seed_all",
-           "seed_arch", "seed_arch_file", "set_rng_state"]
+__all__ = ["FILE_ONLY", "JobData", "log_to_file", "make_data", "make_dessilbi", "provenance", "rng_scope", "rng_state",
+           "seed_all", "seed_arch", "seed_arch_file", "set_rng_state"]
 
 
 # ---- logging and random state -------------------------------------------------------------------
@@ -97,6 +99,29 @@ def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
     np.random.set_state((npy[0], npy[1].numpy().astype(np.uint32), npy[2], npy[3], npy[4]))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def provenance(command: str) -> dict[str, Any]:
+    """The ``versions``, ``command`` and ``started`` (UTC, ISO 8601) entries of a job's
+    config.json."""
+    from . import __version__  # at call time: the package may still be importing this module
+
+    return {
+        "versions": {"grownet": __version__, "torch": torch.__version__, "torchvision": _version_of("torchvision"),
+                     "python": platform.python_version()},
+        "command": command,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _version_of(package: str) -> str | None:
+    """An installed package's version without importing it (None when absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 # ---- the recipe's parts ------------------------------------------------------------------------

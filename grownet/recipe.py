@@ -35,6 +35,7 @@ __all__ = [
     "RunSection",
     "KeySpec",
     "load_recipe",
+    "resolve_recipe",
     "recipe_keys",
     "parse_value",
 ]
@@ -361,6 +362,22 @@ def parse_value(path: str, text: str) -> Any:
 
 
 # ---- files -----------------------------------------------------------------------------------------
+
+
+def resolve_recipe(
+    recipe: Recipe | str | os.PathLike | None,
+    overrides: Mapping[str, Any] | None = None,
+    default: Recipe | None = None,
+) -> Recipe:
+    """``recipe`` (a Recipe, or a TOML path to load; ``None``: ``default``, else the defaults)
+    with the dotted-key ``overrides`` applied."""
+    if isinstance(recipe, Recipe):
+        base = recipe
+    elif recipe is not None:
+        base = load_recipe(recipe)
+    else:
+        base = default if default is not None else Recipe()
+    return base.with_overrides(overrides)
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:

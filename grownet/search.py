@@ -31,11 +31,10 @@ import functools
 import json
 import logging
 import os
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -47,12 +46,12 @@ from .cost import cost
 from .distributed import LOCAL, DistContext, FollowerFolder
 from .errors import ConfigError, DivergenceError, GrownetError, RunError, UsageError
 from .grow import apply as grow_apply
-from .job import (FILE_ONLY, log_to_file, make_data, make_dessilbi, rng_scope, rng_state, seed_all, seed_arch, seed_arch_file,
-                  set_rng_state)
+from .job import (FILE_ONLY, log_to_file, make_data, make_dessilbi, provenance, rng_scope, rng_state, seed_all, seed_arch,
+                  seed_arch_file, set_rng_state)
 from .models import build_model
 from .optim import filter_activity
 from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
-from .recipe import Recipe, load_recipe
+from .recipe import Recipe, resolve_recipe
 from .runfolder import RunFolder, make_folder, remove_created
 from .seeds import PRESETS
 from .train import EpochStats, amp_dtype, cosine_lr, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
@@ -250,8 +249,7 @@ def search(
                                   data_dir=data_dir, device=device, resume=resume, force=force, reporter=reporter,
                                   command=command, dist=dist)
     except BaseException:
-        if created and not resume and not run.has_checkpoint():
-            remove_created(created)  # a refused start leaves no trace
+        remove_created(created)  # a refused start leaves no trace (only folders still empty go)
         raise
 
 
@@ -298,16 +296,6 @@ def _discard_unstarted(run: RunFolder) -> None:
 # ---- configuration ------------------------------------------------------------------------------
 
 
-def _recipe_of(recipe: Recipe | str | os.PathLike | None, overrides: Mapping[str, Any] | None, fallback: Recipe) -> Recipe:
-    if isinstance(recipe, Recipe):
-        base = recipe
-    elif recipe is not None:
-        base = load_recipe(recipe)
-    else:
-        base = fallback
-    return base.with_overrides(overrides)
-
-
 def _new_config(
     dataset: str | None,
     *,
@@ -319,9 +307,7 @@ def _new_config(
     command: str | None,
 ) -> dict[str, Any]:
     """config.json of a new run (the recipe resolved and validated)."""
-    from . import __version__  # at call time: the package may still be importing this module
-
-    resolved = _recipe_of(recipe, overrides, Recipe())
+    resolved = resolve_recipe(recipe, overrides)
     if resolved.model.seed_arch not in PRESETS:
         seed_arch_file(resolved)  # a bad architecture JSON is refused before anything is written
     return {
@@ -330,10 +316,7 @@ def _new_config(
         "dataset": dataset or "cifar10",
         "data_dir": None if data_dir is None else str(data_dir),
         "device": device,
-        "versions": {"grownet": __version__, "torch": torch.__version__, "torchvision": _version_of("torchvision"),
-                     "python": platform.python_version()},
-        "command": command or "grownet.search.search(...)",
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(command or "grownet.search.search(...)"),
     }
 
 
@@ -351,7 +334,7 @@ def _resume_config(
     for (recipe, overrides, seed, dataset) is the same; the data folder and device may change."""
     stored = _read_config(run)
     own = Recipe.from_dict(stored["recipe"])
-    resolved = _recipe_of(recipe, overrides, own)
+    resolved = resolve_recipe(recipe, overrides, own)
     diff = own.diff(resolved)
     if diff:
         key = diff[0]
@@ -367,16 +350,6 @@ def _resume_config(
     config["data_dir"] = str(data_dir) if data_dir is not None else stored.get("data_dir")
     config["device"] = device
     return config
-
-
-def _version_of(package: str) -> str | None:
-    """An installed package's version without importing it (None when absent)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def _read_config(run: RunFolder) -> dict[str, Any]:

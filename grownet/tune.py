@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from .errors import ConfigError, DivergenceError, GrownetError, RunError, UsageError
 from .files import atomic_write_text
 from .runfolder import make_folder, remove_created
-from .recipe import Recipe, load_recipe
+from .recipe import Recipe, load_recipe, resolve_recipe
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -710,13 +710,8 @@ def _study_config(study: "optuna.Study", *, dataset: str | None, recipe: Any, sp
     from . import __version__
 
     stored = study.user_attrs.get(_ATTR)
-    if isinstance(recipe, Recipe):
-        base = recipe
-    elif recipe is not None:
-        base = load_recipe(recipe)
-    else:
-        base = Recipe.from_dict(stored["recipe"]) if stored else Recipe()
-    base = base.with_overrides(overrides)
+    own = Recipe.from_dict(stored["recipe"]) if stored and recipe is None else None
+    base = resolve_recipe(recipe, overrides, own)
     if isinstance(space, TuneSpace):
         tspace = space
     elif space is not None:

@@ -130,13 +130,13 @@ def other_files(tmp: Path) -> None:
 _HELD: list = []  # locks held by this process for the "in use" cases (released by the fixture below)
 
 
-def held_lock(folder: Path) -> None:
-    """Hold the run lock of ``folder`` (after writing a config.json into it), as a running
-    grownet process would; flock locks are per open file, so a second open is refused."""
+def held_lock(tmp: Path) -> None:
+    """Hold the run lock of ``tmp/out`` (an :func:`existing_run`), as a running grownet
+    process would; flock locks are per open file, so a second open is refused."""
     from grownet.runfolder import RunLock
 
-    existing_run(folder.parent) if folder.name == "out" else folder.mkdir()
-    lock = RunLock(folder)
+    existing_run(tmp)
+    lock = RunLock(tmp / "out")
     lock.__enter__()
     _HELD.append(lock)
 
@@ -219,8 +219,8 @@ CASES: dict[str, Case] = {
     "ticket epoch after the end": Case(("ticket", "--epochs", "2", "--at-epoch", "3", "--out", "{tmp}/t"), "--at-epoch: must be at most --epochs"),
     "ticket into an existing folder": Case(("ticket", "--epochs", "1", "--out", "{tmp}/out"), "already exists", existing_run),
     "ticket into a folder in use": Case(("ticket", "--epochs", "1", "--out", "{tmp}/out"), "is in use by another grownet process",
-                                        lambda tmp: held_lock(tmp / "out")),
-    "search into a folder in use": Case(SEARCH, "is in use by another grownet process", lambda tmp: held_lock(tmp / "out")),
+                                        held_lock),
+    "search into a folder in use": Case(SEARCH, "is in use by another grownet process", held_lock),
     "ticket with a bad architecture": Case(("ticket", "--epochs", "1", "--arch", "{tmp}/a.json", "--out", "{tmp}/t"), "width must be a positive integer", text("a.json", arch_json(stages=[[-1]]))),
 }
 

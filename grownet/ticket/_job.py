@@ -8,7 +8,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -19,7 +18,8 @@ from ..arch import Architecture
 from ..cost import cost
 from ..errors import DivergenceError, GrownetError, UsageError
 from ..files import atomic_write_bytes
-from ..job import FILE_ONLY, log_to_file, make_data, make_dessilbi, rng_scope, seed_all, seed_arch
+from ..job import FILE_ONLY, log_to_file, make_data, make_dessilbi, provenance, rng_scope, seed_all, seed_arch
+from ..recipe import resolve_recipe
 from ..models import as_architecture, build_model
 from ..runfolder import RunFolder, make_folder, remove_created
 from ..train import amp_dtype, cosine_lr, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
@@ -209,7 +209,6 @@ def ticket(
         RunError: the output folder exists (without ``force``) or is locked.
         DivergenceError: a non-finite training loss.
     """
-    from ..recipe import Recipe, load_recipe
     from ..search import Reporter
 
     _check_int("--epochs", epochs, low=1)
@@ -222,8 +221,7 @@ def ticket(
     _check_int("--seed", seed, low=0)
     if fold not in FOLD_MODES:
         raise UsageError(f"--fold: must be one of {', '.join(FOLD_MODES)}, got {fold!r}")
-    base = recipe if isinstance(recipe, Recipe) else (load_recipe(recipe) if recipe is not None else Recipe())
-    r = base.with_overrides(overrides)
+    r = resolve_recipe(recipe, overrides)
     if isinstance(arch, (str, os.PathLike)) and str(arch).endswith(".json"):
         arch = Architecture.from_json(arch)  # a bad file is refused before anything is written
     job = _TicketJob(
@@ -389,24 +387,11 @@ class _TicketJob:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
-        import platform
-        from importlib.metadata import PackageNotFoundError, version
-
-        from .. import __version__
-
-        try:
-            tv = version("torchvision")
-        except PackageNotFoundError:
-            tv = None
-
         spec = self.arch_spec
         return {
             "recipe": self.recipe.to_dict(), "seed": self.seed, "dataset": self.dataset,
             "data_dir": None if self.data_dir is None else str(self.data_dir), "device": str(self.device),
-            "versions": {"grownet": __version__, "torch": torch.__version__, "torchvision": tv,
-                         "python": platform.python_version()},
-            "command": self.command or "grownet.ticket.ticket(...)",
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **provenance(self.command or "grownet.ticket.ticket(...)"),
             "ticket": {"arch": spec.to_dict() if isinstance(spec, Architecture) else (
                            dict(spec) if isinstance(spec, Mapping) else (None if spec is None else str(spec))),
                        "epochs": self.epochs, "at_epoch": self.at_epoch, "finetune_epochs": self.finetune_epochs,
