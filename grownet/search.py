@@ -54,6 +54,7 @@ from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
 from .recipe import Recipe, resolve_recipe
 from .runfolder import RunFolder, make_folder, remove_created
 from .seeds import PRESETS
+from .signal import ImportanceMeter
 from .train import EpochStats, amp_dtype, cosine_lr, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
 from .weights import save_model
 
@@ -391,6 +392,7 @@ class _State:
     best_val: float = -1.0
     best_epoch: int = 0
     prev_activity: dict[str, float] | None = None
+    signal: dict[str, Any] | None = None  # the importance meter's state within the current round
     history: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -416,6 +418,7 @@ class _Job:
         self.arch: Architecture | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.best_model: dict[str, torch.Tensor] | None = None
+        self.meter: ImportanceMeter | None = None
         self._mark = time.perf_counter()
 
     # -- setup --------------------------------------------------------------------------------
@@ -461,6 +464,13 @@ class _Job:
         self.train_model = self.dist.wrap(self.model)  # DistributedDataParallel on several ranks
         self.arch = arch
         self.cost = cost(arch)
+        self.meter = None
+        g = self.recipe.grow
+        if g.signal == "importance" and self.state.phase == "grow":  # a new meter for every round
+            every = max(1, g.local_epochs * len(self.data.train) // 10)
+            self.meter = ImportanceMeter(self.model, arch, rho=g.rho, trace_every=every)
+            if self.state.signal is not None:
+                self.meter.load_state_dict(self.state.signal)
 
     def _grow_optimizer(self) -> torch.optim.Optimizer:
         return make_dessilbi(self.model, self.recipe)
@@ -502,8 +512,16 @@ class _Job:
             self.reporter.epoch_start(phase=phase, round=s.round, epoch=s.epoch + 1, index=index + 1, total=total,
                                       batches=len(self.data.train))
             lr_at = self._lr_fn(phase)
+            progress = self.reporter.batch
+            if phase == "grow" and self.meter is not None:
+                meter, batch = self.meter, self.reporter.batch
+
+                def progress(done: int, total: int) -> None:
+                    meter.observe()  # the step's gradients are still on the parameters
+                    batch(done, total)
+
             stats = train_epoch(self.train_model, self.data.train, self.optimizer, lr_at=lr_at, amp=self.amp,
-                                label_smoothing=smoothing, progress=self.reporter.batch, sync=self.dist.sync_fn)
+                                label_smoothing=smoothing, progress=progress, sync=self.dist.sync_fn)
             if stats.finite:
                 break
             self._diverged(stats, phase)
@@ -566,8 +584,13 @@ class _Job:
     # -- growth check ---------------------------------------------------------------------------
     def _check(self) -> None:
         r, s = self.recipe, self.state
-        activity = layer_activity(self.arch, filter_activity(self.model, self.optimizer))
+        importance, signal = None, None
+        if self.meter is not None:
+            activity, importance, signal = self.meter.activity(), self.meter.importance_share(), self.meter.record()
+        else:
+            activity = layer_activity(self.arch, filter_activity(self.model, self.optimizer))
         kwargs = dict(
+            importance=importance, cost_exponent=r.grow.cost_exponent,
             tau=r.grow.tau, ratio=r.grow.ratio, min_add=r.grow.min_add, previous=s.prev_activity,
             deepen=r.grow.deepen, max_layers_per_stage=r.grow.max_layers_per_stage, max_width=r.grow.max_width,
             max_macs=r.budget.max_macs, max_params=r.budget.max_params, cost_fn=_macs_params,
@@ -588,8 +611,11 @@ class _Job:
             "new_macs": plan.macs, "new_params": plan.params, "hold": hold,
             "new_arch": plan.arch.to_dict() if plan.grew else None,
         }
+        if signal is not None:
+            record["signal"] = signal
         s.rounds.append(record)
         s.prev_activity = activity
+        s.signal = None  # the next round measures afresh
         for d in plan.decisions:
             if d.decision != "keep":
                 logger.info("check %d: %s %s (%s)", s.round, d.layer, d.decision, d.reason)
@@ -605,6 +631,7 @@ class _Job:
             why = hold or ("nothing saturates" if not plan.saturated else "no growth fits the budget")
             logger.info("check %d: stop growing (%s); fine-tuning %d epochs", s.round, why, r.finetune.epochs)
             s.phase = "finetune"
+            self.meter = None
             self.optimizer = self._finetune_optimizer()
         self.run_folder.write_json(self.run_folder.rounds, s.rounds)
         self.reporter.round_end(record)
@@ -629,6 +656,7 @@ class _Job:
         self._tick()
         if not self.dist.is_main:  # only rank 0 writes; the others get its checkpoints through share()
             return
+        self.state.signal = self.meter.state_dict() if self.meter is not None else None
         payload = {
             "format": _CKPT_FORMAT,
             "version": _CKPT_VERSION,
@@ -651,8 +679,8 @@ class _Job:
             model = build_model(arch)
         model = model.to_empty(device="cpu")
         model.load_state_dict(payload["model"])
+        self.state = _State(**payload["state"])  # before the model: a growing round's meter reads its state
         self._set_model(model, arch)
-        self.state = _State(**payload["state"])
         self.optimizer = self._grow_optimizer() if payload["optimizer_kind"] == "dessilbi" else self._sgd()
         self.optimizer.load_state_dict(payload["optimizer"])
         self.best_model = payload.get("best_model")
