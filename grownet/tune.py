@@ -1027,9 +1027,9 @@ def render_page(rows: Sequence[TrialRow], *, out: Path, study_name: str, storage
     linking each trial's run report and architecture, every trial, the search space."""
     from . import __version__
     from .report import ModelPoint
-    from .report._format import duration, pct, si
-    from .report._html import esc, figure, join, page, render, section, table
-    from .report._plots import accuracy_macs_figure
+    from .report.formatting import duration, pct, si
+    from .report.html import esc, figure, join, page, render, section, table
+    from .report.plots import accuracy_macs_figure
 
     done = [r for r in rows if r.state == "COMPLETE"]
     points = [ModelPoint(name="grown" if r.pareto else "trial", label=f"#{r.number}" if r.pareto else "",
