@@ -84,7 +84,7 @@ def test_mask_url_keeps_what_is_not_a_password(url, masked):
     assert mask_url(url) == masked
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(pw=st.text(alphabet="QXZJKVW0123456789@:/?#&;=%+ ", min_size=1, max_size=24),
        user=st.sampled_from(["", "tuner", "a.b-c"]),
        shape=st.sampled_from(["{s}://{u}:{p}@host/db", "{s}://{u}:{p}@host:/db?x=y", "{s}://{u}:{p}@",
@@ -152,3 +152,14 @@ def test_the_cli_prints_no_piece_of_the_password(tmp_path, capsys):
         assert re.match(r"grownet: error: (--storage: |cannot open study storage )postgresql://tuner:\*\*\*",
                         captured.err), captured.err
         assert leaked(captured.out + captured.err) == []
+
+
+def test_huge_urls_are_masked_quickly_and_refused_in_one_line():
+    """Linear masking however the URL repeats query keys, user parts or '@'; an over-long URL
+    is refused without quoting it."""
+    for url in ("postgresql://h/db?" + "pass" * 200_000, "postgresql://h/db?" + "a&" * 200_000 + "password=Qx7k",
+                "postgresql://u:" + "Qx7k@" * 200_000 + "h/db", "x:" * 200_000):
+        assert "Qx7k" not in mask_url(url)
+    url = "postgresql://u:" + "Qx7k" * 200_000 + "@h/db"
+    with pytest.raises(UsageError, match=rf"^--storage: a URL of {len(url)} characters is too long \(at most 4096\)$"):
+        parse_url(url)

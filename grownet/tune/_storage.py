@@ -36,9 +36,18 @@ _PREFIX = re.compile(r"[\w+.=\-]*")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 #: A user name that is shown as it is (anything else in the user part is hidden).
 _USER = re.compile(r"[\w.~%+\-]*")
-#: A query parameter that may hold a secret (``password=``, ``sslpassword=``, ``pwd=``...).
-_SECRET_KEY = re.compile(r"[?&;][^=&;?#]*(?:pass|pwd|secret|token)[^=&;?#]*=", re.IGNORECASE)
+#: A query key ``[?&;]key=`` (linear: a key cannot hold a delimiter), and the keys that may
+#: name a secret (``password``, ``sslpassword``, ``pwd``...).
+_QUERY_KEY = re.compile(r"[?&;]([^=&;?#]*)=")
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
 _PORT = re.compile(r"\d*")
+#: Longest storage URL accepted (a real one is far shorter; this bounds the work on garbage).
+MAX_URL = 4096
+
+
+def _secret_key(rest: str) -> "re.Match[str] | None":
+    """The first query key of ``rest`` that may name a secret (the match ends after ``=``)."""
+    return next((m for m in _QUERY_KEY.finditer(rest) if _SECRET_NAME.search(m.group(1))), None)
 
 
 # ---- masking --------------------------------------------------------------------------------------
@@ -63,7 +72,7 @@ def _segments(url: str) -> list[tuple[str, bool]]:
     if not _PREFIX.fullmatch(head):
         return [(url, True)]
     out: list[tuple[str, bool]] = [(head + sep, False)]
-    secret = _SECRET_KEY.search(rest)
+    secret = _secret_key(rest)
     at = rest.rfind("@")
     start = 0
     if at >= 0 and (not rest.startswith("/") or ":" in rest[:at]):
@@ -133,7 +142,7 @@ def _secrets(url: str) -> set[str]:
         from sqlalchemy.engine import make_url
 
         parsed = make_url(url)
-        pieces.update(str(v) for k, v in parsed.query.items() if _SECRET_KEY.fullmatch(f"?{k}="))
+        pieces.update(str(v) for k, v in parsed.query.items() if _SECRET_NAME.search(k))
         if parsed.password:
             pieces.add(str(parsed.password))
     forms = set()
@@ -161,13 +170,15 @@ def parse_url(url: str) -> "URL":
     """``url`` parsed by SQLAlchemy, checked before any connection is tried.
 
     Raises:
-        UsageError: not a database URL; an unknown database or missing dialect; or a user or
-            password that SQLAlchemy would read differently from :func:`mask_url` (an
-            unencoded ``@``, ``/`` or ``:``), which could send a piece of the password to the
-            server as a host or database name.
+        UsageError: longer than :data:`MAX_URL`; not a database URL; an unknown database or
+            missing dialect; or a user or password that SQLAlchemy would read differently from
+            :func:`mask_url` (an unencoded ``@``, ``/`` or ``:``), which could send a piece of
+            the password to the server as a host or database name.
     """
     from sqlalchemy.engine import make_url
 
+    if len(str(url)) > MAX_URL:
+        raise UsageError(f"--storage: a URL of {len(str(url))} characters is too long (at most {MAX_URL})")
     safe = mask_url(url)
     try:
         parsed = make_url(url)
