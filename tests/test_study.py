@@ -1,0 +1,100 @@
+"""grownet study: the summary's statistics, the arms at equal MACs, files, and resuming."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from grownet.arch import Architecture
+from grownet.baseline import random_architecture, uniform_architecture
+from grownet.cli import main
+from grownet.cost import cost
+from grownet.errors import RunError, UsageError
+from grownet.seeds import preset
+from grownet.study import growth_factors, run_study, summarize
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _smoke import FAST, SMOKE, smoke_dataset  # noqa: E402
+
+
+def _row(arm: str, seed: int, test: float, macs: int = 100) -> dict:
+    return {"arm": arm, "seed": seed, "val_acc": test + 0.01, "test_acc": test, "macs": macs, "params": 10,
+            "train_flops": 1000, "wall_time": 1.0, "widths": {"a": 1}, "growth_factors": {"a": 1.0}, "growth_cv": 0.0}
+
+
+def test_summary_statistics_follow_their_definitions():
+    rows = [_row("grown", 0, 0.80), _row("grown", 1, 0.84), _row("grown", 2, 0.82),
+            _row("uniform", 0, 0.79, 98), _row("uniform", 1, 0.85, 98), _row("uniform", 2, 0.80, 98)]
+    s = summarize(rows)
+    g = s["arms"]["grown"]["test_acc"]
+    assert g["mean"] == pytest.approx(0.82) and g["std"] == pytest.approx(statistics.stdev([0.80, 0.84, 0.82]))
+    d = s["grown_minus"]["uniform"]
+    assert d["n"] == 3
+    assert d["mean"] == pytest.approx((0.01 - 0.01 + 0.02) / 3)
+    assert d["std"] == pytest.approx(statistics.stdev([0.01, -0.01, 0.02]))
+    assert s["seeds"]["1"]["uniform_macs_ratio"] == 0.98
+
+
+def test_growth_factors_skip_deepened_layers():
+    seed = Architecture("vgg", ((16,), (32,)))
+    final = Architecture("vgg", ((32, 32), (40,)))
+    assert growth_factors(seed, final) == {"stages.0.0": 2.0, "stages.1.0": 1.25}
+
+
+@pytest.mark.parametrize("rng_seed", [0, 1, 2])
+def test_random_control_matches_the_macs_within_two_percent_and_differs_per_seed(rng_seed):
+    seed = preset("vgg", width=(16, 32, 64, 64, 64))
+    target = 14_000_000
+    arch = random_architecture(seed, target, rng_seed=rng_seed)
+    assert abs(cost(arch).macs / target - 1) <= 0.02
+    assert arch != uniform_architecture(seed, target)
+    assert arch != random_architecture(seed, target, rng_seed=rng_seed + 10)
+    assert arch == random_architecture(seed, target, rng_seed=rng_seed)  # reproducible
+
+
+def test_bad_seed_count_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="--seeds: must be an integer in"):
+        run_study("cifar10", out=tmp_path / "s", seeds=0)
+    assert not (tmp_path / "s").exists()
+
+
+def test_study_runs_every_arm_writes_its_files_and_continues(tmp_path):
+    dataset, data_dir = smoke_dataset(tmp_path)
+    out = tmp_path / "study"
+    over = {**FAST, "grow.local_epochs": 1, "budget.max_rounds": 2, "grow.tau": 0.5}
+    args = dict(out=out, recipe=str(SMOKE), seeds=1, data_dir=data_dir, device="cpu", overrides=over)
+    result = run_study(dataset, **args)
+    assert [r["arm"] for r in result.rows] == ["grown", "scratch", "uniform", "random"]
+    grown = result.rows[0]
+    for r in result.rows[1:]:
+        assert abs(r["macs"] / grown["macs"] - 1) <= 0.05  # tiny widths round coarsely; the real study checks 2%
+        assert r["train_flops"] > 0
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(result.summary))
+    with open(out / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["arm"] for r in rows] == ["grown", "scratch", "uniform", "random"]
+    assert float(rows[0]["test_acc"]) == grown["test_acc"]
+    page = (out / "study.html").read_text()
+    assert "<svg" in page and "random" in page
+    # a rerun trains nothing that is finished, and retrains a control that did not finish
+    weights = {p: p.stat().st_mtime_ns for p in out.rglob("weights.pt")}
+    (out / "seed-0" / "controls" / "random" / "summary.json").unlink()
+    again = run_study(dataset, **args)
+    assert again.summary["arms"]["grown"] == result.summary["arms"]["grown"]
+    changed = {p for p in out.rglob("weights.pt") if p.stat().st_mtime_ns != weights.get(p)}
+    assert changed == {out / "seed-0" / "controls" / "random" / "weights.pt"}
+    # another configuration in the same folder is refused
+    with pytest.raises(RunError, match="study of another configuration"):
+        run_study(dataset, **{**args, "overrides": {**over, "grow.tau": 0.7}})
+
+
+def test_cli_refuses_a_bad_seed_count_in_one_line(tmp_path, capsys):
+    assert main(["study", "--out", str(tmp_path / "s"), "--seeds", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds" in err[0]
