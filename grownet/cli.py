@@ -17,9 +17,10 @@ import traceback
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, NoReturn, Sequence
 
+from ._version import __version__
 from .errors import GrownetError
 from .recipe import Recipe, load_recipe, recipe_keys
-from .search import Reporter
+from .progress import Reporter
 
 __all__ = [
     "Command",
@@ -195,8 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="logs only: no progress bars or tables")
     common.add_argument("--debug", action="store_true", help="debug logging; show tracebacks of errors")
     parser = _Parser(prog="grownet", description="Grow compact CNNs with DessiLBI structural sparsity.")
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"grownet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cls in COMMANDS:

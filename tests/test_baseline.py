@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import grownet.baseline as baseline
+import grownet.loop as loop
 from grownet.arch import Architecture, ResStage
 from grownet.baseline import CONTROLS, control_architecture, run_control, scale_widths, uniform_architecture
 from grownet.train import cosine_lr
@@ -159,14 +160,14 @@ def test_control_keeps_the_best_validation_epoch_and_tests_it_once(tiny_run: Pat
 
 def test_control_uses_the_one_training_loop_with_the_fine_tune_schedule(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[float]] = []
-    real = baseline.train_epoch
+    real = loop.train_epoch
 
     def spy(model, loader, optimizer, *, lr_at, **kw):  # type: ignore[no-untyped-def]
         calls.append([lr_at(i) for i in range(len(loader))])
         assert isinstance(optimizer, torch.optim.SGD)  # finetune.optimizer = "sgd" in this run's recipe
         return real(model, loader, optimizer, lr_at=lr_at, **kw)
 
-    monkeypatch.setattr(baseline, "train_epoch", spy)
+    monkeypatch.setattr(loop, "train_epoch", spy)
     run_control(tiny_run, "scratch", epochs=2, device="cpu")
     steps = N_TRAIN // 32
     assert len(calls) == 2 and all(len(c) == steps for c in calls)
