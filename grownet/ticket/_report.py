@@ -102,12 +102,12 @@ def render_ticket_report(out: str | os.PathLike) -> str:
     Raises:
         RunError: a required file is missing or malformed.
     """
-    from .. import __version__
+    from .._version import __version__
     from ..report import ControlRecord, RunRecord, _plots, curves_info, repro_info
     from ..report._format import duration, pct, ratio, si
     from ..report._html import Safe, figure, join, page, render, section, table
     from ..report._info import ModelPoint
-    from ..report._run import read_history, read_json
+    from ..runfolder import read_history, read_json
 
     path = Path(out)
     summary = read_json(path / "summary.json")
