@@ -5,7 +5,6 @@ run-folder guards (existing folder, lock, corrupt checkpoint, other configuratio
 from __future__ import annotations
 
 import csv
-import importlib
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import grownet.loop as loop
 from _smoke import FAST, REPO, SMOKE, smoke_dataset
 from grownet.arch import Architecture
 from grownet.cost import cost
@@ -255,9 +255,7 @@ def test_resume_after_sigkill_gives_the_same_result(tmp_path, data, smoke):
 
 
 def test_resuming_a_finished_run_returns_its_result_without_training(smoke, data, monkeypatch):
-    gs = importlib.import_module("grownet.search")  # the package attribute is the function
-
-    monkeypatch.setattr(gs, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(loop, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
     before = comparable(smoke.run_dir)
     again = run(smoke.run_dir, data, resume=True)
     assert (again.arch, again.val_acc, again.test_acc) == (smoke.arch, smoke.val_acc, smoke.test_acc)
@@ -357,9 +355,7 @@ def test_seed_width_and_depths_shape_the_preset_seed(tmp_path):
 
 
 def test_a_non_finite_loss_restores_the_last_checkpoint_and_lowers_the_lr(tmp_path, data, monkeypatch):
-    gs = importlib.import_module("grownet.search")  # the package attribute is the function
-
-    real = gs.train_epoch
+    real = loop.train_epoch
     calls = []
 
     def flaky(*args, **kw):
@@ -369,7 +365,7 @@ def test_a_non_finite_loss_restores_the_last_checkpoint_and_lowers_the_lr(tmp_pa
             return EpochStats(float("nan"), 0.1, 320, 0.1, False)
         return real(*args, **kw)
 
-    monkeypatch.setattr(gs, "train_epoch", flaky)
+    monkeypatch.setattr(loop, "train_epoch", flaky)
     result = run(tmp_path / "nan", data, overrides={"budget.max_rounds": 1, "finetune.epochs": 0})
     assert len(calls) == 3
     (event,) = result.events
@@ -379,9 +375,7 @@ def test_a_non_finite_loss_restores_the_last_checkpoint_and_lowers_the_lr(tmp_pa
 
 
 def test_a_loss_that_stays_non_finite_stops_with_divergence_error(tmp_path, data, monkeypatch):
-    gs = importlib.import_module("grownet.search")  # the package attribute is the function
-
-    monkeypatch.setattr(gs, "train_epoch", lambda *a, **k: EpochStats(float("nan"), 0.0, 64, 0.1, False))
+    monkeypatch.setattr(loop, "train_epoch", lambda *a, **k: EpochStats(float("nan"), 0.0, 64, 0.1, False))
     out = tmp_path / "diverged"
     with pytest.raises(DivergenceError, match=r"the loss was non-finite 3 times \(run\.max_retries 2\).*lower optim\.lr"):
         run(out, data, overrides={"run.max_retries": 2})
