@@ -27,7 +27,8 @@ from .cost import Cost, cost
 from .distributed import LOCAL, DistContext
 from .errors import ConfigError
 from .grow import apply as grow_apply
-from .job import make_data, make_dessilbi, make_finetune_optimizer, finetune_schedule, rng_state, seed_all, seed_arch, set_rng_state
+from .job import (finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, rng_state, seed_all, seed_arch,
+                  set_rng_state)
 from .loop import Divergence, LoopState, Phase, Trainee, fit
 from .models import build_model
 from .optim import filter_activity
@@ -221,7 +222,12 @@ class Checkpoints:
 
 class SearchJob:
     """One search run: the net (a :class:`~grownet.loop.Trainee`), its architecture, the data
-    and the counters while the run lasts."""
+    and the counters while the run lasts.
+
+    ``on_step``, None by default, is handed to :func:`grownet.loop.fit` for every epoch, grow
+    and fine-tune: ``on_step(step_in_epoch, global_step)`` after each optimizer step (read
+    ``self.net``, ``self.arch`` and ``self.state`` from it; keep it cheap).
+    """
 
     def __init__(self, run: RunFolder, config: Mapping[str, Any], device: torch.device, reporter: Reporter,
                  dist: DistContext = LOCAL) -> None:
@@ -236,6 +242,7 @@ class SearchJob:
         self.state = SearchState()
         self.net: Trainee | None = None
         self.arch: Architecture | None = None
+        self.on_step: Callable[[int, int], None] | None = None
         self._mark = time.perf_counter()
 
     def run(self, *, resume: bool) -> SearchResult:
@@ -309,7 +316,7 @@ class SearchJob:
 
         fit(self.net, self.data, s, phase, start=start, last_good=Checkpoints(self),  # type: ignore[arg-type]
             divergence=Divergence.from_recipe(r, lower="optim.lr (or finetune.lr)"), clock=self.elapsed,
-            reporter=self.reporter, on_epoch_end=epoch_end, amp=self.amp, dist=self.dist)
+            reporter=self.reporter, on_epoch_end=epoch_end, on_step=self.on_step, amp=self.amp, dist=self.dist)
 
     def _check(self) -> None:
         """Run :func:`growth_check`, record it, and go on growing (next round) or fine-tune."""

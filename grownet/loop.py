@@ -289,9 +289,9 @@ def _train_epoch(trainee: Trainee, data: Any, state: LoopState, phase: Phase, e:
         def lr_at(i: int) -> float:
             return phase.lr_at(e, i) * scale
 
+        progress = _progress(reporter, on_step, state, batches)
         stats = train_epoch(trainee.trained, data.train, trainee.optimizer, lr_at=lr_at, amp=amp,
-                            label_smoothing=phase.label_smoothing, progress=_progress(reporter, on_step, state, batches),
-                            sync=dist.sync_fn)
+                            label_smoothing=phase.label_smoothing, progress=progress, sync=dist.sync_fn)
         if stats.finite:
             return stats, lr_at
         _diverged(state, stats, phase.name, last_good=last_good, divergence=divergence, reporter=reporter)

@@ -4,6 +4,7 @@ state at the lower rate; past the retries the job stops at its last good state).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -52,7 +53,8 @@ def trainee(seed: int = 0) -> Trainee:
     """A linear net with dropout (so the global RNG matters) and momentum SGD."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(3 * 8 * 8, 10))
-    return Trainee(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), Cost(macs=1920, params=1930, train_flops_per_sample=3 * 2 * 1920, layers={}))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return Trainee(model, optimizer, Cost(macs=1920, params=1930, train_flops_per_sample=3 * 2 * 1920, layers={}))
 
 
 def train(net: Trainee, data: Data, phase: Phase, divergence: Divergence, **kw) -> LoopState:
@@ -121,3 +123,14 @@ def test_past_its_retries_the_job_stops_at_the_last_good_state_with_the_events_r
     assert [e["event"] for e in state.events] == ["divergence"] * 2 and "gave up after 1 retries" in state.events[1]["detail"]
     assert all(torch.equal(v, after_one[k]) for k, v in net.model.state_dict().items())
     assert data.train.epoch == 1  # the loader is back at the epoch that diverged
+
+
+def test_no_command_keeps_a_training_loop_of_its_own() -> None:
+    """search, baseline and ticket train only through fit: none calls train_epoch itself."""
+    import grownet
+
+    root = Path(grownet.__file__).parent
+    texts = {name: (root / name).read_text(encoding="utf-8")
+             for name in ("search.py", "_search_job.py", "baseline.py", "ticket/_job.py")}
+    assert [name for name, text in texts.items() if "train_epoch" in text] == []
+    assert [name for name, text in texts.items() if "fit(" not in text] == ["search.py"]  # it runs _search_job
