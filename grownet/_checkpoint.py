@@ -10,7 +10,7 @@ weights_only=True)``)::
     optimizer            the optimizer's state dict (DessiLBI: V, Γ, momentum per parameter)
     optimizer_kind       "dessilbi" or "sgd" (a fine-tune with finetune.optimizer = "sgd")
     best_model           state dict of the best fine-tune epoch so far, or None
-    state                the loop's and the search's counters as plain data (search._State)
+    state                the loop's and the search's counters as plain data (SearchState)
     rng                  grownet.job.rng_state()
     loader               {"epoch": the training loader's next epoch}
 

@@ -224,9 +224,11 @@ def _diverging_run(root: Path, **run: object) -> Path:
     return write_synthetic_run(root / "run", dataset=f"npz:{_tiny_npz(root / 'tiny.npz')}", data_dir=None, recipe=recipe)
 
 
-def test_a_diverging_control_retries_at_the_lowered_rate_and_records_the_event(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_a_diverging_control_retries_at_the_lowered_rate_and_records_the_event(tmp_path: Path, device: str) -> None:
     run = _diverging_run(tmp_path, retry_lr_factor=1e-6)
-    result = run_control(run, "seed", epochs=2, device="cpu")
+    result = run_control(run, "seed", epochs=2, device=device)
     (event,) = result.events
     assert (event["epoch"], event["phase"], event["event"]) == (1, "control", "divergence")
     assert "non-finite training loss" in event["detail"] and "retrying with lr x 1e-06" in event["detail"]

@@ -18,16 +18,18 @@ from grownet.runfolder import HISTORY_COLUMNS
 
 #: A rate that makes SGD's weights overflow within two steps (a real non-finite loss).
 BLOW_UP = 1e38
+#: The devices the loop is checked on: the CPU, and CUDA where present.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
 class Batches:
     """A small in-memory loader: ``n`` batches of 8 images whose order is a function of
     ``(seed, epoch)``, with the ``epoch`` / ``set_epoch`` protocol of grownet.data's loaders."""
 
-    def __init__(self, n: int = 4, *, seed: int = 0) -> None:
+    def __init__(self, n: int = 4, *, seed: int = 0, device: str = "cpu") -> None:
         g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(8 * n, 3, 8, 8, generator=g)
-        self.y = torch.randint(0, 10, (8 * n,), generator=g)
+        self.x = torch.randn(8 * n, 3, 8, 8, generator=g).to(device)
+        self.y = torch.randint(0, 10, (8 * n,), generator=g).to(device)
         self.n, self.seed, self.epoch = n, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -45,22 +47,23 @@ class Batches:
 
 
 class Data:
-    def __init__(self) -> None:
-        self.train, self.val = Batches(4, seed=0), Batches(2, seed=1)
+    def __init__(self, device: str = "cpu") -> None:
+        self.train, self.val = Batches(4, seed=0, device=device), Batches(2, seed=1, device=device)
 
 
-def trainee(seed: int = 0) -> Trainee:
+def trainee(seed: int = 0, device: str = "cpu") -> Trainee:
     """A linear net with dropout (so the global RNG matters) and momentum SGD."""
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(3 * 8 * 8, 10))
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(3 * 8 * 8, 10)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return Trainee(model, optimizer, Cost(macs=1920, params=1930, train_flops_per_sample=3 * 2 * 1920, layers={}))
 
 
 def train(net: Trainee, data: Data, phase: Phase, divergence: Divergence, **kw) -> LoopState:
     state = LoopState()
-    torch.manual_seed(7)  # the dropout masks' stream
-    fit(net, data, state, phase, last_good=InMemory(net, state, data.train, torch.device("cpu")),
+    device = next(net.model.parameters()).device
+    torch.manual_seed(7)  # the dropout masks' stream (CPU and CUDA)
+    fit(net, data, state, phase, last_good=InMemory(net, state, data.train, device),
         divergence=divergence, clock=lambda: 0.0, **kw)
     return state
 
@@ -93,12 +96,13 @@ def test_on_step_is_called_after_every_step_with_the_job_step() -> None:
     assert steps == [(1, 9), (2, 10), (3, 11), (4, 12)]
 
 
-def test_a_retry_is_the_epoch_trained_again_from_the_last_good_state_at_the_lower_rate() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_retry_is_the_epoch_trained_again_from_the_last_good_state_at_the_lower_rate(device: str) -> None:
     rate = lambda e, i: BLOW_UP if e == 1 else 0.1  # noqa: E731 - epoch 2 diverges
-    net, data = trainee(), Data()
+    net, data = trainee(device=device), Data(device)
     state = train(net, data, Phase("grow", 3, rate), Divergence(max_retries=2, factor=1e-39))
     # The same job with the lowered rate from epoch 2 on, without a divergence.
-    ref, ref_data = trainee(), Data()
+    ref, ref_data = trainee(device=device), Data(device)
     ref_state = train(ref, ref_data, Phase("grow", 3, lambda e, i: rate(e, i) * (1e-39 if e >= 1 else 1.0)),
                       Divergence(0, 0.5))
     assert state.history == ref_state.history

@@ -406,3 +406,23 @@ def test_a_checkpoint_written_before_the_one_loop_resumes_to_the_same_run(tmp_pa
     result = search(out=out, resume=True, device="cpu")
     assert result.epochs == 6 and len(result.events) == 0
     _same(_folder(out, "rounds.json"), golden[key], "v1-run")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_cuda_search_with_bf16_autocast_grows_and_resumes(tmp_path, data):
+    """The smoke search on CUDA with bf16 autocast grows, fine-tunes and writes every file; an
+    interrupted run resumes from its checkpoint (the epochs before it kept as they were) to the
+    end. (CUDA kernels are not bit-reproducible, so no comparison with a second run.)"""
+    dataset, data_dir = data
+    kw = dict(data_dir=data_dir, recipe=SMOKE, overrides={**FAST, "run.amp": "bf16"}, seed=3, device="cuda")
+    out = tmp_path / "cuda"
+    with pytest.raises(SearchInterrupted):
+        search(dataset, out=out, reporter=StopAt(4), **kw)
+    before = history(out)[:3]  # epoch 4 ended but its checkpoint was not written
+    result = search(dataset, out=out, resume=True, **kw)
+    assert (result.epochs, result.rounds, result.events) == (7, 3, ())
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    rows = history(out)
+    assert rows[:3] == before and [r["phase"] for r in rows] == ["grow"] * 6 + ["finetune"]
+    assert result.arch == Architecture.from_json(out / "architecture.json") and result.macs == cost(result.arch).macs

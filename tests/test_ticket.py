@@ -518,10 +518,12 @@ def test_cli_ticket_writes_a_resnet_ticket(tmp_path, npz, capsys):
 DIVERGING = {**OVERRIDES, "optim.mu": 1e-6}
 
 
-def test_a_diverging_ticket_retries_at_the_lowered_rate_and_records_the_event(tmp_path, npz):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_a_diverging_ticket_retries_at_the_lowered_rate_and_records_the_event(tmp_path, npz, device):
     from grownet.ticket import ticket
 
-    result = ticket(TINY, epochs=1, finetune_epochs=1, dataset=npz, out=tmp_path / "t", device="cpu", seed=3,
+    result = ticket(TINY, epochs=1, finetune_epochs=1, dataset=npz, out=tmp_path / "t", device=device, seed=3,
                     overrides={**DIVERGING, "run.retry_lr_factor": 1e-6})
     assert [e["phase"] for e in result.events] == ["dense"]
     assert "retrying with lr x 1e-06" in result.events[0]["detail"]
