@@ -12,11 +12,17 @@ The loop (METHOD.md §2 with its defects fixed):
 5. fine-tune ``finetune.epochs`` epochs with a cosine-decayed learning rate, keep the epoch
    with the best validation accuracy, and evaluate the test set once, at the end.
 
+The epochs run through the one training loop (:func:`grownet.loop.fit`); the rounds, the
+growth check (:func:`grownet._search_job.growth_check`) and the checkpoints are in
+:mod:`grownet._search_job`; this module checks the inputs, opens the run folder
+(:func:`grownet.runfolder.job_folder`) and handles resume and data parallelism.
+
 Every epoch ends with a checkpoint (model, optimizer incl. V/Γ/momentum, architecture, loop
 state, history, RNG and loader state), so a run killed at any point continues with
 ``resume=True`` and, on the CPU with the same seed, ends with the same architecture and
 metrics. A non-finite loss restores the last checkpoint and retries with a lower learning
-rate (``run.max_retries`` times over the run, then :class:`~grownet.errors.DivergenceError`).
+rate (the loop's divergence policy: ``run.max_retries`` times over the run, then
+:class:`~grownet.errors.DivergenceError`).
 
 The time budget (``budget.time_budget``, seconds for the whole run) only stops growth: a new
 round starts only if the elapsed time plus the estimated round plus the estimated fine-tune
