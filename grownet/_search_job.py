@@ -36,6 +36,7 @@ from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
 from .progress import Reporter
 from .recipe import Recipe
 from .runfolder import RunFolder
+from .signal import ImportanceMeter
 from .train import amp_dtype, evaluate, prepare_model, wants_channels_last
 from .weights import save_model
 
@@ -96,6 +97,7 @@ class SearchState(LoopState):
     ft_epoch: int = 0  # fine-tune epochs finished
     wall_time: float = 0.0  # seconds trained and evaluated, over resumes
     prev_activity: dict[str, float] | None = None
+    signal: dict[str, Any] | None = None  # the importance meter's state within the current round
     rounds: list[dict[str, Any]] = field(default_factory=list)
     seed_arch: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
@@ -118,24 +120,31 @@ class GrowthCheck:
     arch: Architecture | None
 
 
-def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: Recipe, *,
+def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: Recipe, *, meter: ImportanceMeter | None,
                  elapsed: Callable[[], float], share: Callable[[Callable[[], Any]], Any] = LOCAL.share) -> GrowthCheck:
-    """The growth check at the end of round ``state.round``: read every layer's filter
-    activity (the share of its filters in Γ's support, :func:`grownet.policy.layer_activity`),
-    plan the growth (:func:`grownet.policy.plan_growth` with the recipe's rule and budgets; held
-    at ``budget.max_rounds`` or when :func:`time_hold` says the time budget would be passed),
-    and grow without changing the function (:func:`grownet.grow.apply`, optimizer state
-    carried over).
+    """The growth check at the end of round ``state.round``: read every layer's activity (with
+    ``meter``: the share of its filters whose importance over the round is active,
+    :mod:`grownet.signal`; without: the share in Γ's support,
+    :func:`grownet.policy.layer_activity`), plan the growth (:func:`grownet.policy.plan_growth`
+    with the recipe's rule and budgets; held at ``budget.max_rounds`` or when :func:`time_hold`
+    says the time budget would be passed), and grow without changing the function
+    (:func:`grownet.grow.apply`, optimizer state carried over).
 
     Args:
         net: the trained net and its optimizer (DessiLBI). arch: its architecture.
         state: the search's counters (round, previous activity, history). recipe: the run's.
+        meter: the round's importance meter (``grow.signal = "importance"``), or None.
         elapsed: the run's seconds so far (read only under a time budget).
         share: data-parallel: every rank applies rank 0's plan.
     """
     r = recipe
-    activity = layer_activity(arch, filter_activity(net.model, net.optimizer))
+    importance, signal = None, None
+    if meter is not None:
+        activity, importance, signal = meter.activity(), meter.importance_share(), meter.record()
+    else:
+        activity = layer_activity(arch, filter_activity(net.model, net.optimizer))
     rule = dict(
+        importance=importance, cost_exponent=r.grow.cost_exponent,
         tau=r.grow.tau, ratio=r.grow.ratio, min_add=r.grow.min_add, previous=state.prev_activity,
         deepen=r.grow.deepen, max_layers_per_stage=r.grow.max_layers_per_stage, max_width=r.grow.max_width,
         max_macs=r.budget.max_macs, max_params=r.budget.max_params, cost_fn=_macs_params,
@@ -156,6 +165,8 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
         "new_macs": plan.macs, "new_params": plan.params, "hold": hold,
         "new_arch": plan.arch.to_dict() if plan.grew else None,
     }
+    if signal is not None:
+        record["signal"] = signal
     if not plan.grew:
         return GrowthCheck(record, activity, plan, hold, None, None)
     model, grown = grow_apply(net.model, arch, dict(plan.widen), plan.deepen, optimizer=net.optimizer)
@@ -242,6 +253,7 @@ class SearchJob:
         self.state = SearchState()
         self.net: Trainee | None = None
         self.arch: Architecture | None = None
+        self.meter: ImportanceMeter | None = None  # the growth signal of the round (grow.signal = "importance")
         self.on_step: Callable[[int, int], None] | None = None
         self._mark = time.perf_counter()
 
@@ -289,7 +301,8 @@ class SearchJob:
     def _set_model(self, model: nn.Module, arch: Architecture,
                    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None) -> None:
         """Make ``model`` (of ``arch``) the net: on the device, wrapped for data parallelism,
-        with a new optimizer from ``make_optimizer`` or the present one (growth carried it)."""
+        with a new optimizer from ``make_optimizer`` or the present one (growth carried it),
+        and while growing a new importance meter (resumed from ``state.signal``)."""
         model = prepare_model(model, self.device, channels_last=self.channels_last)
         optimizer = make_optimizer(model) if make_optimizer is not None else self.net.optimizer  # type: ignore[union-attr]
         if self.net is None:
@@ -297,6 +310,13 @@ class SearchJob:
         self.net.model, self.net.optimizer, self.net.cost = model, optimizer, cost(arch)
         self.net.wrapped = self.dist.wrap(model)  # DistributedDataParallel on several ranks
         self.arch = arch
+        self.meter = None
+        g = self.recipe.grow
+        if g.signal == "importance" and self.state.phase == "grow":  # a new meter for every round
+            every = max(1, g.local_epochs * len(self.data.train) // 10)
+            self.meter = ImportanceMeter(model, arch, rho=g.rho, trace_every=every)
+            if self.state.signal is not None:
+                self.meter.load_state_dict(self.state.signal)
 
     # -- training -------------------------------------------------------------------------------
     def _fit(self, phase: Phase, *, start: int) -> None:
@@ -316,14 +336,31 @@ class SearchJob:
 
         fit(self.net, self.data, s, phase, start=start, last_good=Checkpoints(self),  # type: ignore[arg-type]
             divergence=Divergence.from_recipe(r, lower="optim.lr (or finetune.lr)"), clock=self.elapsed,
-            reporter=self.reporter, on_epoch_end=epoch_end, on_step=self.on_step, amp=self.amp, dist=self.dist)
+            reporter=self.reporter, on_epoch_end=epoch_end, on_step=self._step_hook(phase.name), amp=self.amp,
+            dist=self.dist)
+
+    def _step_hook(self, phase: str) -> Callable[[int, int], None] | None:
+        """After every optimizer step: the importance meter reads the step's gradients (while
+        growing), then ``self.on_step``; None when neither is there."""
+        if (phase != "grow" or self.meter is None) and self.on_step is None:
+            return None
+
+        def step(step_in_epoch: int, global_step: int) -> None:
+            if phase == "grow" and self.meter is not None:  # the meter of this round (a restore makes a new one)
+                self.meter.observe()  # the step's gradients are still on the parameters
+            if self.on_step is not None:
+                self.on_step(step_in_epoch, global_step)
+
+        return step
 
     def _check(self) -> None:
         """Run :func:`growth_check`, record it, and go on growing (next round) or fine-tune."""
         r, s = self.recipe, self.state
-        check = growth_check(self.net, self.arch, s, r, elapsed=self.elapsed, share=self.dist.share)  # type: ignore[arg-type]
+        check = growth_check(self.net, self.arch, s, r, meter=self.meter, elapsed=self.elapsed,  # type: ignore[arg-type]
+                             share=self.dist.share)
         s.rounds.append(check.record)
         s.prev_activity = check.activity
+        s.signal = None  # the next round measures afresh
         for d in check.plan.decisions:
             if d.decision != "keep":
                 logger.info("check %d: %s %s (%s)", s.round, d.layer, d.decision, d.reason)
@@ -337,6 +374,7 @@ class SearchJob:
             why = check.hold or ("nothing saturates" if not check.plan.saturated else "no growth fits the budget")
             logger.info("check %d: stop growing (%s); fine-tuning %d epochs", s.round, why, r.finetune.epochs)
             s.phase = "finetune"
+            self.meter = None
             self.net.optimizer = make_finetune_optimizer(self.net.model, r, dessilbi=self.net.optimizer)  # type: ignore[union-attr]
         self.run_folder.write_json(self.run_folder.rounds, s.rounds)
         self.reporter.round_end(check.record)
@@ -355,6 +393,7 @@ class SearchJob:
         self.elapsed()
         if not self.dist.is_main:
             return
+        self.state.signal = self.meter.state_dict() if self.meter is not None else None
         net = self.net
         self.run_folder.save_checkpoint(make_payload(
             arch=self.arch, model=net.model, optimizer=net.optimizer, best_model=net.best,  # type: ignore[union-attr,arg-type]
@@ -364,11 +403,11 @@ class SearchJob:
         """Take the net, optimizer, counters, RNGs and loader position of a checkpoint."""
         r = self.recipe
         ck = read_payload(payload, self.run_folder.checkpoints)
+        loaded = SearchState(**ck.state)
+        for f in fields(loaded):  # in place: the loop holds this object; before the model: the meter reads it
+            setattr(self.state, f.name, getattr(loaded, f.name))
         kind = ck.optimizer_kind
         self._set_model(ck.model, ck.arch, lambda m: make_dessilbi(m, r) if kind == "dessilbi" else make_finetune_optimizer(m, r))
-        loaded = SearchState(**ck.state)
-        for f in fields(loaded):  # in place: the loop holds this object
-            setattr(self.state, f.name, getattr(loaded, f.name))
         self.net.optimizer.load_state_dict(ck.optimizer)  # type: ignore[union-attr]
         self.net.best = ck.best_model  # type: ignore[union-attr]
         set_rng_state(ck.rng, self.device)

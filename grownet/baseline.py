@@ -7,6 +7,9 @@ Three controls, each trained from a fresh initialisation and written to
 - ``uniform``: the seed's layout with every width scaled by one multiplier, found by
   bisection so that its inference MACs match the final net's (within a few percent: widths
   are whole filters);
+- ``random``: a random allocation at the final net's MACs: every layer of the seed gets a
+  growth factor drawn log-uniformly from [1/2, 2] (a new draw per run seed), then all are
+  multiplied by the one factor that matches the MACs (bisection, as for ``uniform``);
 - ``seed``: the seed architecture alone.
 
 Training choice (documented here because reviewers ask): every control gets the same number
@@ -48,7 +51,7 @@ from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, job_folder, load_run
 from .train import amp_dtype, evaluate, prepare_model, resolve_device, wants_channels_last
 from .weights import save_model
 
-__all__ = ["CONTROLS", "ControlResult", "control_architecture", "scale_widths", "uniform_architecture",
+__all__ = ["CONTROLS", "ControlResult", "control_architecture", "random_architecture", "scale_widths", "uniform_architecture",
            "run_control"]
 
 logger = logging.getLogger(__name__)
@@ -130,9 +133,23 @@ def uniform_architecture(seed: Architecture, target_macs: int) -> Architecture:
     return scale_widths(seed, best)
 
 
+def random_architecture(seed: Architecture, target_macs: int, *, rng_seed: int) -> Architecture:
+    """The seed with every layer's width multiplied by its own factor, drawn log-uniformly
+    from [1/2, 2] with ``torch.Generator().manual_seed(rng_seed)``, then by the one common
+    multiplier whose MACs come closest to ``target_macs``."""
+    gen = torch.Generator().manual_seed(int(rng_seed))
+    layers = list(seed.layer_widths())
+    factors = torch.exp((torch.rand(len(layers), generator=gen, dtype=torch.float64) * 2 - 1) * math.log(2)).tolist()
+    drawn = seed
+    for layer, f in zip(layers, factors):
+        drawn = drawn.with_width(layer, max(1, round(seed.width(layer) * f * 8)))  # x8: fine rounding before rescaling
+    return uniform_architecture(drawn, target_macs)
+
+
 def control_architecture(run: RunRecord | str | os.PathLike, control: str) -> Architecture:
     """The architecture a control trains: the run's final net (``scratch``), its seed
-    (``seed``), or the seed scaled to the final net's MACs (``uniform``).
+    (``seed``), the seed scaled to the final net's MACs (``uniform``), or a random allocation
+    at those MACs (``random``, drawn with the run's seed).
 
     Raises:
         UsageError: for an unknown control name.
@@ -155,6 +172,8 @@ def control_architecture(run: RunRecord | str | os.PathLike, control: str) -> Ar
         raise RunError(f"{run.path / 'summary.json'}: seed_arch is not a valid architecture ({exc})") from None
     if control == "seed":
         return seed
+    if control == "random":
+        return random_architecture(seed, cost(final).macs, rng_seed=int(run.config.get("seed", 0)))
     return uniform_architecture(seed, cost(final).macs)
 
 

@@ -503,3 +503,33 @@ class _TuneReporter:
 
 
 COMMANDS.append(TuneCommand)
+
+
+# ---- study --------------------------------------------------------------------------------------
+
+
+class StudyCommand(Command):
+    name = "study"
+    help = "growth study: for N seeds, the grower plus scratch, uniform and random controls at its MACs (resumable)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--dataset", default="cifar10", help="a grownet dataset name (default cifar10)")
+        parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (e.g. ../shared/data)")
+        parser.add_argument("--out", required=True, metavar="DIR", help="the study folder; run the same command again to continue it")
+        parser.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds, 0..N-1 (default 3)")
+        parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+        add_recipe_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .study import run_study
+
+        result = run_study(args.dataset, out=args.out, recipe=args.recipe, overrides=recipe_overrides(args), seeds=args.seeds,
+                           data_dir=args.data_dir, device=args.device)
+        for arm, a in result.summary["arms"].items():
+            _say(args, f"{arm}: test acc {100 * a['test_acc']['mean']:.2f} ± {100 * a['test_acc']['std']:.2f} % "
+                       f"at {a['macs']['mean'] / 1e6:.2f}M MACs (n={a['n']})")
+        _say(args, f"study: {result.path / 'study.html'}")
+        return 0
+
+
+COMMANDS.append(StudyCommand)

@@ -10,10 +10,9 @@ from typing import Sequence
 
 from .errors import UsageError
 from .files import atomic_write_text
-from .report import ModelPoint, RunRecord, controls_info, load_run, pareto_front
-from .report import _plots
-from .report._format import duration, pct, si
-from .report._html import figure, join, page, render, section, table
+from .report import ModelPoint, RunRecord, controls_info, load_run, pareto_front, plots
+from .report.formatting import duration, pct, si
+from .report.html import figure, join, page, render, section, table
 
 __all__ = ["compare_points", "render_compare", "write_compare"]
 
@@ -55,10 +54,10 @@ def render_compare(run_dirs: Sequence[str | os.PathLike], *, controls: bool = Tr
     front_test = pareto_front(points, metric="test_acc")
     front_val = pareto_front(points, metric="val_acc")
     figs = render('<div class="pair">$f</div>', f=join([
-        figure(_plots.accuracy_macs_figure(points, metric="test_acc", front=front_test, label_runs=True,
+        figure(plots.accuracy_macs_figure(points, metric="test_acc", front=front_test, label_runs=True,
                                            title="Test accuracy vs inference MACs"),
                alt="Test accuracy against MACs for every run", css="half"),
-        figure(_plots.accuracy_macs_figure(points, metric="val_acc", front=front_val, label_runs=True,
+        figure(plots.accuracy_macs_figure(points, metric="val_acc", front=front_val, label_runs=True,
                                            title="Validation accuracy vs inference MACs"),
                alt="Validation accuracy against MACs for every run", css="half"),
     ]))

@@ -13,10 +13,19 @@ The rules (METHOD.md §2, with a budget and depth added):
   the stage (an identity at first, see grownet.grow), at most ``max_layers_per_stage`` layers
   (VGG convs or ResNet blocks) per stage. A layer added at one check did not exist at the
   previous one, so a stage is deepened at most every other check.
+- **Signal-proportional widening** (when the check passes each layer's ``importance``, the
+  scale-free signal of :mod:`grownet.signal`): a saturated layer adds
+  ``max(min_add, ceil((ratio - 1) * C * f))`` filters with ``f = (a - τ) / (1 - τ)``
+  (``f = 1`` when τ = 1), so a layer that is just saturated grows by ``min_add`` and a fully
+  active one by the whole ratio.
 - **Budget**: when the grown net would pass ``max_macs`` or ``max_params``, widening takes
   priority over deepening: deepenings are dropped first (each kept if it still fits, in stage
-  order); if the widenings alone do not fit, every widening's increment is scaled by the
-  same largest fraction that fits (binary search over whole filters): layers left with a
+  order). If the widenings alone do not fit: with ``importance``, the budget is spent
+  greedily where a filter buys the most, ``priority = importance / width / (MACs per added
+  filter) ** cost_exponent`` (importance per filter, which a widening dilutes, per MAC it
+  costs), one chunk of a quarter of the layer's wanted increment at a time, each layer taking
+  the largest chunk that still fits; without it, every widening's increment is scaled by the
+  same largest fraction that fits (binary search over whole filters). Layers left with a
   smaller increment are ``clipped``, those left with none ``skipped``. A budget is never
   exceeded.
 - **ResNet stem and stage 0**: once their widths differ, block ``stages.0.0`` has a learned
@@ -181,6 +190,8 @@ def plan_growth(
     max_params: int = 0,
     cost_fn: CostFn | None = None,
     hold: str | None = None,
+    importance: Mapping[str, float] | None = None,
+    cost_exponent: float = 1.0,
 ) -> GrowthPlan:
     """Decide one growth check (see the module docstring for the rules).
 
@@ -197,6 +208,10 @@ def plan_growth(
         max_macs, max_params: budget of the grown net (0 = none); needs ``cost_fn``.
         cost_fn: ``arch -> (macs, params)``.
         hold: when set, nothing grows and every growth is ``skipped`` with this reason.
+        importance: ``{layer name: share of the net's importance}`` (:mod:`grownet.signal`);
+            turns on signal-proportional widening and the greedy budget allocation.
+        cost_exponent: weight of a filter's MAC cost in the greedy priority (0: importance
+            alone; 1: importance per MAC).
 
     Returns:
         The :class:`GrowthPlan`.
@@ -214,11 +229,17 @@ def plan_growth(
         if a < t:
             rows[layer] = LayerDecision(layer, width, a, t, "keep", width, f"activity {a:.3f} < tau {t:g}")
             continue
-        new = min(widen_width(width, ratio=ratio, min_add=min_add), max_width)
+        full = widen_width(width, ratio=ratio, min_add=min_add)
+        frac = 1.0 if importance is None or t >= 1 else min(1.0, max(0.0, (a - t) / (1 - t)))
+        rule = f"max({width} + {min_add}, ceil({ratio:g} x {width}))"
+        if frac < 1.0:
+            full = max(width + min_add, width + math.ceil(round((ratio - 1) * width * frac, 9)))
+            rule = f"{width} + max({min_add}, ceil(({ratio:g} - 1) x {width} x {frac:.3f})), f = (a - tau) / (1 - tau)"
+        new = min(full, max_width)
         if new <= width:
             rows[layer] = LayerDecision(layer, width, a, t, "skipped", width, f"activity {a:.3f} >= tau {t:g} but width {width} is at grow.max_width {max_width}")
             continue
-        why = f"activity {a:.3f} >= tau {t:g}: {width} -> {new} = max({width} + {min_add}, ceil({ratio:g} x {width}))"
+        why = f"activity {a:.3f} >= tau {t:g}: {width} -> {new} = {rule}"
         if new == max_width:
             why += f", capped at grow.max_width {max_width}"
         rows[layer] = LayerDecision(layer, width, a, t, "widen", new, why)
@@ -281,7 +302,11 @@ def plan_growth(
                 kept = []
                 for s in deep_wanted:
                     deep_rows[s] = _skip(deep_rows[s], f"the widenings alone would give {widen_over}")
-                widen, rows = _clip(arch, wanted, rows, over, widen_over)
+                if importance is not None:
+                    widen, rows = _allocate(arch, wanted, rows, over, widen_over, importance=importance,
+                                            cost_exponent=cost_exponent, cost_fn=cost_fn)  # type: ignore[arg-type]
+                else:
+                    widen, rows = _clip(arch, wanted, rows, over, widen_over)
 
     widen, rows = _keep_projection(arch, widen, rows)
     target = _target(arch, widen, kept)
@@ -352,6 +377,61 @@ def _clip(
         else:
             rows[layer] = _skip(r, f"the full widening would give {full_over} and no whole filter fits")
     return widen, rows
+
+
+def _allocate(
+    arch: Architecture,
+    wanted: Mapping[str, int],
+    rows: dict[str, LayerDecision],
+    over: Callable[[Architecture], str | None],
+    full_over: str,
+    *,
+    importance: Mapping[str, float],
+    cost_exponent: float,
+    cost_fn: CostFn,
+) -> tuple[dict[str, int], dict[str, LayerDecision]]:
+    """Spend the budget greedily: repeatedly give the layer of highest priority
+    ``importance / width / (MACs per added filter) ** cost_exponent`` the largest chunk (at
+    most a quarter of its wanted increment) that still fits; a layer where no filter fits is
+    done."""
+    widths = arch.layer_widths()
+    base_macs = cost_fn(arch)[0]
+    per_filter = {l: max(1, cost_fn(arch.with_width(l, widths[l] + 1))[0] - base_macs) for l in wanted}
+    plan: dict[str, int] = {}
+    open_ = {l for l in wanted}
+    chunk = {l: max(1, math.ceil((w - widths[l]) / 4)) for l, w in wanted.items()}
+
+    def priority(l: str) -> float:
+        return float(importance.get(l, 0.0)) / plan.get(l, widths[l]) / per_filter[l] ** cost_exponent
+
+    while open_:
+        layer = max(sorted(open_), key=priority)
+        now = plan.get(layer, widths[layer])
+        room = min(chunk[layer], wanted[layer] - now)
+        lo, hi = 0, room + 1  # now + lo fits; now + hi does not (or is past the wanted width)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if over(_target(arch, {**plan, layer: now + mid}, [])) is None:
+                lo = mid
+            else:
+                hi = mid
+        if lo > 0:
+            plan[layer] = now + lo
+        if lo < room or plan.get(layer, widths[layer]) >= wanted[layer]:
+            open_.discard(layer)
+    rows = dict(rows)
+    for layer, new in wanted.items():
+        r = rows[layer]
+        how = (f"greedy budget: importance share {float(importance.get(layer, 0.0)):.3f}, "
+               f"{_si(per_filter[layer])} MACs per added filter")
+        if layer in plan and plan[layer] >= new:
+            rows[layer] = LayerDecision(layer, r.width, r.activity, r.tau, "widen", new, f"{r.reason}; {how}")
+        elif layer in plan:
+            rows[layer] = LayerDecision(layer, r.width, r.activity, r.tau, "clipped", plan[layer],
+                                        f"{r.reason}; {how}; clipped to {plan[layer]}: the full widening would give {full_over}")
+        else:
+            rows[layer] = _skip(r, f"{how}; the full widening would give {full_over} and no filter fits after higher-priority layers")
+    return plan, rows
 
 
 def _skip(row: LayerDecision, why: str) -> LayerDecision:

@@ -89,6 +89,16 @@ class GrowSection:
     deepen: bool = _key(True, "deepen a stage whose layers were all saturated at this check and the previous one")
     max_layers_per_stage: int = _key(6, "deepening cap: convs per VGG stage, blocks per ResNet stage", low=1, high=64)
     max_width: int = _key(1024, "no layer grows past this width", low=1, high=65536)
+    signal: str = _key(
+        "importance",
+        "growth signal: importance (scale-free filter importance along the round, grownet.signal) or support "
+        "(share of filters in Gamma's support, the first version's signal)",
+        choices=("importance", "support"),
+    )
+    rho: float = _key(0.75, "importance signal: a filter is active when its importance over the round is >= rho x the "
+                      "mean importance of all filters of the net", low=0.0, low_open=True, high=100.0)
+    cost_exponent: float = _key(1.0, "importance signal, over budget: layers are widened in order of importance / width / "
+                                "(MACs per added filter) ** cost_exponent (0: importance alone)", low=0.0, high=4.0)
 
 
 @dataclass(frozen=True)

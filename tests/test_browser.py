@@ -232,7 +232,7 @@ def test_report_with_controls_renders_in_chromium_without_errors(report_path: Pa
 def test_browser_check_sees_errors_and_blocked_requests(tmp_path: Path) -> None:
     """The checker itself: a page with a script error, a console error and a request to another
     host (refused by the page's policy) yields those errors."""
-    from grownet.report._html import CSP
+    from grownet.report.html import CSP
 
     bad = tmp_path / "bad.html"
     bad.write_text(

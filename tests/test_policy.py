@@ -219,3 +219,60 @@ def test_resnet_widening_never_removes_stage_0s_projection_shortcut(stem, stage0
     x = torch.randn(2, 3, 32, 32)
     grown = apply(model, arch, plan.widen, plan.deepen).model.eval()  # raises if the shortcut would go
     torch.testing.assert_close(grown(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+# ---- the importance signal: signal-proportional widening and the greedy budget ------------------
+
+
+def test_widening_follows_the_signal_with_importance():
+    """f = (a - tau) / (1 - tau): a just-saturated layer adds min_add, a fully active one the
+    whole ratio, in between ceil((ratio - 1) * C * f)."""
+    arch = Architecture("vgg", ((100,), (100,), (100,)))
+    a = {"stages.0.0": 1.0, "stages.1.0": 0.75, "stages.2.0": 0.5}
+    share = {layer: 1 / 3 for layer in a}
+    plan = plan_growth(arch, a, tau=0.5, ratio=1.5, min_add=8, importance=share)
+    widths = plan.arch.layer_widths()
+    assert widths["stages.0.0"] == 150  # f = 1: ceil(1.5 x 100)
+    assert widths["stages.1.0"] == 100 + math.ceil(0.5 * 100 * 0.5)  # f = 0.5: 125
+    assert widths["stages.2.0"] == 108  # f = 0: min_add
+    assert "f = (a - tau) / (1 - tau)" in {d.layer: d for d in plan.decisions}["stages.1.0"].reason
+
+
+def _real_cost(arch: Architecture) -> tuple[int, int]:
+    c = cost(arch)
+    return c.macs, c.params
+
+
+def test_greedy_budget_spends_where_a_filter_buys_the_most_and_never_passes_it():
+    arch = Architecture("vgg", ((16,), (32,), (64,)))
+    a = {layer: 1.0 for layer in arch.layer_widths()}
+    share = {"stages.0.0": 0.3, "stages.1.0": 0.3, "stages.2.0": 0.4}
+    base = _real_cost(arch)[0]
+    budget = int(base * 1.6)  # the late layer's doubling (+1.18M) fits, the rest only in part
+    plan = plan_growth(arch, a, tau=0.5, ratio=2.0, min_add=8, importance=share, cost_exponent=1.0,
+                       max_macs=budget, cost_fn=_real_cost)
+    assert plan.macs <= budget
+    by = {d.layer: d for d in plan.decisions}
+    # the late layer (cheapest per filter, most important) gets its whole widening first
+    assert by["stages.2.0"].decision == "widen" and by["stages.2.0"].new_width == 128
+    assert "greedy budget" in by["stages.2.0"].reason
+    # what is left goes to the next best; nothing that fits is left unspent by a whole filter
+    grown = plan.arch.layer_widths()
+    for layer in arch.layer_widths():
+        if grown[layer] < by[layer].new_width or by[layer].decision != "widen":
+            one_more = plan.arch.with_width(layer, grown[layer] + 1)
+            assert by[layer].decision in ("clipped", "skipped") and _real_cost(one_more)[0] > budget or grown[layer] >= 2 * arch.width(layer)
+    # layers differ: the budget is not one common fraction
+    factors = {layer: grown[layer] / arch.width(layer) for layer in grown}
+    assert len(set(factors.values())) > 1, factors
+
+
+def test_cost_exponent_zero_follows_importance_alone():
+    arch = Architecture("vgg", ((16,), (32,), (64,)))
+    a = {layer: 1.0 for layer in arch.layer_widths()}
+    share = {"stages.0.0": 0.6, "stages.1.0": 0.2, "stages.2.0": 0.2}  # per filter: 0.0375, 0.00625, 0.003
+    budget = int(_real_cost(arch)[0] * 1.2)
+    plan = plan_growth(arch, a, tau=0.5, ratio=2.0, min_add=8, importance=share, cost_exponent=0.0,
+                       max_macs=budget, cost_fn=_real_cost)
+    grown = plan.arch.layer_widths()
+    assert grown["stages.0.0"] > 16 and plan.macs <= budget

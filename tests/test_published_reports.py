@@ -10,7 +10,7 @@ import pytest
 
 from grownet.arch import Architecture
 from grownet.cost import cost
-from grownet.report._format import duration, pct, si
+from grownet.report.formatting import duration, pct, si
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = sorted(p.parent for p in (REPO / "reports").glob("*/summary.json"))

@@ -35,8 +35,8 @@ from grownet.report import (
     summary_info,
     write_report,
 )
-from grownet.report._format import duration, pct, ratio, si
-from grownet.report._html import Safe, esc, render, table
+from grownet.report.formatting import duration, pct, ratio, si
+from grownet.report.html import Safe, esc, render, table
 
 from _runfolder import FINAL, ROUND2, ROUND3, SEED, XSS, smoke_run, write_control, write_synthetic_run
 
@@ -480,3 +480,26 @@ def test_a_control_with_the_grown_widths_is_called_out(tmp_path: Path) -> None:
     assert "The uniform width, equal MACs control has exactly the grown net&#x27;s widths" in html
     write_control(run, "uniform", SEED, val_acc=0.55, test_acc=0.54)
     assert "has exactly the grown net" not in write_report(run).read_text(encoding="utf-8")
+
+
+def test_other_modules_import_only_the_public_report_surface():
+    """tune, compare and the ticket report use grownet.report's public names and public
+    modules (html, plots, formatting), never a private ``report._*`` module or name."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "grownet"
+    private = []
+    for path in sorted(package.rglob("*.py")):
+        if path.parent.name == "report":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            parts = node.module.split(".")
+            if "report" not in parts:
+                continue
+            below = parts[parts.index("report") + 1:]
+            names = [a.name for a in node.names] if not below else []
+            if any(p.startswith("_") for p in below + names):
+                private.append(f"{path.relative_to(package)}:{node.lineno} from {node.module} import {names or '...'}")
+    assert private == []

@@ -241,7 +241,8 @@ def test_resume_retries_lost_and_interrupted_trials_and_adds_trials(study3, data
     states = {t.number: t.state for t in again.trials}
     assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE", 3: "FAIL", 4: "WAITING"}
     waiting = load(out, before.study_name).trials[4]
-    assert waiting.user_attrs["grownet.run"] == "trial-0003" and waiting.system_attrs["fixed_params"] == lost.params
+    assert waiting.user_attrs == {"grownet.run": "trial-0003"} and waiting.params == lost.params
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(waiting) == 3
 
     # the 4th trial starts in trial-0003 and is interrupted after its first epoch: failed and re-enqueued
     with pytest.raises(KeyboardInterrupt):
@@ -285,8 +286,9 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_re_enqueued(tmp_path, data)
     result = run_tune(out, data, trials=0, heartbeat=1)
     assert [(t.number, t.state) for t in result.trials] == [(0, "FAIL"), (1, "WAITING")]
     again = optuna.load_study(study_name=first.study_name, storage=url).trials[1]
-    assert again.user_attrs == {"grownet.run": "trial-0000", "retry_of": 0}
-    assert again.system_attrs["fixed_params"] == {"tau": trial.params["tau"]}
+    assert again.user_attrs == {"grownet.run": "trial-0000"}  # not the lost worker's host
+    assert again.params == {"tau": trial.params["tau"]}
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(again) == 0
 
 
 def test_a_study_refuses_another_configuration(study3, data):

@@ -1,7 +1,7 @@
 """Report data: plain records computed from a :class:`~grownet.report.RunRecord`.
 
 Each ``*_info`` function returns numbers and names only (no formatting, no HTML, no
-drawing); :mod:`._plots` draws them and :mod:`._page` lays them out. Tests target these
+drawing); :mod:`.plots` draws them and :mod:`._page` lays them out. Tests target these
 functions.
 """
 

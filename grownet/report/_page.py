@@ -1,4 +1,4 @@
-"""The run report: sections laid out from info records, figures from :mod:`._plots`."""
+"""The run report: sections laid out from info records, figures from :mod:`.plots`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_text
-from . import _plots
-from ._format import duration, pct, ratio, si
-from ._html import Safe, figure, join, page, render, section, table
+from . import plots
+from .formatting import duration, pct, ratio, si
+from .html import Safe, figure, join, page, render, section, table
 from ._info import (
     CONTROL_LABELS,
     activity_info,
@@ -92,7 +92,7 @@ def _widths_text(widths: dict[str, int]) -> str | None:
 def _growth(run: RunRecord) -> Safe:
     info = growth_info(run)
     return section("growth", "Growth timeline", figure(
-        _plots.growth_figure(info), alt="Heatmap of each layer's width per round",
+        plots.growth_figure(info), alt="Heatmap of each layer's width per round",
         caption="Each layer's width (filters) while each round trained, and in the final net; "
                 "bold numbers changed since the previous column, grey cells did not exist yet.",
     ))
@@ -102,7 +102,7 @@ def _activity(run: RunRecord) -> Safe:
     info = activity_info(run)
     taus = ", ".join(f"{t:g}" for t in info.taus) or "not recorded"
     return section("activity", "Γ filter activity", figure(
-        _plots.activity_figure(info), alt="Heatmap of filter activity per layer per growth check",
+        plots.activity_figure(info), alt="Heatmap of filter activity per layer per growth check",
         caption=f"Share of each layer's filters in the support of Γ at each growth check; τ = {taus}. "
                 "Outlined cells reached τ (red: widened, orange: clipped by the budget, grey: skipped); "
                 "'new' marks a layer added by deepening.",
@@ -112,7 +112,7 @@ def _activity(run: RunRecord) -> Safe:
 def _curves(run: RunRecord) -> Safe:
     info = curves_info(run)
     return section("curves", "Training curves", figure(
-        _plots.curves_figure(info), alt="Loss and accuracy per epoch",
+        plots.curves_figure(info), alt="Loss and accuracy per epoch",
         caption="Per-epoch train and validation loss and accuracy; dotted lines follow each epoch after which "
                 "the net grew; the shaded span is the fine-tune.",
     ))
@@ -122,7 +122,7 @@ def _cost(run: RunRecord) -> Safe:
     info = round_cost_info(run)
     rows = [(lab, si(m), si(p), pct(a)) for lab, m, p, a in zip(info.labels, info.macs, info.params, info.val_acc)]
     return section("cost", "MACs and parameters per round", join([
-        figure(_plots.round_cost_figure(info), alt="Bar charts of MACs and parameters per round"),
+        figure(plots.round_cost_figure(info), alt="Bar charts of MACs and parameters per round"),
         table(["round", "MACs", "params", "validation accuracy"], rows, numeric=(1, 2, 3)),
     ]), intro="Cost of the net at each growth check (before its growth) and of the final net.")
 
@@ -152,7 +152,7 @@ def _controls(run: RunRecord) -> Safe:
         for p in points
     ]
     parts = [
-        figure(_plots.accuracy_macs_figure(points, metric="test_acc"), alt="Test accuracy against inference MACs",
+        figure(plots.accuracy_macs_figure(points, metric="test_acc"), alt="Test accuracy against inference MACs",
                css="half", caption="Test accuracy against inference MACs: the grown net (star) and the controls."),
         table(["net", "val acc", "test acc", "MACs", "params", "training FLOPs", "FLOPs vs grown", "wall time", "epochs"],
               rows, numeric=(1, 2, 3, 4, 5, 6, 7, 8)),

@@ -21,7 +21,7 @@ from ._folder import HISTORY_COLUMNS, RunFolder
 __all__ = ["CONTROL_NAMES", "ControlRecord", "RunRecord", "load_control", "load_run", "read_history", "read_json"]
 
 #: The controls of METHOD.md §4, in the order reports show them.
-CONTROL_NAMES = ("scratch", "uniform", "seed")
+CONTROL_NAMES = ("scratch", "uniform", "random", "seed")
 _INT_COLUMNS = {"round", "epoch", "macs", "params"}
 
 

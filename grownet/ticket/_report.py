@@ -65,7 +65,7 @@ def support_figure(info: SupportInfo) -> str:
     import matplotlib
     from matplotlib.patches import Rectangle
 
-    from ..report._plots import _RC, _WIDTH, _empty, _figure, _svg
+    from ..report.plots import STYLE as _RC, WIDTH as _WIDTH, empty_figure as _empty, new_figure as _figure, to_svg as _svg
 
     if not info.layers or not info.epochs:
         return _empty("no supports recorded")
@@ -103,11 +103,10 @@ def render_ticket_report(out: str | os.PathLike) -> str:
         RunError: a required file is missing or malformed.
     """
     from .._version import __version__
-    from ..report import ControlRecord, RunRecord, _plots, curves_info, repro_info
-    from ..report._format import duration, pct, ratio, si
-    from ..report._html import Safe, figure, join, page, render, section, table
-    from ..report._info import ModelPoint
-    from ..runfolder import read_history, read_json
+    from ..report import ControlRecord, ModelPoint, RunRecord, curves_info, read_history, read_json, repro_info
+    from ..report import plots as _plots
+    from ..report.formatting import duration, pct, ratio, si
+    from ..report.html import Safe, figure, join, page, render, section, table
 
     path = Path(out)
     summary = read_json(path / "summary.json")

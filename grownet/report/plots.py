@@ -4,6 +4,10 @@ matplotlib is used through its object API (:class:`matplotlib.figure.Figure`, re
 the Agg/SVG canvases), never through pyplot, so no global backend or figure registry is
 touched; style settings live in an ``rc_context`` inside each call. Output is deterministic
 (no date, fixed id salt) so a regenerated report is byte-identical.
+
+Other pages (``grownet.compare``, ``grownet.tune``, the ticket report) draw their own figures
+with the same style through :data:`STYLE`, :data:`WIDTH`, :func:`new_figure`, :func:`to_svg`
+and :func:`empty_figure`.
 """
 
 from __future__ import annotations
@@ -14,12 +18,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._format import si
+from .formatting import si
 from ._info import ActivityInfo, CurvesInfo, GrowthInfo, ModelPoint, RoundCostInfo
 
-__all__ = ["growth_figure", "activity_figure", "curves_figure", "round_cost_figure", "accuracy_macs_figure"]
+__all__ = [
+    "STYLE",
+    "WIDTH",
+    "accuracy_macs_figure",
+    "activity_figure",
+    "curves_figure",
+    "empty_figure",
+    "growth_figure",
+    "new_figure",
+    "round_cost_figure",
+    "to_svg",
+]
 
-_RC = {
+#: matplotlib settings of every figure (use as ``matplotlib.rc_context(STYLE)``).
+STYLE = {
     "svg.hashsalt": "grownet-report",
     "svg.fonttype": "path",
     "font.size": 9.0,
@@ -30,20 +46,23 @@ _RC = {
     "axes.spines.right": False,
     "axes.grid": False,
 }
-_WIDTH = 9.6  # inches: the page's figure column at 100 px/in
+#: Width in inches of a full-width figure: the page's figure column at 100 px/in.
+WIDTH = 9.6
 _COLORS = {"grown": "#1f5fbf", "scratch": "#d9822b", "uniform": "#3a9e5b", "seed": "#8a5cc2"}
 _DECISION_MARK = {"widen": "#d62728", "clipped": "#ff7f0e", "skipped": "#7f7f7f"}
 #: Cell text is drawn only where the grid is small enough to read it.
 _MAX_ANNOTATED_COLUMNS = 24
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
+    """A pyplot-free :class:`matplotlib.figure.Figure` of ``width`` x ``height`` inches."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _svg(fig: Any) -> str:
+def to_svg(fig: Any) -> str:
+    """``fig`` as deterministic SVG text (no date or creator metadata)."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     return buf.getvalue()
@@ -58,15 +77,16 @@ def _grid(rows: Sequence[Sequence[float | None]]) -> np.ma.MaskedArray:
     return np.ma.masked_invalid(a.reshape(len(rows), -1))
 
 
-def _empty(message: str) -> str:
+def empty_figure(message: str) -> str:
+    """A full-width strip showing ``message`` (SVG), drawn where there is no data to plot."""
     import matplotlib
 
-    with matplotlib.rc_context(_RC):
-        fig = _figure(_WIDTH, 1.0)
+    with matplotlib.rc_context(STYLE):
+        fig = new_figure(WIDTH, 1.0)
         ax = fig.add_subplot()
         ax.set_axis_off()
         ax.text(0.5, 0.5, message, ha="center", va="center", color="#5b6475")
-        return _svg(fig)
+        return to_svg(fig)
 
 
 def _heat_height(n_layers: int) -> float:
@@ -80,10 +100,10 @@ def growth_figure(info: GrowthInfo) -> str:
     from matplotlib.colors import LogNorm
 
     if not info.layers:
-        return _empty("no growth checks recorded")
-    with matplotlib.rc_context(_RC):
+        return empty_figure("no growth checks recorded")
+    with matplotlib.rc_context(STYLE):
         data = _grid(info.widths)
-        fig = _figure(_WIDTH, _heat_height(len(info.layers)))
+        fig = new_figure(WIDTH, _heat_height(len(info.layers)))
         ax = fig.add_subplot()
         cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#eeeeee")
         lo, hi = float(data.min()), float(data.max())
@@ -107,7 +127,7 @@ def growth_figure(info: GrowthInfo) -> str:
             ticks = [ticks[round(k * (len(ticks) - 1) / 5)] for k in range(6)]
         cbar.set_ticks(ticks, labels=[str(t) for t in ticks])
         cbar.ax.minorticks_off()
-        return _svg(fig)
+        return to_svg(fig)
 
 
 def activity_figure(info: ActivityInfo) -> str:
@@ -117,10 +137,10 @@ def activity_figure(info: ActivityInfo) -> str:
     from matplotlib.patches import Rectangle
 
     if not info.layers:
-        return _empty("no growth checks recorded")
-    with matplotlib.rc_context(_RC):
+        return empty_figure("no growth checks recorded")
+    with matplotlib.rc_context(STYLE):
         data = _grid(info.activity)
-        fig = _figure(_WIDTH, _heat_height(len(info.layers)) + 0.3)
+        fig = new_figure(WIDTH, _heat_height(len(info.layers)) + 0.3)
         ax = fig.add_subplot()
         cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
         im = ax.imshow(data, aspect="auto", cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -154,7 +174,7 @@ def activity_figure(info: ActivityInfo) -> str:
         for label, v in zip(cbar.ax.get_yticklabels(), ticks):
             if v in info.taus:
                 label.set_color("#d62728")
-        return _svg(fig)
+        return to_svg(fig)
 
 
 def _mark_events(ax: Any, info: CurvesInfo, *, label: bool) -> None:
@@ -172,9 +192,9 @@ def curves_figure(info: CurvesInfo) -> str:
     import matplotlib
 
     if not info.epochs:
-        return _empty("history.csv has no epochs")
-    with matplotlib.rc_context(_RC):
-        fig = _figure(_WIDTH, 3.3)
+        return empty_figure("history.csv has no epochs")
+    with matplotlib.rc_context(STYLE):
+        fig = new_figure(WIDTH, 3.3)
         ax_loss, ax_acc = fig.subplots(1, 2)
         x = np.array(info.epochs, dtype=float)
         style = {"marker": "o", "ms": 2.5} if len(x) <= 60 else {}
@@ -194,7 +214,7 @@ def curves_figure(info: CurvesInfo) -> str:
             ax.set_xlim(min(info.epochs) - 0.5, max(info.epochs + [e for ex, _ in info.controls.values() for e in ex]) + 0.5)
         ax_loss.legend(loc="upper right", frameon=False)
         ax_acc.legend(loc="lower right", frameon=False)
-        return _svg(fig)
+        return to_svg(fig)
 
 
 def round_cost_figure(info: RoundCostInfo) -> str:
@@ -204,9 +224,9 @@ def round_cost_figure(info: RoundCostInfo) -> str:
     from matplotlib.ticker import FuncFormatter
 
     if len(info.labels) <= 1 and all(v is None for v in info.macs):
-        return _empty("no cost recorded")
-    with matplotlib.rc_context(_RC):
-        fig = _figure(_WIDTH, 2.9)
+        return empty_figure("no cost recorded")
+    with matplotlib.rc_context(STYLE):
+        fig = new_figure(WIDTH, 2.9)
         axes = fig.subplots(1, 2)
         x = np.arange(len(info.labels))
         colors = ["#9dbbe6"] * (len(x) - 1) + ["#1f5fbf"]
@@ -224,7 +244,7 @@ def round_cost_figure(info: RoundCostInfo) -> str:
                 for xi, yi in zip(x, y):
                     if math.isfinite(yi):
                         ax.text(xi, yi, si(yi, 3), ha="center", va="bottom", fontsize=7)
-        return _svg(fig)
+        return to_svg(fig)
 
 
 def accuracy_macs_figure(points: Sequence[ModelPoint], *, metric: str = "test_acc", front: Sequence[bool] | None = None,
@@ -237,9 +257,9 @@ def accuracy_macs_figure(points: Sequence[ModelPoint], *, metric: str = "test_ac
 
     usable = [(p, f) for p, f in zip(points, front or [False] * len(points)) if p.macs is not None and getattr(p, metric) is not None]
     if not usable:
-        return _empty(f"no {metric.replace('_', ' ')} with MACs to plot")
-    with matplotlib.rc_context(_RC):
-        fig = _figure(6.4, 3.8)
+        return empty_figure(f"no {metric.replace('_', ' ')} with MACs to plot")
+    with matplotlib.rc_context(STYLE):
+        fig = new_figure(6.4, 3.8)
         ax = fig.add_subplot()
         macs = [p.macs for p, _ in usable]
         log = max(macs) > 4 * min(macs)
@@ -265,7 +285,7 @@ def accuracy_macs_figure(points: Sequence[ModelPoint], *, metric: str = "test_ac
         ax.set_ylabel(("test" if metric == "test_acc" else "validation") + " accuracy (%)")
         ax.set_title(title)
         ax.grid(True, color="#e5e8ee", lw=0.6)
-        return _svg(fig)
+        return to_svg(fig)
 
 
 def _label_points(ax: Any, points: Sequence[tuple[float, float, str]]) -> None:

@@ -1,0 +1,204 @@
+"""The growth study: does growing beat the controls at equal MACs, over several seeds?
+
+For every seed ``k`` in ``range(seeds)``, :func:`run_study` runs one search (the *grown*
+arm, ``OUT/seed-k/``) and three controls at the grown net's MACs, each trained from a fresh
+init for the search's total epochs with the fine-tune's schedule on the same data split
+(:mod:`grownet.baseline`, written to ``OUT/seed-k/controls/<arm>/``):
+
+- ``scratch``: the grown widths from scratch;
+- ``uniform``: the seed scaled by one width multiplier;
+- ``random``: the seed with a random growth factor per layer (a new draw per seed), scaled
+  to the same MACs.
+
+Validation chooses every arm's weights; the test set is evaluated once per run. The study
+folder gets ``runs.csv`` (one row per run), ``summary.json`` (per arm: mean and standard
+deviation of val and test accuracy, MACs, params, training FLOPs and wall time; per seed the
+grown net's growth factors and their coefficient of variation) and ``study.html``.
+
+Rerunning the same call continues where it stopped: finished runs are read back, an
+interrupted search resumes from its checkpoint, an unfinished control is trained again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .arch import Architecture
+from .baseline import run_control
+from .errors import RunError, UsageError
+from .files import atomic_write_text
+from .recipe import resolve_recipe
+from .search import search
+
+__all__ = ["ARMS", "StudyResult", "run_study", "summarize", "growth_factors"]
+
+logger = logging.getLogger(__name__)
+
+#: The arms, in the order tables show them.
+ARMS = ("grown", "scratch", "uniform", "random")
+_CONTROLS = ARMS[1:]
+_METRICS = ("val_acc", "test_acc", "macs", "params", "train_flops", "wall_time")
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A finished study: its folder, one row per run, and the per-arm summary."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def run_study(
+    dataset: str,
+    *,
+    out: str | os.PathLike,
+    recipe: Any = None,
+    seeds: int = 3,
+    data_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    overrides: Mapping[str, Any] | None = None,
+) -> StudyResult:
+    """Run (or continue) the study in ``out`` and write its CSV, summary and page.
+
+    Args:
+        dataset: a grownet dataset name (``"cifar10"``, ``"npz:PATH"``, ...).
+        out: the study folder (created; a rerun continues it).
+        recipe: the search recipe (a Recipe, a TOML path or a bundled name; default: the defaults).
+        seeds: number of seeds (0 .. seeds-1), each a search plus three controls.
+        data_dir: folder holding the dataset.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+        overrides: ``{"grow.tau": 0.6, ...}`` applied on top of ``recipe``.
+
+    Raises:
+        UsageError: bad ``seeds``.
+        RunError: ``out`` holds a study of another configuration.
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
+        raise UsageError(f"--seeds: must be an integer in [1, 100], got {seeds!r}")
+    resolved = resolve_recipe(recipe, overrides)
+    path = Path(out)
+    config = {"dataset": dataset, "recipe": resolved.to_dict(), "data_dir": None if data_dir is None else str(data_dir)}
+    _check_config(path, config)
+    rows: list[dict[str, Any]] = []
+    for seed in range(seeds):
+        run_dir = path / f"seed-{seed}"
+        rows.append(_grown(run_dir, dataset, resolved, seed, data_dir, device))
+        for arm in _CONTROLS:
+            rows.append(_control(run_dir, arm, seed, data_dir, device))
+        _write(path, rows)  # partial results are readable while the study runs
+    summary = _write(path, rows)
+    return StudyResult(path, rows, summary)
+
+
+def _check_config(path: Path, config: Mapping[str, Any]) -> None:
+    file = path / "study.json"
+    if file.exists():
+        try:
+            stored = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{file}: unreadable ({exc}); use another --out") from None
+        if stored != json.loads(json.dumps(config)):
+            raise RunError(f"{path} holds a study of another configuration (see {file}); use another --out")
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(file, json.dumps(config, indent=2) + "\n")
+
+
+def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, device: str) -> dict[str, Any]:
+    summary = run_dir / "summary.json"
+    if not summary.exists():
+        started = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+        logger.info("study: seed %d, grown arm (%s)", seed, "resuming" if started else "starting")
+        search(None if started else dataset, recipe=None if started else recipe, out=run_dir, data_dir=data_dir,
+               seed=None if started else seed, device=device, resume=started, force=run_dir.exists() and not started,
+               command="grownet study")
+    s = json.loads(summary.read_text(encoding="utf-8"))
+    seed_arch, final = Architecture.from_dict(s["seed_arch"]), Architecture.from_dict(s["final_arch"])
+    factors = growth_factors(seed_arch, final)
+    return _row("grown", seed, s, final, factors)
+
+
+def _control(run_dir: Path, arm: str, seed: int, data_dir: Any, device: str) -> dict[str, Any]:
+    folder = run_dir / "controls" / arm
+    if not (folder / "summary.json").exists():
+        logger.info("study: seed %d, %s arm", seed, arm)
+        run_control(run_dir, arm, data_dir=data_dir, device=device, force=folder.exists())
+    s = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    arch = Architecture.from_json(folder / "architecture.json")
+    seed_arch = Architecture.from_dict(json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["seed_arch"])
+    return _row(arm, seed, s, arch, growth_factors(seed_arch, arch))
+
+
+def _row(arm: str, seed: int, s: Mapping[str, Any], arch: Architecture, factors: Mapping[str, float]) -> dict[str, Any]:
+    return {"arm": arm, "seed": seed, **{k: s[k] for k in _METRICS}, "widths": arch.layer_widths(),
+            "growth_factors": dict(factors), "growth_cv": _cv(list(factors.values()))}
+
+
+def growth_factors(seed: Architecture, final: Architecture) -> dict[str, float]:
+    """{layer: final width / seed width} for the layers the seed has (deepened layers have
+    no seed width and are left out)."""
+    seed_widths = seed.layer_widths()
+    return {layer: round(w / seed_widths[layer], 6) for layer, w in final.layer_widths().items() if layer in seed_widths}
+
+
+def _cv(values: Sequence[float]) -> float:
+    """Coefficient of variation (population standard deviation / mean)."""
+    if not values:
+        return 0.0
+    mean = statistics.fmean(values)
+    return statistics.pstdev(values) / mean if mean else 0.0
+
+
+def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per arm: ``n`` and, for every metric, ``{"mean", "std"}`` (sample standard deviation;
+    0 for one run); per seed: the grown arm's growth-factor CV and each control's MACs
+    relative to the grown net's; and the grown arm's mean test-accuracy difference to each
+    control with the standard deviation of the per-seed differences."""
+    arms: dict[str, Any] = {}
+    for arm in ARMS:
+        runs = [r for r in rows if r["arm"] == arm]
+        if not runs:
+            continue
+        arms[arm] = {"n": len(runs)}
+        for key in _METRICS:
+            values = [float(r[key]) for r in runs]
+            arms[arm][key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    grown = {r["seed"]: r for r in rows if r["arm"] == "grown"}
+    seeds = {}
+    for seed, g in sorted(grown.items()):
+        entry: dict[str, Any] = {"growth_factors": g["growth_factors"], "growth_cv": g["growth_cv"]}
+        for r in rows:
+            if r["seed"] == seed and r["arm"] != "grown":
+                entry[f"{r['arm']}_macs_ratio"] = round(r["macs"] / g["macs"], 4)
+        seeds[str(seed)] = entry
+    diffs = {}
+    for arm in _CONTROLS:
+        d = [g["test_acc"] - r["test_acc"] for r in rows if r["arm"] == arm and (g := grown.get(r["seed"]))]
+        if d:
+            diffs[arm] = {"mean": statistics.fmean(d), "std": statistics.stdev(d) if len(d) > 1 else 0.0, "n": len(d)}
+    return {"arms": arms, "seeds": seeds, "grown_minus": diffs}
+
+
+def _write(path: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    summary = summarize(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["arm", "seed", *_METRICS, "growth_cv", "widths"])
+    for r in rows:
+        writer.writerow([r["arm"], r["seed"], *(r[k] for k in _METRICS), round(r["growth_cv"], 6),
+                         " ".join(str(w) for w in r["widths"].values())])
+    atomic_write_text(path / "runs.csv", buf.getvalue())
+    atomic_write_text(path / "summary.json", json.dumps(summary, indent=2) + "\n")
+    from .study_page import write_study_page
+
+    write_study_page(path / "study.html", rows, summary)
+    return summary

@@ -1,0 +1,83 @@
+"""``study.html``: a growth study on one self-contained page (plot, per-arm table, widths).
+
+Drawing only: the numbers come from :func:`grownet.study.summarize` and the run rows.
+Every string is HTML-escaped; matplotlib draws with mathtext off, so names are plain text.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .files import atomic_write_text
+
+__all__ = ["write_study_page"]
+
+_COLORS = {"grown": "#1f77b4", "scratch": "#ff7f0e", "uniform": "#2ca02c", "random": "#d62728"}
+
+
+def _plot(summary: Mapping[str, Any]) -> str:
+    """Test accuracy (mean ± std over seeds) against MACs, one point per arm, as inline SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for arm, a in summary["arms"].items():
+        ax.errorbar(a["macs"]["mean"] / 1e6, 100 * a["test_acc"]["mean"], xerr=a["macs"]["std"] / 1e6,
+                    yerr=100 * a["test_acc"]["std"], fmt="o", capsize=4, color=_COLORS.get(arm), label=f"{arm} (n={a['n']})")
+    ax.set_xlabel("inference MACs (millions)", usetex=False)
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds", usetex=False)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]
+
+
+def _arm_table(summary: Mapping[str, Any]) -> str:
+    head = "<tr><th>arm</th><th>n</th><th>val acc %</th><th>test acc %</th><th>MACs (M)</th><th>params (M)</th>" \
+           "<th>train TFLOPs</th><th>wall s</th><th>grown − arm, test (pts)</th></tr>"
+    out = [head]
+    for arm, a in summary["arms"].items():
+        d = summary["grown_minus"].get(arm)
+        diff = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}" if d else ""
+        out.append(
+            f"<tr><td>{html.escape(arm)}</td><td>{a['n']}</td>"
+            f"<td>{100 * a['val_acc']['mean']:.2f} ± {100 * a['val_acc']['std']:.2f}</td>"
+            f"<td>{100 * a['test_acc']['mean']:.2f} ± {100 * a['test_acc']['std']:.2f}</td>"
+            f"<td>{a['macs']['mean'] / 1e6:.2f}</td><td>{a['params']['mean'] / 1e6:.3f}</td>"
+            f"<td>{a['train_flops']['mean'] / 1e12:.2f}</td><td>{a['wall_time']['mean']:.0f}</td><td>{diff}</td></tr>")
+    return "<table>" + "".join(out) + "</table>"
+
+
+def _widths_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    layers: list[str] = []
+    for r in rows:
+        layers += [l for l in r["widths"] if l not in layers]
+    head = "<tr><th>arm</th><th>seed</th><th>test acc %</th>" + "".join(f"<th>{html.escape(l)}</th>" for l in layers) \
+        + "<th>growth CV</th></tr>"
+    body = []
+    for r in rows:
+        cells = "".join(f"<td>{r['widths'].get(l, '')}</td>" for l in layers)
+        body.append(f"<tr><td>{html.escape(str(r['arm']))}</td><td>{r['seed']}</td><td>{100 * r['test_acc']:.2f}</td>"
+                    f"{cells}<td>{r['growth_cv']:.3f}</td></tr>")
+    return "<table>" + head + "".join(body) + "</table>"
+
+
+def write_study_page(path: str | Path, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> None:
+    """Write the study page to ``path`` (atomically)."""
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3f3}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>grownet growth study</title><style>{style}</style>"
+            f"</head><body><h1>Growth study</h1><p>Every arm at the grown net's MACs, same epochs, schedule and data "
+            f"split; validation chooses, test is evaluated once per run. Growth CV: coefficient of variation of the "
+            f"per-layer growth factors (final / seed width).</p>{_plot(summary)}<h2>Arms</h2>{_arm_table(summary)}"
+            f"<h2>Widths per run</h2>{_widths_table(rows)}</body></html>\n")
+    atomic_write_text(path, page)
