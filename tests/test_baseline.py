@@ -69,7 +69,7 @@ def test_control_architectures(tmp_path: Path) -> None:
     assert control_architecture(run, "scratch") == FINAL and control_architecture(run, "scratch").meta == {}
     assert control_architecture(run, "seed") == SEED
     assert control_architecture(run, "uniform") == uniform_architecture(SEED, cost(FINAL).macs)
-    with pytest.raises(UsageError, match="--control: must be one of scratch, uniform, seed"):
+    with pytest.raises(UsageError, match="--control: must be one of scratch, uniform, random, seed"):
         control_architecture(run, "bigger")
     (run / "architecture.json").unlink()
     with pytest.raises(RunError, match="architecture.json is missing"):
@@ -198,7 +198,7 @@ def test_run_control_rejects_bad_arguments(tiny_run: Path) -> None:
         run_control(tiny_run, "seed", epochs=0, device="cpu")
     with pytest.raises(UsageError, match="--control: must be one of"):
         run_control(tiny_run, "wider", device="cpu")
-    assert CONTROLS == ("scratch", "uniform", "seed")
+    assert CONTROLS == ("scratch", "uniform", "random", "seed")
 
 
 def test_cli_baseline_trains_the_control_and_rewrites_the_report(tiny_run: Path, seed_control: baseline.ControlResult) -> None:
