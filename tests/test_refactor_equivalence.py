@@ -1,6 +1,6 @@
 """The one training loop changed no result: a smoke search, a scratch control of it and a small
 ticket run, each with a fixed seed on the CPU, give the summaries, architectures and history
-(wall times aside) recorded in tests/data/equivalence.json by the code before the loop was
+(wall times aside) recorded in tests/data/issue14/equivalence.json by the code before the loop was
 unified (issue 14; recorded with main at c2499bf, the importance growth signal included).
 
 Record again (only when a change of results is intended, and say so in the commit):
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runfolder import smoke_run  # noqa: E402
 from test_ticket import OVERRIDES, TINY, _gratings  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "equivalence.json"
+GOLDEN = Path(__file__).resolve().parent / "data" / "issue14" / "equivalence.json"
 #: Keys never compared: wall-clock times, and dataset names (the npz sets live in temporary folders).
 _WALL = {"wall_time", "dataset"}
 #: Keys the unified loop added to summaries that lacked them (the controls' and tickets' ``events``).

@@ -387,19 +387,19 @@ def test_a_loss_that_stays_non_finite_stops_with_divergence_error(tmp_path, data
 
 
 def test_a_checkpoint_written_before_the_one_loop_resumes_to_the_same_run(tmp_path, monkeypatch):
-    """tests/data/v1-run: a search by the code before issue 14 (commit d631e73) on the generated
+    """tests/data/issue14/v1-run: a search by the code before issue 14 (commit d631e73) on the generated
     npz set, stopped in its fine-tune (epoch 6 of 6; its last checkpoint holds epoch 5, the best
     fine-tune state and DessiLBI's V/Γ). Resumed now, it ends as that code's uninterrupted run did
-    (tests/data/v1-run-final.json, per torch version)."""
+    (tests/data/issue14/v1-run-final.json, per torch version)."""
     from test_refactor_equivalence import _folder, _same
 
-    golden = json.loads((REPO / "tests" / "data" / "v1-run-final.json").read_text())
+    golden = json.loads((REPO / "tests" / "data" / "issue14" / "v1-run-final.json").read_text())
     key = f"torch {torch.__version__}"
     if key not in golden:
         pytest.skip(f"no values recorded for {key} (recorded: {', '.join(golden)})")
     monkeypatch.setenv("GROWNET_SHARED_DATA", str(tmp_path / "none"))  # the generated set, not CIFAR-10
     dataset, _ = smoke_dataset(tmp_path)
-    out = Path(shutil.copytree(REPO / "tests" / "data" / "v1-run", tmp_path / "v1-run"))
+    out = Path(shutil.copytree(REPO / "tests" / "data" / "issue14" / "v1-run", tmp_path / "v1-run"))
     config = json.loads((out / "config.json").read_text())
     config["dataset"] = dataset  # the set was generated in another temporary folder
     (out / "config.json").write_text(json.dumps(config))
