@@ -35,7 +35,7 @@ from .optim import filter_activity
 from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
 from .progress import Reporter
 from .recipe import Recipe
-from .runfolder import RunFolder
+from .runfolder import JobFolder, RunFolder
 from .signal import ImportanceMeter
 from .train import amp_dtype, evaluate, prepare_model, wants_channels_last
 from .weights import save_model
@@ -295,8 +295,8 @@ class SearchJob:
         self._set_model(build_model(arch), arch, lambda m: make_dessilbi(m, r))
         logger.info("seed %s: %s (%.2fM MACs)", r.model.seed_arch, arch.layer_widths(), cost(arch).macs / 1e6)
         self.checkpoint()  # the first "last good state"
-        if self.dist.is_main:
-            self.run_folder.start()  # the new run has started: --force's old run goes
+        if isinstance(self.run_folder, JobFolder):  # rank 0's folder (other ranks write none)
+            self.run_folder.start()  # the run has started: a failure keeps it, --force's old run goes
 
     def _set_model(self, model: nn.Module, arch: Architecture,
                    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None) -> None:
