@@ -8,9 +8,8 @@ module as a package attribute; import submodules with ``from grownet.cost import
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import errors, seeds
+from ._version import __version__
 from .arch import Architecture
 from .cost import Cost, cost
 from .errors import GrownetError

@@ -20,13 +20,13 @@ cosine learning-rate schedule (``finetune.lr`` down to ``finetune.min_lr``, with
 and label smoothing) stretched over all those epochs; the constant-rate growth phase has no
 counterpart since nothing grows. Data, validation split, batch size, augmentation, seed and
 device options come from the run's config.json, and the epochs run through the one training
-loop of :mod:`grownet.train`. As in the search, the epoch with the best validation accuracy
+loop (:func:`grownet.loop.fit`, with its divergence policy). As in the search, the epoch with the best validation accuracy
 is kept and the test set is evaluated once, on it.
 
 Each control folder holds ``summary.json`` (``control``, ``val_acc``, ``test_acc``, ``macs``,
-``params``, ``train_flops``, ``wall_time``, ``epochs``, ``best_epoch``, ...), ``history.csv``
-(the run's columns; ``round`` 0, ``phase`` ``"control"``), ``architecture.json`` and
-``weights.pt``.
+``params``, ``train_flops``, ``wall_time``, ``epochs``, ``best_epoch``, ``events``, ...),
+``history.csv`` (the run's columns; ``round`` 0, ``phase`` ``"control"``), ``architecture.json``,
+``weights.pt`` and ``grownet.log``.
 """
 
 from __future__ import annotations
@@ -34,23 +34,22 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from torch import nn
 
 from .arch import Architecture, ResStage
 from .cost import cost
 from .errors import ArchitectureError, RunError, UsageError
-from .job import make_data, make_dessilbi, rng_scope, seed_all
+from .job import finetune_schedule, make_data, make_finetune_optimizer, seed_all
+from .loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit
 from .models import build_model
 from .recipe import Recipe
-from .report import CONTROL_NAMES, RunRecord, load_run
-from .runfolder import RunFolder, make_folder, remove_created
-from .train import amp_dtype, cosine_lr, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
+from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, job_folder, load_run
+from .train import amp_dtype, evaluate, prepare_model, resolve_device, wants_channels_last
+from .weights import save_model
 
 __all__ = ["CONTROLS", "ControlResult", "control_architecture", "random_architecture", "scale_widths", "uniform_architecture",
            "run_control"]
@@ -66,7 +65,8 @@ _BISECT_STEPS = 40
 @dataclass(frozen=True)
 class ControlResult:
     """A finished control: its folder, architecture and metrics (accuracies as fractions;
-    ``train_flops`` summed over the epochs trained; ``wall_time`` in seconds)."""
+    ``train_flops`` summed over the epochs trained; ``wall_time`` in seconds; ``events``:
+    divergence retries, as in summary.json)."""
 
     name: str
     path: Path
@@ -79,6 +79,7 @@ class ControlResult:
     wall_time: float
     epochs: int
     best_epoch: int
+    events: tuple = ()
 
 
 # ---- architectures --------------------------------------------------------------------------------
@@ -179,15 +180,6 @@ def control_architecture(run: RunRecord | str | os.PathLike, control: str) -> Ar
 # ---- training -------------------------------------------------------------------------------------------
 
 
-def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The search's fine-tune optimizer, fresh: DessiLBI as the search builds it, or SGD."""
-    f = recipe.finetune
-    if f.optimizer == "dessilbi":
-        return make_dessilbi(model, recipe)
-    return torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.momentum, nesterov=f.nesterov and f.momentum > 0,
-                           weight_decay=f.weight_decay)
-
-
 def run_control(
     run_dir: str | os.PathLike,
     control: str,
@@ -217,6 +209,7 @@ def run_control(
         UsageError: unknown control, bad epochs or device.
         RunError: the run is not finished, or the control exists without ``force``, or
             another process is writing it.
+        DivergenceError: the loss stayed non-finite past ``run.max_retries`` retries.
     """
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise UsageError(f"epochs: must be a positive integer, got {epochs!r}")
@@ -228,30 +221,26 @@ def run_control(
     total = epochs if epochs is not None else run.summary.get("epochs")
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
         raise RunError(f"{run.path / 'summary.json'}: epochs is {total!r}, not a positive integer; pass --epochs")
-    out = RunFolder(run.path / "controls" / control)
-    created = make_folder(out.path, flag="RUN_DIR")
-    try:
-        with out.lock():
-            if out.summary.exists() and not force:
-                raise RunError(f"{out.path} already holds a finished control; pass --force to train it again")
-            config = dict(run.config)
-            if data_dir is not None:
-                config["data_dir"] = str(data_dir)
-            recipe = Recipe.from_dict(config["recipe"])
-            dev = resolve_device(device)
-            with rng_scope(dev):
-                seed_all(int(config["seed"]))
-                result = _train(out, control, arch, recipe, config, dev, total, progress)
-    except BaseException:
-        remove_created(created)  # only folders still empty: a control that never started
-        raise
-    logger.info("control %s: val acc %.4f, test acc %.4f, %.2fM MACs, %.0f s -> %s",
-                control, result.val_acc, result.test_acc, result.macs / 1e6, result.wall_time, out.path)
+    config = dict(run.config)
+    if data_dir is not None:
+        config["data_dir"] = str(data_dir)
+    dev = resolve_device(device)
+
+    def refuse(out: JobFolder) -> None:
+        if out.summary.exists() and not force:
+            raise RunError(f"{out.path} already holds a finished control; pass --force to train it again")
+
+    with job_folder(run.path / "controls" / control, device=dev, check=refuse, flag="RUN_DIR") as out:
+        seed_all(int(config["seed"]))
+        result = _train(out, control, arch, Recipe.from_dict(config["recipe"]), config, dev, total, progress)
+        logger.info("control %s: val acc %.4f, test acc %.4f, %.2fM MACs, %.0f s -> %s",
+                    control, result.val_acc, result.test_acc, result.macs / 1e6, result.wall_time, out.path)
     return result
 
 
-def _train(out: RunFolder, control: str, arch: Architecture, recipe: Recipe, config: Mapping[str, Any],
+def _train(out: JobFolder, control: str, arch: Architecture, recipe: Recipe, config: Mapping[str, Any],
            device: torch.device, epochs: int, progress: Callable[[Mapping[str, Any]], None] | None) -> ControlResult:
+    """Train the control through the one loop and write its folder."""
     channels_last = wants_channels_last(recipe.run.channels_last, device)
     amp = amp_dtype(recipe.run.amp, device)
     data = make_data(config, recipe, device, channels_last=channels_last)
@@ -260,55 +249,39 @@ def _train(out: RunFolder, control: str, arch: Architecture, recipe: Recipe, con
         if getattr(arch, key) != value:
             raise RunError(f"{control}: the architecture has {key} {getattr(arch, key)} but the dataset gives {value}; "
                            "is config.json's dataset the one the run was trained on?")
+    out.start()
     model = prepare_model(build_model(arch), device, channels_last=channels_last)
-    optimizer = _optimizer(model, recipe)
-    c = cost(arch)
+    net = Trainee(model, make_finetune_optimizer(model, recipe), cost(arch))
     f = recipe.finetune
-    steps = len(data.train)
-    history: list[dict[str, Any]] = []
-    best_val, best_epoch, best_state = -1.0, 0, None
-    flops, start = 0, time.perf_counter()
-    for epoch in range(epochs):
-        first = epoch * steps
+    state, clock = LoopState(), Clock()
+    phase = Phase("control", epochs, finetune_schedule(recipe, epochs=epochs, steps=len(data.train)),
+                  label_smoothing=f.label_smoothing, keep_best=True, label=f"control {control}")
 
-        def lr_at(i: int, first: int = first) -> float:
-            return cosine_lr(first + i, epochs * steps, lr=f.lr, min_lr=f.min_lr, warmup=f.warmup_epochs * steps)
-
-        stats = train_epoch(model, data.train, optimizer, lr_at=lr_at, amp=amp, label_smoothing=f.label_smoothing)
-        if not stats.finite:
-            raise RunError(f"control {control}: non-finite training loss in epoch {epoch + 1}; lower finetune.lr in the "
-                           "run's recipe and train the control again")
-        val = evaluate(model, data.val, amp=amp)
-        flops += c.train_flops_per_sample * stats.samples
-        row = {"round": 0, "epoch": epoch + 1, "phase": "control", "lr": lr_at(steps - 1), "train_loss": stats.loss,
-               "train_acc": stats.acc, "val_loss": val.loss, "val_acc": val.acc, "macs": c.macs, "params": c.params,
-               "train_flops": flops, "wall_time": round(time.perf_counter() - start, 3)}
-        history.append(row)
-        out.write_history(history)
-        logger.info("control %s epoch %d/%d: lr %.4g loss %.4f acc %.4f | val loss %.4f acc %.4f",
-                    control, epoch + 1, epochs, row["lr"], stats.loss, stats.acc, val.loss, val.acc)
+    def epoch_end(row: Mapping[str, Any]) -> None:
+        out.write_history(state.history)
         if progress is not None:
             progress(row)
-        if val.acc > best_val:
-            best_val, best_epoch = val.acc, epoch + 1
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    if best_state is not None:
-        model.load_state_dict(best_state)
+
+    fit(net, data, state, phase, last_good=InMemory(net, state, data.train, device),
+        divergence=Divergence.from_recipe(recipe, lower="finetune.lr"), clock=clock, on_epoch_end=epoch_end, amp=amp)
+    if net.best is not None:
+        model.load_state_dict(net.best)
     val = evaluate(model, data.val, amp=amp)
     test = evaluate(model, data.test, amp=amp)
-    wall = round(time.perf_counter() - start, 3)
-    from .weights import save_model
-
+    wall = round(clock(), 3)
+    c = net.cost
     final = arch.with_meta(control=control, macs=c.macs, params=c.params, val_acc=val.acc, test_acc=test.acc,
-                           dataset=config["dataset"], train_flops=flops)
+                           dataset=config["dataset"], train_flops=state.train_flops)
     final.save(out.architecture)
     save_model(model, out.weights)
     summary = {
         "control": control, "dataset": config["dataset"], "seed": config["seed"], "val_acc": val.acc,
         "test_acc": test.acc, "val_loss": val.loss, "test_loss": test.loss, "macs": c.macs, "params": c.params,
-        "train_flops": flops, "wall_time": wall, "epochs": epochs, "best_epoch": best_epoch,
+        "train_flops": state.train_flops, "wall_time": wall, "epochs": epochs, "best_epoch": state.best_epoch,
         "optimizer": f.optimizer, "schedule": f"cosine {f.lr:g} -> {f.min_lr:g} over {epochs} epochs"
                                               + (f", warm-up {f.warmup_epochs:g} epochs" if f.warmup_epochs else ""),
+        "events": state.events,
     }
     out.write_json(out.summary, summary)
-    return ControlResult(control, out.path, final, val.acc, test.acc, c.macs, c.params, flops, wall, epochs, best_epoch)
+    return ControlResult(control, out.path, final, val.acc, test.acc, c.macs, c.params, state.train_flops, wall, epochs,
+                         state.best_epoch, tuple(state.events))

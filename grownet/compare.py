@@ -45,7 +45,7 @@ def render_compare(run_dirs: Sequence[str | os.PathLike], *, controls: bool = Tr
         UsageError: when no run folder is given.
         RunError: when a folder is not a readable grownet run.
     """
-    from . import __version__
+    from ._version import __version__
 
     if not run_dirs:
         raise UsageError("compare needs at least one run folder")

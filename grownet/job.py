@@ -1,6 +1,6 @@
 """What every training job shares (a search, a control, a ticket): data built from a run's
-config and recipe, the recipe's DessiLBI optimizer, the seed architecture, seeding and
-scoping of the global RNGs, and the run's log file."""
+config and recipe, the recipe's DessiLBI and fine-tune optimizers and fine-tune schedule, the
+seed architecture, seeding and scoping of the global RNGs, and the run's log file."""
 
 from __future__ import annotations
 
@@ -11,21 +11,24 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from ._version import __version__
 from .arch import Architecture
 from .data import Augment, load_dataset, make_loaders
 from .errors import ConfigError, UsageError
 from .optim import DessiLBI, dessilbi_param_groups
 from .recipe import Recipe
 from .seeds import PRESETS, preset
+from .train import cosine_lr
 
-__all__ = ["FILE_ONLY", "JobData", "log_to_file", "make_data", "make_dessilbi", "provenance", "rng_scope", "rng_state",
-           "seed_all", "seed_arch", "seed_arch_file", "set_rng_state"]
+__all__ = ["FILE_ONLY", "JobData", "finetune_schedule", "log_to_file", "make_data", "make_dessilbi",
+           "make_finetune_optimizer", "provenance", "rng_scope", "rng_state", "seed_all", "seed_arch", "seed_arch_file",
+           "set_rng_state"]
 
 
 # ---- logging and random state -------------------------------------------------------------------
@@ -104,8 +107,6 @@ def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
 def provenance(command: str) -> dict[str, Any]:
     """The ``versions``, ``command`` and ``started`` (UTC, ISO 8601) entries of a job's
     config.json."""
-    from . import __version__  # at call time: the package may still be importing this module
-
     return {
         "versions": {"grownet": __version__, "torch": torch.__version__, "torchvision": _version_of("torchvision"),
                      "python": platform.python_version()},
@@ -132,6 +133,31 @@ def make_dessilbi(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     o = recipe.optim
     groups = dessilbi_param_groups(model, weight_decay=o.weight_decay)
     return DessiLBI(groups, lr=o.lr, kappa=o.kappa, mu=o.mu, lam=o.lam, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def make_finetune_optimizer(model: nn.Module, recipe: Recipe, *,
+                            dessilbi: torch.optim.Optimizer | None = None) -> torch.optim.Optimizer:
+    """The ``[finetune]`` optimizer over ``model``: momentum SGD with the ``finetune.*``
+    settings, or for ``finetune.optimizer = "dessilbi"`` the optimizer ``dessilbi`` when given
+    (a search keeps its growing optimizer and its state) or a fresh one (controls, tickets)."""
+    f = recipe.finetune
+    if f.optimizer == "dessilbi":
+        return dessilbi if dessilbi is not None else make_dessilbi(model, recipe)
+    return torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.momentum, nesterov=f.nesterov and f.momentum > 0,
+                           weight_decay=f.weight_decay)
+
+
+def finetune_schedule(recipe: Recipe, *, epochs: int, steps: int) -> Callable[[int, int], float]:
+    """The fine-tune's rate at (epoch from 0, batch from 0) of ``epochs`` epochs of ``steps``
+    batches: cosine from ``finetune.lr`` to ``finetune.min_lr`` over every step, after a
+    linear warm-up of ``finetune.warmup_epochs`` (:func:`grownet.train.cosine_lr`)."""
+    f = recipe.finetune
+    total, warm = max(1, epochs * steps), f.warmup_epochs * steps
+
+    def lr_at(epoch: int, i: int) -> float:
+        return cosine_lr(epoch * steps + i, total, lr=f.lr, min_lr=f.min_lr, warmup=warm)
+
+    return lr_at
 
 
 def make_data(config: Mapping[str, Any], recipe: Recipe, device: torch.device, *, channels_last: bool) -> Any:

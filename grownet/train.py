@@ -1,9 +1,10 @@
-"""The one training loop: an epoch of training and an evaluation pass.
+"""One epoch of training and one evaluation pass: the body of the one training loop,
+:func:`grownet.loop.fit`, which every command goes through.
 
-Used by search, baseline, ticket and tune. It knows nothing about growth, run folders or
-consoles: the caller sets the learning rate through ``lr_at`` and shows progress through the
-``progress`` callback. Loaders yield ``(images, labels)`` batches already on the model's
-device (grownet.data).
+It knows nothing about growth, run folders or consoles: the caller sets the learning rate
+through ``lr_at`` and shows progress through the ``progress`` callback. Loaders yield
+``(images, labels)`` batches already on the model's device (grownet.data). Also here: the
+device helpers and the cosine schedule.
 """
 
 from __future__ import annotations

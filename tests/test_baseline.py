@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import grownet.baseline as baseline
+import grownet.loop as loop
 from grownet.arch import Architecture, ResStage
 from grownet.baseline import CONTROLS, control_architecture, run_control, scale_widths, uniform_architecture
 from grownet.train import cosine_lr
 from grownet.cost import cost
-from grownet.errors import RunError, UsageError
+from grownet.errors import DivergenceError, RunError, UsageError
 from grownet.report import controls_info, load_run
 from grownet.weights import load_model
 
@@ -68,7 +69,7 @@ def test_control_architectures(tmp_path: Path) -> None:
     assert control_architecture(run, "scratch") == FINAL and control_architecture(run, "scratch").meta == {}
     assert control_architecture(run, "seed") == SEED
     assert control_architecture(run, "uniform") == uniform_architecture(SEED, cost(FINAL).macs)
-    with pytest.raises(UsageError, match="--control: must be one of scratch, uniform, seed"):
+    with pytest.raises(UsageError, match="--control: must be one of scratch, uniform, random, seed"):
         control_architecture(run, "bigger")
     (run / "architecture.json").unlink()
     with pytest.raises(RunError, match="architecture.json is missing"):
@@ -138,6 +139,7 @@ def test_control_folder_holds_summary_history_and_architecture(tiny_run: Path, s
     assert [int(r["epoch"]) for r in rows] == [1, 2] and {r["phase"] for r in rows} == {"control"}
     assert [int(r["train_flops"]) for r in rows] == [c.train_flops_per_sample * N_TRAIN * e for e in (1, 2)]
     assert Architecture.from_json(out / "architecture.json") == SEED
+    assert summary["events"] == [] and "control seed: val acc" in (out / "grownet.log").read_text()
 
 
 def test_control_keeps_the_best_validation_epoch_and_tests_it_once(tiny_run: Path, seed_control: baseline.ControlResult) -> None:
@@ -159,14 +161,14 @@ def test_control_keeps_the_best_validation_epoch_and_tests_it_once(tiny_run: Pat
 
 def test_control_uses_the_one_training_loop_with_the_fine_tune_schedule(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[float]] = []
-    real = baseline.train_epoch
+    real = loop.train_epoch
 
     def spy(model, loader, optimizer, *, lr_at, **kw):  # type: ignore[no-untyped-def]
         calls.append([lr_at(i) for i in range(len(loader))])
         assert isinstance(optimizer, torch.optim.SGD)  # finetune.optimizer = "sgd" in this run's recipe
         return real(model, loader, optimizer, lr_at=lr_at, **kw)
 
-    monkeypatch.setattr(baseline, "train_epoch", spy)
+    monkeypatch.setattr(loop, "train_epoch", spy)
     run_control(tiny_run, "scratch", epochs=2, device="cpu")
     steps = N_TRAIN // 32
     assert len(calls) == 2 and all(len(c) == steps for c in calls)
@@ -196,7 +198,7 @@ def test_run_control_rejects_bad_arguments(tiny_run: Path) -> None:
         run_control(tiny_run, "seed", epochs=0, device="cpu")
     with pytest.raises(UsageError, match="--control: must be one of"):
         run_control(tiny_run, "wider", device="cpu")
-    assert CONTROLS == ("scratch", "uniform", "seed")
+    assert CONTROLS == ("scratch", "uniform", "random", "seed")
 
 
 def test_cli_baseline_trains_the_control_and_rewrites_the_report(tiny_run: Path, seed_control: baseline.ControlResult) -> None:
@@ -208,3 +210,41 @@ def test_cli_baseline_trains_the_control_and_rewrites_the_report(tiny_run: Path,
     assert json.loads((tiny_run / "controls" / "seed" / "summary.json").read_text())["epochs"] == 1
     assert "seed net alone" in (tiny_run / "report.html").read_text(encoding="utf-8")
     assert main(["baseline", str(tiny_run), "--control", "wider"]) == 2
+
+
+# ---- divergence: the one policy of grownet.loop ----------------------------------------------------------
+
+
+def _diverging_run(root: Path, **run: object) -> Path:
+    """A run whose recipe makes the control's DessiLBI diverge within its first epoch (a coupling
+    1/nu = 1e6 times the default's: W - Γ is amplified at every step) unless the rate drops."""
+    recipe = {"data": {"val_size": N_VAL, "batch_size": 8, "eval_batch_size": 64, "augment": False},
+              "optim": {"mu": 1e-6}, "finetune": {"optimizer": "dessilbi", "lr": 0.05},
+              "run": {"channels_last": "off", **run}}
+    return write_synthetic_run(root / "run", dataset=f"npz:{_tiny_npz(root / 'tiny.npz')}", data_dir=None, recipe=recipe)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_a_diverging_control_retries_at_the_lowered_rate_and_records_the_event(tmp_path: Path, device: str) -> None:
+    run = _diverging_run(tmp_path, retry_lr_factor=1e-6)
+    result = run_control(run, "seed", epochs=2, device=device)
+    (event,) = result.events
+    assert (event["epoch"], event["phase"], event["event"]) == (1, "control", "divergence")
+    assert "non-finite training loss" in event["detail"] and "retrying with lr x 1e-06" in event["detail"]
+    out = run / "controls" / "seed"
+    assert json.loads((out / "summary.json").read_text())["events"] == [event]
+    steps = N_TRAIN // 8
+    lrs = [float(r["lr"]) for r in _history(out / "history.csv")]
+    assert lrs == pytest.approx([cosine_lr(steps * e - 1, 2 * steps, lr=0.05) * 1e-6 for e in (1, 2)])
+    assert "retrying with lr x 1e-06" in (out / "grownet.log").read_text()
+
+
+def test_a_control_that_keeps_diverging_stops_with_a_divergence_error(tmp_path: Path) -> None:
+    run = _diverging_run(tmp_path, max_retries=0)
+    with pytest.raises(DivergenceError, match=r"the loss was non-finite 1 times \(run\.max_retries 0\); it stopped at its "
+                                              r"last good state \(epoch 0\); lower finetune\.lr and start again"):
+        run_control(run, "seed", epochs=2, device="cpu")
+    out = run / "controls" / "seed"
+    assert not (out / "summary.json").exists()
+    assert "gave up after 0 retries" in (out / "grownet.log").read_text()

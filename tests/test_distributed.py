@@ -20,7 +20,7 @@ from torch import nn
 from _smoke import FAST, REPO, SMOKE, smoke_dataset
 from grownet.distributed import LOCAL, ShardedLoader, init_distributed, launch
 from grownet.errors import UsageError
-from grownet.search import Reporter
+from grownet.progress import Reporter
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")

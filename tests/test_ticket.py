@@ -509,3 +509,34 @@ def test_cli_ticket_writes_a_resnet_ticket(tmp_path, npz, capsys):
     assert main(["ticket", "--preset", "vgg16", "--dataset", npz, "--epochs", "1", "--at-epoch", "2",
                  "--out", str(tmp_path / "x")]) == 2
     assert "grownet: error: --at-epoch: must be at most --epochs (1), got 2" in capsys.readouterr().err
+
+
+# ---- divergence: the one policy of grownet.loop ----------------------------------------------------------
+
+#: A coupling 1/nu a million times the default's: DessiLBI's W - Γ is amplified at every step
+#: and the dense net's loss turns non-finite within its first epoch unless the rate drops.
+DIVERGING = {**OVERRIDES, "optim.mu": 1e-6}
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_a_diverging_ticket_retries_at_the_lowered_rate_and_records_the_event(tmp_path, npz, device):
+    from grownet.ticket import ticket
+
+    result = ticket(TINY, epochs=1, finetune_epochs=1, dataset=npz, out=tmp_path / "t", device=device, seed=3,
+                    overrides={**DIVERGING, "run.retry_lr_factor": 1e-6})
+    assert [e["phase"] for e in result.events] == ["dense"]
+    assert "retrying with lr x 1e-06" in result.events[0]["detail"]
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["events"] == list(result.events)
+
+
+def test_a_ticket_that_keeps_diverging_stops_with_a_divergence_error(tmp_path, npz):
+    from grownet.errors import DivergenceError
+    from grownet.ticket import ticket
+
+    with pytest.raises(DivergenceError, match=r"the loss was non-finite 1 times \(run\.max_retries 0\); it stopped at its "
+                                              r"last good state \(epoch 0\); lower optim\.lr and start again"):
+        ticket(TINY, epochs=2, finetune_epochs=1, dataset=npz, out=tmp_path / "t", device="cpu", seed=3,
+               overrides={**DIVERGING, "run.max_retries": 0})
+    assert (tmp_path / "t" / "config.json").exists() and not (tmp_path / "t" / "summary.json").exists()
+    assert "gave up after 0 retries" in (tmp_path / "t" / "grownet.log").read_text()

@@ -203,7 +203,7 @@ def render_report(run: RunRecord | str | os.PathLike) -> str:
     Raises:
         RunError: when the folder is not a readable grownet run.
     """
-    from .. import __version__
+    from .._version import __version__
 
     if not isinstance(run, RunRecord):
         run = load_run(run)

@@ -6,23 +6,26 @@ import copy
 import io
 import logging
 import os
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from .._version import __version__
 from ..arch import Architecture
 from ..cost import cost
-from ..errors import DivergenceError, GrownetError, UsageError
+from ..errors import UsageError
 from ..files import atomic_write_bytes
-from ..job import FILE_ONLY, log_to_file, make_data, make_dessilbi, provenance, rng_scope, seed_all, seed_arch
-from ..recipe import resolve_recipe
+from ..job import (finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, provenance, rng_scope, seed_all,
+                   seed_arch)
+from ..loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, cpu_state, fit
 from ..models import as_architecture, build_model
-from ..runfolder import RunFolder, make_folder, remove_created
-from ..train import amp_dtype, cosine_lr, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
+from ..progress import Reporter
+from ..recipe import resolve_recipe
+from ..runfolder import JobFolder, RunFolder, job_folder
+from ..train import amp_dtype, evaluate, prepare_model, resolve_device, wants_channels_last
 from ..weights import save_model
 from ._prune import (FOLD_MODES, FoldRecord, filter_scores, filter_support, keep_sets, layer_supports, mask_model,
                      prune_model)
@@ -96,6 +99,7 @@ class TicketResult:
             mode (all of :data:`FOLD_MODES`), to compare with the masked net.
         max_logit_diff: largest |masked - pruned| logit on the first test batch (eval mode).
         wall_time: seconds for the whole job.
+        events: divergence retries of every phase (:mod:`grownet.loop`), as in summary.json.
     """
 
     out: Path | None
@@ -112,6 +116,7 @@ class TicketResult:
     fold_check: dict[str, dict[str, float]]
     max_logit_diff: float
     wall_time: float
+    events: tuple = ()
 
     def table(self) -> list[Score]:
         """The comparison rows in :data:`SCORE_LABELS` order."""
@@ -141,16 +146,6 @@ def resolve_arch(arch: Architecture | Mapping[str, Any] | str | os.PathLike, *, 
         if getattr(arch, key) != value:
             raise UsageError(f"--arch: the architecture has {key} {getattr(arch, key)}, the dataset needs {value}")
     return arch
-
-
-class _Clock:
-    """Cumulative wall time of a job."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.start
 
 
 def ticket(
@@ -197,8 +192,8 @@ def ticket(
         seed: random seed (data split, order, augmentation, initialisations).
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         force: overwrite an existing output folder of a grownet run.
-        reporter: progress hooks with the :class:`grownet.search.Reporter` methods
-            (``finish`` receives the TicketResult).
+        reporter: progress hooks (:class:`grownet.progress.Reporter`; ``finish`` receives the
+            TicketResult).
         command: the command line recorded in config.json.
 
     Returns:
@@ -207,10 +202,9 @@ def ticket(
     Raises:
         UsageError: bad arguments. ConfigError, DataError, ArchitectureError: invalid inputs.
         RunError: the output folder exists (without ``force``) or is locked.
-        DivergenceError: a non-finite training loss.
+        DivergenceError: a training loss that stayed non-finite past ``run.max_retries``
+            retries (:mod:`grownet.loop`'s divergence policy).
     """
-    from ..search import Reporter
-
     _check_int("--epochs", epochs, low=1)
     if at_epoch is not None:
         _check_int("--at-epoch", at_epoch, low=1)
@@ -234,27 +228,8 @@ def ticket(
         if out is None:
             with rng_scope(job.device):
                 return job.run(None)
-        folder = RunFolder(out)
-        created = make_folder(folder.path)
-        try:
-            with folder.lock():
-                folder.prepare(resume=False, force=force)
-                try:
-                    with log_to_file(folder.log), rng_scope(job.device):
-                        try:
-                            return job.run(folder)
-                        except GrownetError as exc:
-                            log.error("%s", exc, extra=FILE_ONLY)
-                            raise
-                except BaseException:
-                    if not job.started:  # refused before training: leave the folder as it was
-                        for path in (folder.config, folder.log):
-                            path.unlink(missing_ok=True)
-                        folder.restore_replaced()
-                    raise
-        except BaseException:
-            remove_created(created)  # only folders still empty
-            raise
+        with job_folder(out, device=job.device, check=lambda f: f.prepare(resume=False, force=force)) as folder:
+            return job.run(folder)
     finally:
         job.reporter.close()
 
@@ -274,15 +249,39 @@ class _TicketJob:
         self.data_dir, self.seed, self.device, self.reporter, self.command = data_dir, seed, device, reporter, command
         self.channels_last = wants_channels_last(recipe.run.channels_last, device)
         self.amp = amp_dtype(recipe.run.amp, device)
-        self.clock = _Clock()
-        self.folder: RunFolder | None = None
-        self.started = False  # True once the inputs are checked and training begins
+        self.clock = Clock()
+        self.folder: JobFolder | None = None
+        self.history: list[dict[str, Any]] = []  # the dense net's rows, then the fine-tune's
+        self.supports: dict[int, dict[str, torch.Tensor]] = {}
+        self.state = LoopState(history=self.history)  # the last phase's counters (retries and events carry on)
 
     # -- the steps --------------------------------------------------------------------------------
-    def run(self, folder: RunFolder | None) -> TicketResult:
+    def run(self, folder: JobFolder | None) -> TicketResult:
         self.folder = folder
-        r = self.recipe
         seed_all(self.seed)
+        arch = self._start()
+        dense, snapshot = self._train_dense(arch)
+        scores = {"dense": dense}
+        pruned, fold_check, diff = self._prune(arch, snapshot, scores)
+        small, final_model = pruned.arch, pruned.model
+        if self.finetune_epochs > 0:
+            final_model = self._finetune(pruned.model, small, scores, flops0=dense.train_flops)
+        result = TicketResult(
+            out=folder.path if folder else None, dense_arch=arch, arch=small, epochs=self.epochs, at_epoch=self.at_epoch,
+            finetune_epochs=self.finetune_epochs, keep=snapshot["keep"],
+            support_sizes={e: {k: int(v.sum()) for k, v in s.items()} for e, s in self.supports.items()},
+            scores=scores, fold=self.fold, folds=tuple(pruned.folds), fold_check=fold_check, max_logit_diff=diff,
+            wall_time=round(self.clock(), 3), events=tuple(self.state.events),
+        )
+        if folder is not None:
+            self._write_final(folder, result, final_model)
+        self.reporter.finish(result)
+        return result
+
+    def _start(self) -> Architecture:
+        """Load the data, build the architecture for it, write config.json; the inputs are
+        good from here on (a failure no longer restores the folder)."""
+        r, folder = self.recipe, self.folder
         config = self._config()
         self.data = make_data(config, r, self.device, channels_last=self.channels_last)
         if self.arch_spec is None:
@@ -292,27 +291,28 @@ class _TicketJob:
                                 input_size=self.data.input_size)
         arch = Architecture.from_dict({**arch.to_dict(), "meta": {}})
         if folder is not None:
-            folder.drop_replaced()  # the inputs are good: the run --force replaces goes
             folder.write_json(folder.config, config)
-        self.started = True
+            folder.start()  # the run --force replaces goes
         self.dense_arch = arch
         log.info("ticket: training %s (%s) for %d DessiLBI epochs; ticket at epoch %d", arch.family, arch.layer_widths(),
                  self.epochs, self.at_epoch)
         self.reporter.start(run_dir=folder.path if folder else None, arch=arch, recipe=r, resumed=False)
+        return arch
 
-        # (1) dense net with DessiLBI, supports after every epoch, snapshot at the ticket epoch
+    def _train_dense(self, arch: Architecture) -> tuple[Score, dict[str, Any]]:
+        """(1) The dense net with DessiLBI at ``optim.lr``, Γ's supports after every epoch, the
+        model and keep sets at the ticket epoch. Returns the dense score and that snapshot."""
+        r, folder = self.recipe, self.folder
         dense = self._prepare(build_model(arch))
         opt = make_dessilbi(dense, r)
-        self.history: list[dict[str, Any]] = []
-        self.supports: dict[int, dict[str, torch.Tensor]] = {}
         snapshot: dict[str, Any] = {}
 
-        def after_epoch(epoch: int) -> None:
+        def supports(epoch: int) -> None:
             sup = layer_supports(arch, filter_support(dense, opt))
             self.supports[epoch] = sup
             log.info("epoch %d support sizes: %s", epoch, {k: int(v.sum()) for k, v in sup.items()})
             if epoch == self.at_epoch:
-                snapshot["state"] = _cpu_state(dense)
+                snapshot["state"] = cpu_state(dense)
                 snapshot["keep"] = keep_sets(arch, sup, scores=filter_scores(arch, dense, opt))
                 snapshot["support"] = sup
                 if folder is not None:
@@ -321,11 +321,15 @@ class _TicketJob:
                 self._write_supports(folder, arch, snapshot.get("keep"))
 
         lr = r.optim.lr
-        dense_phase = self._phase("dense", dense, opt, arch, epochs=self.epochs, lr_at=lambda e, i: lr,
-                                  smoothing=r.optim.label_smoothing, after_epoch=after_epoch)
-        dense_score = self._score("dense", dense, dense_phase, arch)
+        phase = Phase("dense", self.epochs, lambda e, i: lr, label_smoothing=r.optim.label_smoothing, keep_best=True,
+                      round=1, label="ticket")
+        return self._phase(phase, Trainee(dense, opt, cost(arch)), after_epoch=supports), snapshot
 
-        # (2) masked and pruned nets from the ticket epoch
+    def _prune(self, arch: Architecture, snapshot: Mapping[str, Any],
+               scores: dict[str, Score]) -> tuple[Any, dict[str, dict[str, float]], float]:
+        """(2) The masked and pruned nets of the ticket epoch, scored; the pruned net built with
+        every fold mode, scored too. Returns the chosen fold's pruned net, the fold check and
+        the largest masked-vs-pruned logit difference."""
         keep = snapshot["keep"]
         at = build_model(arch).to(self.device)
         at.load_state_dict(snapshot["state"])
@@ -333,8 +337,7 @@ class _TicketJob:
         masked = self._prepare(mask_model(at, keep))
         c_dense = cost(arch)
         m_val, m_test = self._evaluate(masked)
-        scores = {"dense": dense_score,
-                  "masked": Score("masked", c_dense.macs, c_dense.params, m_val, m_test, epoch=self.at_epoch)}
+        scores["masked"] = Score("masked", c_dense.macs, c_dense.params, m_val, m_test, epoch=self.at_epoch)
         fold_check: dict[str, dict[str, float]] = {}
         built = {mode: prune_model(at, keep, fold=mode) for mode in FOLD_MODES}
         for mode, res in built.items():
@@ -348,44 +351,61 @@ class _TicketJob:
         diff = self._logit_diff(masked, pruned.model)
         log.info("ticket: %s -> %s; masked test acc %.4f, pruned (%s fold) %.4f, max logit diff %.3g",
                  arch.layer_widths(), small.layer_widths(), m_test or 0.0, self.fold, scores["ticket"].test_acc or 0.0, diff)
-        if folder is not None:
-            (folder.path / "ticket").mkdir(exist_ok=True)
-            small.with_meta(**self._meta(scores["ticket"], c_small)).save(folder.path / "ticket" / "architecture.json")
-            save_model(pruned.model, folder.path / "ticket" / "weights.pt")
-        del masked, at
+        if self.folder is not None:
+            (self.folder.path / "ticket").mkdir(exist_ok=True)
+            small.with_meta(**self._meta(scores["ticket"], c_small)).save(self.folder.path / "ticket" / "architecture.json")
+            save_model(pruned.model, self.folder.path / "ticket" / "weights.pt")
+        return pruned, fold_check, diff
 
-        # (3) fine-tune the ticket; train the same widths from a fresh initialisation
-        final_model = pruned.model
-        if self.finetune_epochs > 0:
-            ft_model = self._prepare(copy.deepcopy(pruned.model))
-            ft = self._phase("finetune", ft_model, self._finetune_optimizer(ft_model), small,
-                             epochs=self.finetune_epochs, lr_at=self._cosine(), smoothing=r.finetune.label_smoothing,
-                             offset=self.epochs, flops0=dense_phase["train_flops"])
-            scores["finetuned"] = self._score("finetuned", ft_model, ft, small)
-            final_model = ft_model
-            dense_rows = self.history
-            self.history = []
-            fresh = self._prepare(build_model(small))
-            fr = self._phase("fresh", fresh, self._finetune_optimizer(fresh), small, epochs=self.finetune_epochs,
-                             lr_at=self._cosine(), smoothing=r.finetune.label_smoothing)
-            scores["fresh"] = self._score("fresh", fresh, fr, small)
-            fresh_rows, self.history = self.history, dense_rows
-            if folder is not None:
-                self._write_fresh(folder, small, scores["fresh"], fresh_rows)
-
-        result = TicketResult(
-            out=folder.path if folder else None, dense_arch=arch, arch=small, epochs=self.epochs, at_epoch=self.at_epoch,
-            finetune_epochs=self.finetune_epochs, keep=keep,
-            support_sizes={e: {k: int(v.sum()) for k, v in s.items()} for e, s in self.supports.items()},
-            scores=scores, fold=self.fold, folds=tuple(pruned.folds), fold_check=fold_check, max_logit_diff=diff,
-            wall_time=round(self.clock(), 3),
-        )
-        if folder is not None:
-            self._write_final(folder, result, final_model)
-        self.reporter.finish(result)
-        return result
+    def _finetune(self, pruned: nn.Module, small: Architecture, scores: dict[str, Score], *, flops0: int) -> nn.Module:
+        """(3) Fine-tune the ticket (history rows after the dense ones) and train the same
+        widths from a fresh initialisation (its own rows), both with the ``[finetune]``
+        optimizer, fresh, and schedule; both see the same batches. Returns the fine-tuned net."""
+        r = self.recipe
+        schedule = finetune_schedule(r, epochs=self.finetune_epochs, steps=len(self.data.train))
+        ft_model = self._prepare(copy.deepcopy(pruned))
+        ft = Phase("finetune", self.finetune_epochs, schedule, label_smoothing=r.finetune.label_smoothing,
+                   keep_best=True, round=1, label="ticket")
+        scores["finetuned"] = self._phase(ft, Trainee(ft_model, make_finetune_optimizer(ft_model, r), cost(small)),
+                                          epoch=self.epochs, flops0=flops0, history=self.history)
+        fresh = self._prepare(build_model(small))
+        rows: list[dict[str, Any]] = []
+        scores["fresh"] = self._phase(replace(ft, name="fresh"), Trainee(fresh, make_finetune_optimizer(fresh, r), cost(small)),
+                                      loader_epoch=self.epochs, history=rows)
+        if self.folder is not None:
+            self._write_fresh(self.folder, small, scores["fresh"], rows)
+        return ft_model
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _phase(self, phase: Phase, net: Trainee, *, epoch: int = 0, flops0: int = 0, loader_epoch: int | None = None,
+               history: list[dict[str, Any]] | None = None, after_epoch: Callable[[int], None] | None = None) -> Score:
+        """Train ``phase`` through the one loop (history rows numbered from ``epoch + 1`` into
+        ``history``, their cumulative training FLOPs from ``flops0``; the training loader from
+        its epoch ``loader_epoch``, default ``epoch``), then load the phase's best-validation
+        weights into the net and score them."""
+        self.data.train.set_epoch(epoch if loader_epoch is None else loader_epoch)
+        state = LoopState(epoch=epoch, train_flops=flops0, retries=self.state.retries, events=list(self.state.events),
+                          history=self.history if history is None else history)
+        self.state = state
+        write = self.folder is not None and phase.name != "fresh"
+
+        def epoch_end(row: Mapping[str, Any]) -> None:
+            if after_epoch is not None:
+                after_epoch(state.epoch)
+            if write:
+                self.folder.write_history(self.history)  # type: ignore[union-attr]
+            self.reporter.epoch_end(row)
+
+        fit(net, self.data, state, phase, last_good=InMemory(net, state, self.data.train, self.device),
+            divergence=Divergence.from_recipe(self.recipe, lower="optim.lr" if phase.name == "dense" else "finetune.lr"),
+            clock=self.clock, reporter=self.reporter, on_epoch_end=epoch_end, amp=self.amp)
+        if net.best is not None:
+            net.model.load_state_dict(net.best)
+        val, test = self._evaluate(net.model)
+        c = net.cost
+        return Score(phase.name if phase.name != "finetune" else "finetuned", c.macs, c.params, val, test,
+                     epoch=state.best_epoch, epochs=phase.epochs, train_flops=state.train_flops - flops0)
+
     def _config(self) -> dict[str, Any]:
         spec = self.arch_spec
         return {
@@ -410,76 +430,7 @@ class _TicketJob:
         with torch.no_grad():
             return float((a(x).float() - b(x.to(next(b.parameters()).device)).float()).abs().max())
 
-    def _finetune_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        f = self.recipe.finetune
-        if f.optimizer == "dessilbi":
-            return make_dessilbi(model, self.recipe)  # fresh state: the control gets the same
-        return torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.momentum, nesterov=f.nesterov and f.momentum > 0,
-                               weight_decay=f.weight_decay)
-
-    def _cosine(self) -> Callable[[int, int], float]:
-        """lr at (epoch index from 0, batch index): cosine from finetune.lr to min_lr over the
-        phase, after a linear warm-up of finetune.warmup_epochs."""
-        f = self.recipe.finetune
-        steps = len(self.data.train)
-        total = max(1, self.finetune_epochs * steps)
-        warm = f.warmup_epochs * steps
-
-        def lr_at(epoch: int, i: int) -> float:
-            return cosine_lr(epoch * steps + i, total, lr=f.lr, min_lr=f.min_lr, warmup=warm)
-
-        return lr_at
-
-    def _phase(self, phase: str, model: nn.Module, opt: torch.optim.Optimizer, arch: Architecture, *, epochs: int,
-               lr_at: Callable[[int, int], float], smoothing: float, offset: int = 0, flops0: int = 0,
-               after_epoch: Callable[[int], None] | None = None) -> dict[str, Any]:
-        """Train ``epochs`` epochs (history rows numbered from ``offset + 1``, their cumulative
-        training FLOPs from ``flops0``); return the best-validation state, its epoch and the
-        phase's own training FLOPs."""
-        c = cost(arch)
-        best: dict[str, Any] = {"val": -1.0, "epoch": 0, "state": None, "train_flops": 0}
-        flops = 0
-        for e in range(epochs):
-            # the fine-tune and the fresh control see the same batches (order and augmentation)
-            self.data.train.set_epoch(offset + e if phase != "fresh" else self.epochs + e)
-            self.reporter.epoch_start(phase=phase, round=1, epoch=e + 1, index=e + 1, total=epochs, batches=len(self.data.train))
-            stats = train_epoch(model, self.data.train, opt, lr_at=lambda i, e=e: lr_at(e, i), amp=self.amp,
-                                label_smoothing=smoothing, progress=self.reporter.batch)
-            if not stats.finite:
-                raise DivergenceError(
-                    f"{phase} epoch {e + 1}: the training loss became non-finite after {stats.samples} samples; "
-                    f"lower {'optim.lr' if phase == 'dense' else 'finetune.lr'} and start again"
-                )
-            val = evaluate(model, self.data.val, amp=self.amp)
-            flops += c.train_flops_per_sample * stats.samples
-            row = {"round": 1, "epoch": offset + e + 1, "phase": phase, "lr": lr_at(e, len(self.data.train) - 1),
-                   "train_loss": stats.loss, "train_acc": stats.acc, "val_loss": val.loss, "val_acc": val.acc,
-                   "macs": c.macs, "params": c.params, "train_flops": flops0 + flops, "wall_time": round(self.clock(), 3)}
-            self.history.append(row)
-            if val.acc > best["val"]:
-                best.update(val=val.acc, epoch=offset + e + 1, state=_cpu_state(model))
-            log.info("%s epoch %d/%d: lr %.4g loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s", phase, e + 1, epochs,
-                     row["lr"], stats.loss, stats.acc, val.loss, val.acc, stats.seconds)
-            if after_epoch is not None:
-                after_epoch(e + 1)
-            if self.folder is not None and phase != "fresh":
-                self.folder.write_history(self.history)
-            self.reporter.epoch_end(row)
-        best["train_flops"] = flops
-        return best
-
-    def _score(self, name: str, model: nn.Module, phase: Mapping[str, Any], arch: Architecture) -> Score:
-        """Load the phase's best-validation weights into ``model`` and score them."""
-        if phase["state"] is not None:
-            model.load_state_dict(phase["state"])
-        val, test = self._evaluate(model)
-        c = cost(arch)
-        trained = self.epochs if name == "dense" else self.finetune_epochs
-        return Score(name, c.macs, c.params, val, test, epoch=phase["epoch"], epochs=trained, train_flops=phase["train_flops"])
-
     def _meta(self, score: Score, c: Any) -> dict[str, Any]:
-        from .. import __version__
-
         return {"macs": c.macs, "params": c.params, "val_acc": score.val_acc, "test_acc": score.test_acc,
                 "dataset": self.dataset, "grownet_version": __version__, "ticket_epoch": self.at_epoch,
                 "dense_widths": self.dense_arch.layer_widths()}
@@ -533,8 +484,5 @@ def summary_dict(result: TicketResult, *, dataset: str, seed: int, classes: Sequ
         "keep": result.keep, "scores": [s.to_dict() for s in result.table()], "fold": result.fold,
         "fold_check": result.fold_check, "max_logit_diff": result.max_logit_diff,
         "folds": [dict(vars(f)) for f in result.folds], "exact": all(f.exact for f in result.folds),
+        "events": list(result.events),
     }
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

@@ -102,7 +102,7 @@ def render_ticket_report(out: str | os.PathLike) -> str:
     Raises:
         RunError: a required file is missing or malformed.
     """
-    from .. import __version__
+    from .._version import __version__
     from ..report import ControlRecord, ModelPoint, RunRecord, curves_info, read_history, read_json, repro_info
     from ..report import plots as _plots
     from ..report.formatting import duration, pct, ratio, si

@@ -27,7 +27,7 @@ def render_page(rows: Sequence["TrialRow"], *, out: Path, study_name: str, stora
     linking each trial's run report and architecture, every trial, the search space.
     ``out`` is the folder the page is written to (links are relative to it);
     ``storage_label`` must be a masked URL."""
-    from .. import __version__
+    from .._version import __version__
 
     counts = {s: sum(r.state == s for r in rows) for s in _STATES}
     subtitle = (f"{config.get('dataset', '?')}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned (diverged), "

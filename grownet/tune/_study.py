@@ -173,7 +173,7 @@ def _study_config(study: "optuna.Study", *, dataset: str | None, recipe: Any, sp
                   seed: int | None, sampler: str | None, name: str, safe_url: str) -> dict[str, Any]:
     """The tune configuration: the study's own when it has one (what the caller gave must
     then agree), else the caller's, stored in the study (call while holding the lock)."""
-    from .. import __version__
+    from .._version import __version__
 
     stored = study.user_attrs.get(CONFIG_ATTR)
     own = Recipe.from_dict(stored["recipe"]) if stored and recipe is None else None

@@ -1,9 +1,4 @@
-"""Run folders: the files a search writes, its checkpoints, and the lock that keeps one writer.
-
-Layout::
-
-    config.json  architecture.json  weights.pt  history.csv  rounds.json  summary.json
-    grownet.log  report.html  checkpoints/  .lock (while a process writes it)
+"""Writing a run folder: its files, its checkpoints, and the lock that keeps one writer.
 
 Every file is written atomically (:mod:`grownet.files`). A checkpoint is a ``torch.save``
 payload ``checkpoints/ckpt-NNNNNN.pt`` plus a manifest ``checkpoints/latest.json`` holding its
@@ -29,8 +24,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from .errors import RunError
-from .files import atomic_write_bytes, atomic_write_text
+from ..errors import RunError
+from ..files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["HISTORY_COLUMNS", "RunFolder", "RunLock", "make_folder", "remove_created", "to_jsonable"]
 

@@ -1,0 +1,455 @@
+"""The search's training: growing rounds and the fine-tune through the one loop
+(:func:`grownet.loop.fit`), the growth check between rounds, checkpoints as the last good
+state, and the final files. :mod:`grownet.search` opens the run folder and calls
+:meth:`SearchJob.run`.
+
+The pieces: :class:`SearchState` (plain counters, checkpointed), :func:`growth_check` (one
+check: activity, plan, grow), :func:`time_hold` (the time budget), :class:`Checkpoints` (the
+divergence policy's last good state on disk), and :class:`SearchJob`, which strings them
+together and owns the net while the run lasts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from ._checkpoint import make_payload, read_payload
+from ._version import __version__
+from .arch import Architecture
+from .cost import Cost, cost
+from .distributed import LOCAL, DistContext
+from .errors import ConfigError
+from .grow import apply as grow_apply
+from .job import (finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, rng_state, seed_all, seed_arch,
+                  set_rng_state)
+from .loop import Divergence, LoopState, Phase, Trainee, fit
+from .models import build_model
+from .optim import filter_activity
+from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
+from .progress import Reporter
+from .recipe import Recipe
+from .runfolder import JobFolder, RunFolder
+from .signal import ImportanceMeter
+from .train import amp_dtype, evaluate, prepare_model, wants_channels_last
+from .weights import save_model
+
+__all__ = ["SearchJob", "SearchResult", "SearchState", "growth_check", "result_of", "time_hold"]
+
+logger = logging.getLogger("grownet.search")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search produced.
+
+    Attributes:
+        run_dir: the run folder.
+        arch: the final architecture (meta holds macs, params, val_acc, test_acc, ...).
+        val_acc, test_acc: accuracies (fractions) of the chosen weights.
+        macs, params: inference MACs per image and parameters of the final net.
+        train_flops: cumulative training FLOPs of the whole run.
+        wall_time: seconds spent training and evaluating (summed over resumes).
+        rounds: growth checks made; epochs: epochs trained.
+        events: divergence retries and other incidents, as recorded in summary.json.
+        paths: ``{"architecture", "weights", "history", "rounds", "summary", "config", "log"}``.
+    """
+
+    run_dir: Path
+    arch: Architecture
+    val_acc: float
+    test_acc: float
+    macs: int
+    params: int
+    train_flops: int
+    wall_time: float
+    rounds: int
+    epochs: int
+    events: tuple = ()
+    paths: Mapping[str, Path] = field(default_factory=dict)
+
+
+def result_of(run: RunFolder, summary: Mapping[str, Any]) -> SearchResult:
+    """The :class:`SearchResult` of a run folder's summary.json contents."""
+    return SearchResult(
+        run_dir=run.path, arch=Architecture.from_dict(summary["final_arch"]), val_acc=summary["val_acc"],
+        test_acc=summary["test_acc"], macs=summary["macs"], params=summary["params"],
+        train_flops=summary["train_flops"], wall_time=summary["wall_time"], rounds=summary["rounds"],
+        epochs=summary["epochs"], events=tuple(summary["events"]),
+        paths={"architecture": run.architecture, "weights": run.weights, "history": run.history,
+               "rounds": run.rounds, "summary": run.summary, "config": run.config, "log": run.log},
+    )
+
+
+@dataclass
+class SearchState(LoopState):
+    """The loop's counters plus the search's own (checkpointed as plain data)."""
+
+    phase: str = "grow"  # "grow" | "finetune" | "done"
+    round: int = 1  # current growing round (1-based)
+    round_epoch: int = 0  # epochs finished in the current round
+    ft_epoch: int = 0  # fine-tune epochs finished
+    wall_time: float = 0.0  # seconds trained and evaluated, over resumes
+    prev_activity: dict[str, float] | None = None
+    signal: dict[str, Any] | None = None  # the importance meter's state within the current round
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    seed_arch: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+
+
+# ---- the growth check ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrowthCheck:
+    """One growth check: its rounds.json ``record``, the ``activity`` it read, the ``plan``,
+    why growth was held (``hold``, or None), and the grown net and architecture (None when
+    nothing grew)."""
+
+    record: dict[str, Any]
+    activity: dict[str, float]
+    plan: GrowthPlan
+    hold: str | None
+    model: nn.Module | None
+    arch: Architecture | None
+
+
+def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: Recipe, *, meter: ImportanceMeter | None,
+                 elapsed: Callable[[], float], share: Callable[[Callable[[], Any]], Any] = LOCAL.share) -> GrowthCheck:
+    """The growth check at the end of round ``state.round``: read every layer's activity (with
+    ``meter``: the share of its filters whose importance over the round is active,
+    :mod:`grownet.signal`; without: the share in Γ's support,
+    :func:`grownet.policy.layer_activity`), plan the growth (:func:`grownet.policy.plan_growth`
+    with the recipe's rule and budgets; held at ``budget.max_rounds`` or when :func:`time_hold`
+    says the time budget would be passed), and grow without changing the function
+    (:func:`grownet.grow.apply`, optimizer state carried over).
+
+    Args:
+        net: the trained net and its optimizer (DessiLBI). arch: its architecture.
+        state: the search's counters (round, previous activity, history). recipe: the run's.
+        meter: the round's importance meter (``grow.signal = "importance"``), or None.
+        elapsed: the run's seconds so far (read only under a time budget).
+        share: data-parallel: every rank applies rank 0's plan.
+    """
+    r = recipe
+    importance, signal = None, None
+    if meter is not None:
+        activity, importance, signal = meter.activity(), meter.importance_share(), meter.record()
+    else:
+        activity = layer_activity(arch, filter_activity(net.model, net.optimizer))
+    rule = dict(
+        importance=importance, cost_exponent=r.grow.cost_exponent,
+        tau=r.grow.tau, ratio=r.grow.ratio, min_add=r.grow.min_add, previous=state.prev_activity,
+        deepen=r.grow.deepen, max_layers_per_stage=r.grow.max_layers_per_stage, max_width=r.grow.max_width,
+        max_macs=r.budget.max_macs, max_params=r.budget.max_params, cost_fn=_macs_params,
+    )
+    hold = None
+    if r.budget.max_rounds and state.round >= r.budget.max_rounds:
+        hold = f"budget.max_rounds {r.budget.max_rounds} reached"
+    plan = plan_growth(arch, activity, hold=hold, **rule)
+    if plan.grew and r.budget.time_budget > 0:
+        hold = time_hold(plan, state, r, net.cost, elapsed())
+        if hold is not None:
+            plan = plan_growth(arch, activity, hold=hold, **rule)
+    plan, hold = share(lambda: (plan, hold))  # every rank applies rank 0's decision
+    record = {
+        "round": state.round, "epoch": state.epoch, "macs": net.cost.macs, "params": net.cost.params,
+        "val_acc": state.history[-1]["val_acc"] if state.history else None,
+        "layers": [d.to_dict() for d in plan.decisions], "deepened": list(plan.deepen), "grew": plan.grew,
+        "new_macs": plan.macs, "new_params": plan.params, "hold": hold,
+        "new_arch": plan.arch.to_dict() if plan.grew else None,
+    }
+    if signal is not None:
+        record["signal"] = signal
+    if not plan.grew:
+        return GrowthCheck(record, activity, plan, hold, None, None)
+    model, grown = grow_apply(net.model, arch, dict(plan.widen), plan.deepen, optimizer=net.optimizer)
+    if grown != plan.arch:
+        raise RuntimeError(f"bug: grow.apply built {grown.layer_widths()}, the plan was {plan.arch.layer_widths()}")
+    return GrowthCheck(record, activity, plan, hold, model, grown)
+
+
+def time_hold(plan: GrowthPlan, state: SearchState, recipe: Recipe, now: Cost, elapsed: float) -> str | None:
+    """Why the time budget forbids another round (None when it fits): ``elapsed`` seconds plus
+    ``local_epochs + finetune.epochs`` epochs at this round's seconds per epoch, scaled by the
+    grown net's MACs over the present net's (``now``), must fit in ``budget.time_budget``."""
+    r, s = recipe, state
+    rows = [i for i, h in enumerate(s.history) if h["phase"] == "grow" and h["round"] == s.round]
+    start = s.history[rows[0] - 1]["wall_time"] if rows[0] > 0 else 0.0
+    per_epoch = (s.history[rows[-1]]["wall_time"] - start) / len(rows)
+    need = per_epoch * (plan.macs or now.macs) / now.macs * (r.grow.local_epochs + r.finetune.epochs)
+    if elapsed + need <= r.budget.time_budget:
+        return None
+    return (f"budget.time_budget {r.budget.time_budget:g} s: {elapsed:.0f} s elapsed + about {need:.0f} s for "
+            f"another round and the fine-tune would pass it")
+
+
+def _macs_params(arch: Architecture) -> tuple[int, int]:
+    c = cost(arch)
+    return c.macs, c.params
+
+
+def check_budget(arch: Architecture, recipe: Recipe) -> None:
+    """Refuse a seed that already exceeds ``budget.max_macs`` or ``budget.max_params``."""
+    b, c = recipe.budget, cost(arch)
+    for key, limit, value, unit in (("max_macs", b.max_macs, c.macs, "MACs"), ("max_params", b.max_params, c.params, "params")):
+        if limit and value > limit:
+            raise ConfigError(f"budget.{key}: {limit:,} is smaller than the seed net's {value:,} {unit}; "
+                              f"raise budget.{key} or start from a smaller seed (model.seed_width)")
+
+
+# ---- the last good state: checkpoints -----------------------------------------------------------
+
+
+class Checkpoints:
+    """The divergence policy's last good state (:class:`grownet.loop.LastGood`) of a search:
+    its latest checkpoint, written after every epoch. A restore keeps the wall time, the
+    events and the retry count (the loop sets the last two)."""
+
+    def __init__(self, job: "SearchJob") -> None:
+        self.job = job
+
+    def commit(self) -> None:
+        self.job.checkpoint()
+
+    def restore(self) -> None:
+        job = self.job
+        wall = job.elapsed()
+        job.restore(job.dist.share(job.run_folder.load_checkpoint))
+        job.state.wall_time = wall
+
+    def where(self) -> str:
+        return f"the last good state (epoch {self.job.state.epoch}) is in {self.job.run_folder.checkpoints}"
+
+
+# ---- the job ------------------------------------------------------------------------------------
+
+
+class SearchJob:
+    """One search run: the net (a :class:`~grownet.loop.Trainee`), its architecture, the data
+    and the counters while the run lasts.
+
+    ``on_step``, None by default, is handed to :func:`grownet.loop.fit` for every epoch, grow
+    and fine-tune: ``on_step(step_in_epoch, global_step)`` after each optimizer step (read
+    ``self.net``, ``self.arch`` and ``self.state`` from it; keep it cheap).
+    """
+
+    def __init__(self, run: RunFolder, config: Mapping[str, Any], device: torch.device, reporter: Reporter,
+                 dist: DistContext = LOCAL) -> None:
+        self.dist = dist  # data-parallel hooks (no-ops for one process); see grownet.distributed
+        self.run_folder = run
+        self.config = config
+        self.recipe = Recipe.from_dict(config["recipe"])
+        self.device = device
+        self.reporter = reporter
+        self.channels_last = wants_channels_last(self.recipe.run.channels_last, device)
+        self.amp = amp_dtype(self.recipe.run.amp, device)
+        self.state = SearchState()
+        self.net: Trainee | None = None
+        self.arch: Architecture | None = None
+        self.meter: ImportanceMeter | None = None  # the growth signal of the round (grow.signal = "importance")
+        self.on_step: Callable[[int, int], None] | None = None
+        self._mark = time.perf_counter()
+
+    def run(self, *, resume: bool) -> SearchResult:
+        """Train from the seed (or resume from the last checkpoint) to the end; write the
+        final files and return the result."""
+        r = self.recipe
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        seed_all(int(self.config["seed"]))
+        self.data = self.dist.shard_data(make_data(self.config, r, self.device, channels_last=self.channels_last))
+        if resume:
+            self.restore(self.dist.share(self.run_folder.load_checkpoint))
+            s = self.state
+            logger.info("resumed %s at epoch %d (%s phase, round %d)", self.run_folder.path, s.epoch, s.phase, s.round)
+            if s.phase == "done" and s.result is not None and self.dist.share(self.run_folder.summary.exists):
+                return result_of(self.run_folder, s.result)
+        else:
+            self._seed()
+        self.reporter.start(run_dir=self.run_folder.path, arch=self.arch, recipe=r, resumed=resume)
+        self._mark = time.perf_counter()
+        while self.state.phase == "grow":
+            self._fit(Phase("grow", r.grow.local_epochs, lambda e, i: r.optim.lr, label_smoothing=r.optim.label_smoothing,
+                            round=self.state.round, label=f"round {self.state.round}"), start=self.state.round_epoch)
+        steps = len(self.data.train)
+        self._fit(Phase("finetune", r.finetune.epochs, finetune_schedule(r, epochs=r.finetune.epochs, steps=steps),
+                        label_smoothing=r.finetune.label_smoothing, keep_best=True, round=self.state.round,
+                        label=f"round {self.state.round}"), start=self.state.ft_epoch)
+        return self._finish()
+
+    def _seed(self) -> None:
+        """A new run: the seed net, its DessiLBI optimizer, config.json and the first checkpoint."""
+        r = self.recipe
+        arch = seed_arch(r, self.data)
+        stage_taus(r.grow.tau, arch.num_stages)  # a per-stage tau must match the seed
+        check_budget(arch, r)
+        self.run_folder.write_json(self.run_folder.config, self.config)
+        self.state.seed_arch = arch.to_dict()
+        self._set_model(build_model(arch), arch, lambda m: make_dessilbi(m, r))
+        logger.info("seed %s: %s (%.2fM MACs)", r.model.seed_arch, arch.layer_widths(), cost(arch).macs / 1e6)
+        self.checkpoint()  # the first "last good state"
+        if isinstance(self.run_folder, JobFolder):  # rank 0's folder (other ranks write none)
+            self.run_folder.start()  # the run has started: a failure keeps it, --force's old run goes
+
+    def _set_model(self, model: nn.Module, arch: Architecture,
+                   make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None) -> None:
+        """Make ``model`` (of ``arch``) the net: on the device, wrapped for data parallelism,
+        with a new optimizer from ``make_optimizer`` or the present one (growth carried it),
+        and while growing a new importance meter (resumed from ``state.signal``)."""
+        model = prepare_model(model, self.device, channels_last=self.channels_last)
+        optimizer = make_optimizer(model) if make_optimizer is not None else self.net.optimizer  # type: ignore[union-attr]
+        if self.net is None:
+            self.net = Trainee(model, optimizer, cost(arch))
+        self.net.model, self.net.optimizer, self.net.cost = model, optimizer, cost(arch)
+        self.net.wrapped = self.dist.wrap(model)  # DistributedDataParallel on several ranks
+        self.arch = arch
+        self.meter = None
+        g = self.recipe.grow
+        if g.signal == "importance" and self.state.phase == "grow":  # a new meter for every round
+            every = max(1, g.local_epochs * len(self.data.train) // 10)
+            self.meter = ImportanceMeter(model, arch, rho=g.rho, trace_every=every)
+            if self.state.signal is not None:
+                self.meter.load_state_dict(self.state.signal)
+
+    # -- training -------------------------------------------------------------------------------
+    def _fit(self, phase: Phase, *, start: int) -> None:
+        """Train ``phase`` from its epoch ``start``; after each epoch: count it, write the
+        history, report it, and at the end of a round check growth (then the loop checkpoints)."""
+        r, s = self.recipe, self.state
+
+        def epoch_end(row: Mapping[str, Any]) -> None:
+            if phase.name == "grow":
+                s.round_epoch += 1
+            else:
+                s.ft_epoch += 1
+            self.run_folder.write_history(s.history)
+            self.reporter.epoch_end(row)
+            if phase.name == "grow" and s.round_epoch >= r.grow.local_epochs:
+                self._check()
+
+        fit(self.net, self.data, s, phase, start=start, last_good=Checkpoints(self),  # type: ignore[arg-type]
+            divergence=Divergence.from_recipe(r, lower="optim.lr (or finetune.lr)"), clock=self.elapsed,
+            reporter=self.reporter, on_epoch_end=epoch_end, on_step=self._step_hook(phase.name), amp=self.amp,
+            dist=self.dist)
+
+    def _step_hook(self, phase: str) -> Callable[[int, int], None] | None:
+        """After every optimizer step: the importance meter reads the step's gradients (while
+        growing), then ``self.on_step``; None when neither is there."""
+        if (phase != "grow" or self.meter is None) and self.on_step is None:
+            return None
+
+        def step(step_in_epoch: int, global_step: int) -> None:
+            if phase == "grow" and self.meter is not None:  # the meter of this round (a restore makes a new one)
+                self.meter.observe()  # the step's gradients are still on the parameters
+            if self.on_step is not None:
+                self.on_step(step_in_epoch, global_step)
+
+        return step
+
+    def _check(self) -> None:
+        """Run :func:`growth_check`, record it, and go on growing (next round) or fine-tune."""
+        r, s = self.recipe, self.state
+        check = growth_check(self.net, self.arch, s, r, meter=self.meter, elapsed=self.elapsed,  # type: ignore[arg-type]
+                             share=self.dist.share)
+        s.rounds.append(check.record)
+        s.prev_activity = check.activity
+        s.signal = None  # the next round measures afresh
+        for d in check.plan.decisions:
+            if d.decision != "keep":
+                logger.info("check %d: %s %s (%s)", s.round, d.layer, d.decision, d.reason)
+        if check.model is not None and check.arch is not None:
+            self._set_model(check.model, check.arch)
+            c = self.net.cost  # type: ignore[union-attr]
+            logger.info("check %d: grew to %s (%.2fM MACs, %d params)", s.round, check.arch.layer_widths(), c.macs / 1e6, c.params)
+            s.round += 1
+            s.round_epoch = 0
+        else:
+            why = check.hold or ("nothing saturates" if not check.plan.saturated else "no growth fits the budget")
+            logger.info("check %d: stop growing (%s); fine-tuning %d epochs", s.round, why, r.finetune.epochs)
+            s.phase = "finetune"
+            self.meter = None
+            self.net.optimizer = make_finetune_optimizer(self.net.model, r, dessilbi=self.net.optimizer)  # type: ignore[union-attr]
+        self.run_folder.write_json(self.run_folder.rounds, s.rounds)
+        self.reporter.round_end(check.record)
+
+    def elapsed(self) -> float:
+        """The run's seconds so far (adds the time since the last call to ``state.wall_time``)."""
+        now = time.perf_counter()
+        self.state.wall_time += now - self._mark
+        self._mark = now
+        return self.state.wall_time
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Write the present state as the latest checkpoint (rank 0; the others get it through
+        ``dist.share`` when they restore)."""
+        self.elapsed()
+        if not self.dist.is_main:
+            return
+        self.state.signal = self.meter.state_dict() if self.meter is not None else None
+        net = self.net
+        self.run_folder.save_checkpoint(make_payload(
+            arch=self.arch, model=net.model, optimizer=net.optimizer, best_model=net.best,  # type: ignore[union-attr,arg-type]
+            state=self.state, rng=rng_state(self.device), loader_epoch=self.data.train.epoch))
+
+    def restore(self, payload: Mapping[str, Any]) -> None:
+        """Take the net, optimizer, counters, RNGs and loader position of a checkpoint."""
+        r = self.recipe
+        ck = read_payload(payload, self.run_folder.checkpoints)
+        loaded = SearchState(**ck.state)
+        for f in fields(loaded):  # in place: the loop holds this object; before the model: the meter reads it
+            setattr(self.state, f.name, getattr(loaded, f.name))
+        kind = ck.optimizer_kind
+        self._set_model(ck.model, ck.arch, lambda m: make_dessilbi(m, r) if kind == "dessilbi" else make_finetune_optimizer(m, r))
+        self.net.optimizer.load_state_dict(ck.optimizer)  # type: ignore[union-attr]
+        self.net.best = ck.best_model  # type: ignore[union-attr]
+        set_rng_state(ck.rng, self.device)
+        self.data.train.set_epoch(ck.loader_epoch)
+
+    # -- the end --------------------------------------------------------------------------------
+    def _finish(self) -> SearchResult:
+        """Evaluate the kept weights on validation and test, write the final files and report."""
+        s, run, net = self.state, self.run_folder, self.net
+        assert net is not None and self.arch is not None
+        if net.best is not None:
+            net.model.load_state_dict(net.best)
+        val = evaluate(net.model, self.data.val, amp=self.amp, sync=self.dist.sync_fn)
+        test = evaluate(net.model, self.data.test, amp=self.amp, sync=self.dist.sync_fn)
+        self.elapsed()
+        c = net.cost
+        final = self.arch.with_meta(
+            macs=c.macs, params=c.params, val_acc=val.acc, test_acc=test.acc, dataset=self.config["dataset"],
+            grownet_version=__version__, train_flops=s.train_flops, seed=self.config["seed"],
+        )
+        if self.dist.is_main:
+            final.save(run.architecture)
+            save_model(net.model, run.weights)
+        summary = {
+            "dataset": self.config["dataset"], "classes": list(getattr(self.data, "classes", []) or []),
+            "seed": self.config["seed"], "val_acc": val.acc, "test_acc": test.acc, "val_loss": val.loss,
+            "test_loss": test.loss, "macs": c.macs, "params": c.params, "train_flops": s.train_flops,
+            "wall_time": round(s.wall_time, 3), "rounds": len(s.rounds), "epochs": s.epoch,
+            "best_epoch": s.best_epoch or s.epoch, "seed_arch": s.seed_arch, "final_arch": final.to_dict(),
+            "events": s.events,
+        }
+        run.write_json(run.summary, summary)
+        run.write_json(run.rounds, s.rounds)
+        s.phase = "done"
+        s.result = summary
+        self.checkpoint()
+        logger.info("done: val acc %.4f, test acc %.4f, %.2fM MACs, %d params, %.0f s -> %s",
+                    val.acc, test.acc, c.macs / 1e6, c.params, s.wall_time, run.path)
+        if self.dist.is_main:
+            from .report import write_report  # the report reads the folder just written
+
+            write_report(run.path)
+        result = result_of(run, summary)
+        self.reporter.finish(result)
+        return result

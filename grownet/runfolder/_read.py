@@ -1,0 +1,168 @@
+"""Reading a run folder (README "The run folder") into plain records.
+
+The report, the controls and ``compare`` read runs only through :func:`load_run`, so a report
+can be regenerated from the folder at any time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..arch import Architecture
+from ..errors import ArchitectureError, RunError
+from ._folder import HISTORY_COLUMNS, RunFolder
+
+__all__ = ["CONTROL_NAMES", "ControlRecord", "RunRecord", "load_control", "load_run", "read_history", "read_json"]
+
+#: The controls of METHOD.md §4, in the order reports show them.
+CONTROL_NAMES = ("scratch", "uniform", "random", "seed")
+_INT_COLUMNS = {"round", "epoch", "macs", "params"}
+
+
+@dataclass(frozen=True)
+class ControlRecord:
+    """One finished control run (``RUN_DIR/controls/<name>/``)."""
+
+    name: str
+    path: Path
+    summary: Mapping[str, Any]
+    history: list[dict[str, Any]]
+    arch: Architecture | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything a report needs from one run folder.
+
+    ``history`` rows have the columns of :data:`grownet.runfolder.HISTORY_COLUMNS` (numbers
+    parsed; missing or non-finite values as ``None``). ``arch`` is the final architecture
+    (``None`` when ``architecture.json`` is absent, e.g. a run stopped early).
+    """
+
+    path: Path
+    config: Mapping[str, Any]
+    summary: Mapping[str, Any]
+    history: list[dict[str, Any]]
+    rounds: list[dict[str, Any]]
+    arch: Architecture | None
+    controls: dict[str, ControlRecord] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The run folder's name."""
+        return self.path.name
+
+
+def read_json(path: Path, *, required: bool = True, default: Any = None) -> Any:
+    """Parse a JSON file of a run folder.
+
+    Raises:
+        RunError: when the file is missing (and ``required``), unreadable or not JSON.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise RunError(f"{path}: missing; is {path.parent} a finished grownet run folder?") from None
+        return default
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: cannot read ({exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """Rows of a history.csv with numbers parsed (int for round/epoch/macs/params, float
+    otherwise, ``phase`` as text; empty or non-finite cells as ``None``).
+
+    Raises:
+        RunError: when the file is missing, or its header lacks a column.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in HISTORY_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise RunError(f"{path}: column {missing[0]!r} is missing from the header")
+            rows = [{c: _cell(c, row.get(c), path, n) for c in HISTORY_COLUMNS} for n, row in enumerate(reader, 2)]
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing; is {path.parent} a finished grownet run folder?") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: cannot read ({exc})") from None
+    return rows
+
+
+def _cell(column: str, text: str | None, path: Path, line: int) -> Any:
+    if column == "phase":
+        return text or None
+    if text is None or text.strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise RunError(f"{path}: line {line}: {column} must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        return None
+    return int(value) if column in _INT_COLUMNS else value
+
+
+def _arch(path: Path) -> Architecture | None:
+    if not path.is_file():
+        return None
+    try:
+        return Architecture.from_json(path)
+    except ArchitectureError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _mapping(value: Any, path: Path) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise RunError(f"{path}: must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+def load_control(path: str | os.PathLike) -> ControlRecord:
+    """Read one control folder (summary.json, history.csv, architecture.json)."""
+    path = Path(path)
+    summary = _mapping(read_json(path / "summary.json"), path / "summary.json")
+    history = read_history(path / "history.csv") if (path / "history.csv").is_file() else []
+    return ControlRecord(path.name, path, summary, history, _arch(path / "architecture.json"))
+
+
+def load_run(run_dir: str | os.PathLike) -> RunRecord:
+    """Read a run folder: config.json, summary.json, history.csv, rounds.json,
+    architecture.json and every finished control under ``controls/``.
+
+    Raises:
+        RunError: when the folder or one of its required files (config.json, summary.json,
+            history.csv) is missing or malformed.
+    """
+    folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise RunError(f"{folder.path}: no such run folder; pass the --out folder of a grownet search")
+    config = _mapping(read_json(folder.config), folder.config)
+    summary = _mapping(read_json(folder.summary), folder.summary)
+    rounds = read_json(folder.rounds, required=False, default=[])
+    if not isinstance(rounds, list) or not all(isinstance(r, Mapping) for r in rounds):
+        raise RunError(f"{folder.rounds}: must hold a JSON list of round objects")
+    controls = {}
+    for name in CONTROL_NAMES:
+        if (folder.path / "controls" / name / "summary.json").is_file():
+            controls[name] = load_control(folder.path / "controls" / name)
+    return RunRecord(
+        path=folder.path,
+        config=config,
+        summary=summary,
+        history=read_history(folder.history),
+        rounds=list(rounds),
+        arch=_arch(folder.architecture),
+        controls=controls,
+    )
