@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, NoReturn, Sequence
 
 from .errors import GrownetError
-from .recipe import Recipe, load_recipe, recipe_keys
+from .recipe import Recipe, default_recipe, load_recipe, recipe_keys, recipe_names
 from .search import Reporter
 
 __all__ = [
@@ -65,7 +65,9 @@ class Command:
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """``--recipe PATH`` and one ``--section.key VALUE`` flag per recipe key (generated from
     the schema, so none is forgotten), plus the short aliases in ``_ALIASES``."""
-    parser.add_argument("--recipe", metavar="PATH", help="recipe TOML file (default: the reference setup; see recipes/)")
+    parser.add_argument("--recipe", metavar="NAME|PATH",
+                        help=f"a bundled recipe ({', '.join(recipe_names())}) or a recipe TOML file "
+                             "(default: search picks the bundled recipe for its device; other commands the reference setup)")
     group = parser.add_argument_group("recipe keys (override the recipe; see recipes/*.toml for their meaning)")
     for spec in recipe_keys():
         flags = [f"--{spec.path}"]
@@ -135,6 +137,13 @@ class SearchCommand(Command):
         overrides = recipe_overrides(args)
         recipe: Recipe | str | None = args.recipe
         reporter = None if args.quiet or (dist is not None and not dist.is_main) else RichReporter(args.console)
+        if recipe is None and not args.resume:  # a resumed run keeps its own recipe
+            from .train import resolve_device
+
+            dev = resolve_device(device)
+            recipe, why = default_recipe(dev)
+            if dist is None or dist.is_main:
+                reporter = _SayFirst(reporter, args, f"recipe {recipe} (no --recipe given; {why})")
         try:
             return self._search(search, args, recipe, overrides, reporter, dist, device)
         finally:
@@ -160,6 +169,27 @@ class SearchCommand(Command):
         if args.quiet and (dist is None or dist.is_main):
             logger.info("done: %s", result.run_dir)
         return 0
+
+
+class _SayFirst:
+    """A search reporter that says ``line`` when the run starts, then passes every hook on to
+    ``inner`` (``None``: no hooks). Said at the start, not before the call, so that a refused
+    start stays one line on the console."""
+
+    def __init__(self, inner: Any, args: argparse.Namespace, line: str) -> None:
+        self._inner, self._args, self._line = inner, args, line
+
+    def start(self, **kwargs: Any) -> None:
+        _say(self._args, self._line)
+        if self._args.console is not None:
+            from .job import FILE_ONLY
+
+            logger.info("%s", self._line, extra=FILE_ONLY)  # into the run's grownet.log too
+        if self._inner is not None:
+            self._inner.start(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name) if self._inner is not None else (lambda *args, **kwargs: None)
 
 
 def _without_ddp(argv: Sequence[str]) -> list[str]:
