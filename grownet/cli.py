@@ -581,6 +581,81 @@ class CompareCommand(Command):
 COMMANDS.extend([ReportCommand, BaselineCommand, CompareCommand])
 
 
+# ---- show, export ---------------------------------------------------------------------------------
+
+
+class ShowCommand(Command):
+    name = "show"
+    help = "an architecture as a table (per layer: kind, width, output, MACs, params, shares), without training"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("source", metavar="RUN_DIR|ARCH.json",
+                            help="a run folder (its final net, and its seed-to-final widths) or an architecture JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .show import show_info
+
+        info = show_info(args.source)
+        if args.quiet:  # tab-separated lines on stdout, for scripts
+            print("layer\tkind\twidth\toutput\tmacs\tmacs_share\tparams\tparams_share")
+            for r in info.layers:
+                print(f"{r.layer}\t{r.kind}\t{r.width}\t{_shape(r.output)}\t{r.macs}\t{r.macs_share:.4f}\t{r.params}\t"
+                      f"{r.params_share:.4f}")
+            print(f"total\t\t\t\t{info.macs}\t1.0000\t{info.params}\t1.0000")
+            if info.growth:
+                print("\nlayer\tseed\tfinal")
+                for g in info.growth:
+                    print(f"{g.layer}\t{'' if g.seed is None else g.seed}\t{g.final}")
+            return 0
+        _draw_show(info)
+        return 0
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "×".join(map(str, shape))
+
+
+def _count(count: int) -> str:
+    """A count in at most 7 characters: 49.93M, 442.4k, 640."""
+    return f"{count / 1e6:.2f}M" if count >= 10**6 else (f"{count / 1e3:.1f}k" if count >= 10**3 else str(count))
+
+
+def _draw_show(info: Any) -> None:
+    """``grownet show``'s tables on stdout (the result of the command, not progress)."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    arch = info.arch
+    title = f"{escape(str(info.source or 'architecture'))}: {arch.family}, input {arch.in_channels}×{arch.input_size}×" \
+            f"{arch.input_size}, {arch.num_classes} classes"
+    table = Table(title=title, title_justify="left", show_footer=True, box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, foot in (("layer", "total"), ("kind", ""), ("width", ""), ("output", ""), ("MACs", _count(info.macs)),
+                      ("%", "100.0"), ("params", f"{info.params:,}"), ("% ", "100.0")):
+        wrap = col == "kind"  # the only column with spaces to wrap at; the others keep their width
+        table.add_column(col, footer=foot, justify="left" if col in ("layer", "kind") else "right", no_wrap=not wrap)
+    for r in info.layers:
+        table.add_row(r.layer, r.kind, str(r.width), _shape(r.output[1:] or r.output), _count(r.macs),
+                      f"{100 * r.macs_share:.1f}", f"{r.params:,}", f"{100 * r.params_share:.1f}")
+    console = Console()
+    console.print(table)
+    accuracy = [f"{k} {v:.4f}" for k, v in (("val acc", info.val_acc), ("test acc", info.test_acc)) if v is not None]
+    console.print(f"{info.macs:,} MACs, {info.params:,} params"
+                  + "".join(f", {a}" for a in accuracy), highlight=False)
+    if info.growth:
+        grown = Table(title="seed → final widths", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("layer", "seed", "final", "change"):
+            grown.add_column(col, justify="left" if col == "layer" else "right")
+        for g in info.growth:
+            change = "new (deepened)" if g.seed is None else (f"{g.final - g.seed:+d}" if g.final != g.seed else "")
+            grown.add_row(g.layer, "-" if g.seed is None else str(g.seed), str(g.final), change)
+        console.print(grown)
+
+
+COMMANDS.append(ShowCommand)
+
+
 # ---- tune ---------------------------------------------------------------------------------------
 
 
