@@ -593,67 +593,45 @@ class ShowCommand(Command):
                             help="a run folder (its final net, and its seed-to-final widths) or an architecture JSON")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .show import show_info
+        from .show import draw_show, show_info, show_tsv
 
         info = show_info(args.source)
         if args.quiet:  # tab-separated lines on stdout, for scripts
-            print("layer\tkind\twidth\toutput\tmacs\tmacs_share\tparams\tparams_share")
-            for r in info.layers:
-                print(f"{r.layer}\t{r.kind}\t{r.width}\t{_shape(r.output)}\t{r.macs}\t{r.macs_share:.4f}\t{r.params}\t"
-                      f"{r.params_share:.4f}")
-            print(f"total\t\t\t\t{info.macs}\t1.0000\t{info.params}\t1.0000")
-            if info.growth:
-                print("\nlayer\tseed\tfinal")
-                for g in info.growth:
-                    print(f"{g.layer}\t{'' if g.seed is None else g.seed}\t{g.final}")
-            return 0
-        _draw_show(info)
+            print("\n".join(show_tsv(info)))
+        else:
+            from rich.console import Console
+
+            draw_show(info, Console())  # on stdout: the table is the command's result, not progress
         return 0
 
 
-def _shape(shape: Sequence[int]) -> str:
-    return "×".join(map(str, shape))
+class ExportCommand(Command):
+    name = "export"
+    help = "export a run's final net to ONNX or TorchScript (BatchNorm folded), checked against PyTorch on test images"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from .export import FORMATS, TOLERANCE
+
+        parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder written by grownet search")
+        parser.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx (needs the export extra) or torchscript")
+        parser.add_argument("--out", metavar="FILE", help="the file to write (default RUN_DIR/model.onnx or "
+                                                          "RUN_DIR/model.torchscript.pt); what was checked goes to FILE.json")
+        parser.add_argument("--data-dir", metavar="DIR", help="folder holding the run's dataset (default: the run's own)")
+        parser.add_argument("--samples", type=int, default=64, metavar="N",
+                            help=f"test images the check runs on; refused above {TOLERANCE:g} max abs logit difference (default 64)")
+        parser.add_argument("--force", action="store_true", help="replace an existing FILE")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .export import export
+
+        r = export(args.run_dir, format=args.format, out=args.out, data_dir=args.data_dir, samples=args.samples,
+                   force=args.force)
+        _say(args, f"exported {r.format}: {r.path} (sha256 {r.sha256[:16]}...; max abs logit difference from PyTorch "
+                   f"{r.max_abs_diff:.2g} on {r.samples} test images); checked: {r.record}")
+        return 0
 
 
-def _count(count: int) -> str:
-    """A count in at most 7 characters: 49.93M, 442.4k, 640."""
-    return f"{count / 1e6:.2f}M" if count >= 10**6 else (f"{count / 1e3:.1f}k" if count >= 10**3 else str(count))
-
-
-def _draw_show(info: Any) -> None:
-    """``grownet show``'s tables on stdout (the result of the command, not progress)."""
-    from rich import box
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    arch = info.arch
-    title = f"{escape(str(info.source or 'architecture'))}: {arch.family}, input {arch.in_channels}×{arch.input_size}×" \
-            f"{arch.input_size}, {arch.num_classes} classes"
-    table = Table(title=title, title_justify="left", show_footer=True, box=box.SIMPLE_HEAD, pad_edge=False)
-    for col, foot in (("layer", "total"), ("kind", ""), ("width", ""), ("output", ""), ("MACs", _count(info.macs)),
-                      ("%", "100.0"), ("params", f"{info.params:,}"), ("% ", "100.0")):
-        wrap = col == "kind"  # the only column with spaces to wrap at; the others keep their width
-        table.add_column(col, footer=foot, justify="left" if col in ("layer", "kind") else "right", no_wrap=not wrap)
-    for r in info.layers:
-        table.add_row(r.layer, r.kind, str(r.width), _shape(r.output[1:] or r.output), _count(r.macs),
-                      f"{100 * r.macs_share:.1f}", f"{r.params:,}", f"{100 * r.params_share:.1f}")
-    console = Console()
-    console.print(table)
-    accuracy = [f"{k} {v:.4f}" for k, v in (("val acc", info.val_acc), ("test acc", info.test_acc)) if v is not None]
-    console.print(f"{info.macs:,} MACs, {info.params:,} params"
-                  + "".join(f", {a}" for a in accuracy), highlight=False)
-    if info.growth:
-        grown = Table(title="seed → final widths", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for col in ("layer", "seed", "final", "change"):
-            grown.add_column(col, justify="left" if col == "layer" else "right")
-        for g in info.growth:
-            change = "new (deepened)" if g.seed is None else (f"{g.final - g.seed:+d}" if g.final != g.seed else "")
-            grown.add_row(g.layer, "-" if g.seed is None else str(g.seed), str(g.final), change)
-        console.print(grown)
-
-
-COMMANDS.append(ShowCommand)
+COMMANDS.extend([ShowCommand, ExportCommand])
 
 
 # ---- tune ---------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Look at an architecture without training: every layer's kind, width, output shape, MACs and
 parameters, the totals, and for a run folder the seed-to-final widths.
 
-:func:`show_info` returns plain records; ``grownet show`` draws them (a rich table, or
-tab-separated lines with ``--quiet``). MACs and parameters per layer are
+:func:`show_info` returns plain records; :func:`draw_show` draws them with rich and
+:func:`show_tsv` writes them as tab-separated lines (``grownet show`` and ``grownet show
+--quiet``). MACs and parameters per layer are
 :func:`grownet.cost`'s (FlopCounterMode), output shapes come from one forward pass on the
 ``meta`` device, and layer kinds are read off the built modules, so nothing here is a
 hand-written formula.
@@ -30,7 +31,7 @@ from .cost import cost
 from .errors import ArchitectureError, RunError
 from .models import build_model, layer_modules
 
-__all__ = ["LayerRow", "WidthChange", "ShowInfo", "show_info"]
+__all__ = ["LayerRow", "WidthChange", "ShowInfo", "show_info", "draw_show", "show_tsv"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,61 @@ def show_info(source: str | os.PathLike | Architecture) -> ShowInfo:
     growth = [WidthChange(layer, seed_widths.get(layer), width) for layer, width in final.items()]
     return _info(run.arch, path, growth=growth, val_acc=_number(run.summary.get("val_acc")),
                  test_acc=_number(run.summary.get("test_acc")))
+
+
+def show_tsv(info: ShowInfo) -> list[str]:
+    """``info`` as tab-separated lines: a header, one line per layer (output shape as
+    ``C×H×W``, shares as fractions), a ``total`` line; then, for a run, a blank line and
+    ``layer, seed, final`` lines (an empty seed: a layer added by deepening)."""
+    lines = ["layer\tkind\twidth\toutput\tmacs\tmacs_share\tparams\tparams_share"]
+    lines += [f"{r.layer}\t{r.kind}\t{r.width}\t{_shape(r.output)}\t{r.macs}\t{r.macs_share:.4f}\t{r.params}\t"
+              f"{r.params_share:.4f}" for r in info.layers]
+    lines.append(f"total\t\t\t\t{info.macs}\t1.0000\t{info.params}\t1.0000")
+    if info.growth:
+        lines += ["", "layer\tseed\tfinal"]
+        lines += [f"{g.layer}\t{'' if g.seed is None else g.seed}\t{g.final}" for g in info.growth]
+    return lines
+
+
+def draw_show(info: ShowInfo, console: Any) -> None:
+    """Print ``info`` on a rich ``console``: the layer table (MACs in k/M, shares in
+    percent, output as ``H×W``), the exact totals and a run's accuracies, and a run's
+    seed-to-final widths."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    arch = info.arch
+    title = (f"{escape(str(info.source or 'architecture'))}: {arch.family}, input {arch.in_channels}×{arch.input_size}×"
+             f"{arch.input_size}, {arch.num_classes} classes")
+    table = Table(title=title, title_justify="left", show_footer=True, box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, foot in (("layer", "total"), ("kind", ""), ("width", ""), ("output", ""), ("MACs", _count(info.macs)),
+                      ("%", "100.0"), ("params", f"{info.params:,}"), ("% ", "100.0")):
+        wrap = col == "kind"  # the only column with spaces to wrap at; the others keep their width
+        table.add_column(col, footer=foot, justify="left" if col in ("layer", "kind") else "right", no_wrap=not wrap)
+    for r in info.layers:
+        table.add_row(r.layer, r.kind, str(r.width), _shape(r.output[1:] or r.output), _count(r.macs),
+                      f"{100 * r.macs_share:.1f}", f"{r.params:,}", f"{100 * r.params_share:.1f}")
+    console.print(table)
+    accuracy = "".join(f", {k} {v:.4f}" for k, v in (("val acc", info.val_acc), ("test acc", info.test_acc)) if v is not None)
+    console.print(f"{info.macs:,} MACs, {info.params:,} params{accuracy}", highlight=False)
+    if info.growth:
+        grown = Table(title="seed → final widths", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("layer", "seed", "final", "change"):
+            grown.add_column(col, justify="left" if col == "layer" else "right")
+        for g in info.growth:
+            change = "new (deepened)" if g.seed is None else (f"{g.final - g.seed:+d}" if g.final != g.seed else "")
+            grown.add_row(g.layer, "-" if g.seed is None else str(g.seed), str(g.final), change)
+        console.print(grown)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, shape))
+
+
+def _count(count: int) -> str:
+    """A count in at most 7 characters: 49.93M, 442.4k, 640."""
+    return f"{count / 1e6:.2f}M" if count >= 10**6 else (f"{count / 1e3:.1f}k" if count >= 10**3 else str(count))
 
 
 def _info(arch: Architecture, source: Path | None, **extra: Any) -> ShowInfo:
