@@ -43,6 +43,14 @@ def test_resolve_recipe_takes_a_name_a_path_or_a_path_string():
     assert resolve_recipe(RECIPE_DIR / "smoke.toml", {"grow.tau": 0.9}) == by_name
 
 
+def test_tune_reads_a_bundled_recipe_by_name():
+    from grownet.tune import load_space, tune_table
+
+    for name in BUNDLED:
+        assert tune_table(name) == tune_table(RECIPE_DIR / f"{name}.toml")
+        assert load_space(name) == load_space(RECIPE_DIR / f"{name}.toml")
+
+
 def test_an_unknown_name_lists_the_bundled_ones():
     with pytest.raises(ConfigError, match=r"^cifar11-cpu: no bundled recipe of that name \(bundled: cifar10-cpu, "
                                           r"cifar10-resnet, cifar10-vgg, smoke, ticket-cpu\); give one of them or the "
