@@ -115,6 +115,8 @@ def export(
         raise RunError(f"{run}: no such run folder; pass the --out folder of a grownet search")
     path = Path(out) if out is not None else run / f"model{FORMATS[format]}"
     record_path = path.with_name(path.name + ".json")
+    if not path.parent.is_dir():
+        raise UsageError(f"{path.parent}: no such folder; pass --out FILE in an existing folder")
     if not force and (path.exists() or record_path.exists()):
         raise UsageError(f"{path if path.exists() else record_path} already exists; pass --force to replace it, "
                          "or --out FILE")
@@ -128,7 +130,7 @@ def export(
     folded = fold_batchnorm(model)
     with tempfile.TemporaryDirectory(prefix="grownet-export-") as tmp:
         made = Path(tmp) / path.name
-        runtime.write(folded, x[:2], made)  # traced on two images; the check runs on all of them
+        runtime.write(folded, x[[0, -1]], made)  # traced on two images (one would fix the batch size); checked on all
         got = runtime.run(made, x)
         data = made.read_bytes()
     diff = float((torch.as_tensor(got) - expected).abs().max())

@@ -193,6 +193,7 @@ def test_the_command_exports_and_refuses_in_one_line(vgg_run, tmp_path, capsys):
         ("export", str(tmp_path / "empty"), "--format", "torchscript"): "empty: no architecture.json in this folder",
         ("export", str(half), "--format", "torchscript"): "half: no weights.pt next to its architecture.json",
         ("export", str(vgg_run), "--format", "torchscript", "--samples", "0"): "samples: must be a positive integer",
+        ("export", str(vgg_run), "--format", "torchscript", "--out", str(tmp_path / "no" / "m.pt")): "no: no such folder",
     }
     for argv, message in cases.items():
         assert main(list(argv)) == 2
