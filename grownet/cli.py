@@ -142,6 +142,8 @@ class SearchCommand(Command):
 
             dev = resolve_device(device)
             recipe, why = default_recipe(dev)
+            if "model.seed_arch" in overrides:  # the user's own seed: the default recipe's seed shape is not for it
+                overrides = {"model.seed_width": "0", "model.seed_depths": "0", **overrides}
             if dist is None or dist.is_main:
                 reporter = _SayFirst(reporter, args, f"recipe {recipe} (no --recipe given; {why})")
         try:

@@ -132,6 +132,24 @@ def test_a_given_recipe_or_a_resume_is_not_replaced(tmp_path, capsys, monkeypatc
     assert "no --recipe given" not in capsys.readouterr().err
 
 
+def test_a_seed_given_without_recipe_drops_the_default_recipe_s_seed_shape(tmp_path, monkeypatch):
+    """cifar10-cpu widens its VGG preset per stage; a seed of the user's (a JSON file or
+    another preset) is taken as it is, not refused for that shape."""
+    from grownet.job import seed_arch_file
+
+    calls = []
+    monkeypatch.setattr(sys.modules["grownet.search"], "search", lambda dataset, **kwargs: calls.append(kwargs) or _Done())
+    seed = str(Path(__file__).resolve().parent / "data" / "vgg_seed.json")
+    assert main(["search", "--quiet", "--device", "cpu", "--seed-arch", seed, "--out", str(tmp_path / "a")]) == 0
+    assert main(["search", "--quiet", "--device", "cpu", "--seed-arch", "resnet", "--model.seed_depths", "2",
+                 "--out", str(tmp_path / "b")]) == 0
+    first, second = (resolve_recipe(c["recipe"], c["overrides"]) for c in calls)
+    assert (first.model.seed_arch, first.model.seed_width, first.model.seed_depths) == (seed, 0, 0)
+    assert seed_arch_file(first).stages == ((16,), (16,), (16, 16), (16, 16), (16, 16))
+    assert (second.model.seed_arch, second.model.seed_width, second.model.seed_depths) == ("resnet", 0, 2)
+    assert first.budget == load_recipe("cifar10-cpu").budget  # the rest of the recipe stays
+
+
 class _Done:
     run_dir = "done"
 
