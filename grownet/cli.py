@@ -68,7 +68,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", metavar="NAME|PATH",
                         help=f"a bundled recipe ({', '.join(recipe_names())}) or a recipe TOML file "
                              "(default: search picks the bundled recipe for its device; other commands the reference setup)")
-    group = parser.add_argument_group("recipe keys (override the recipe; see recipes/*.toml for their meaning)")
+    group = parser.add_argument_group("recipe keys (override the recipe; see grownet/recipes/*.toml for their meaning)")
     for spec in recipe_keys():
         flags = [f"--{spec.path}"]
         if spec.path in _ALIASES:
