@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Mapping, NoReturn, Sequence
 
 from ._version import __version__
 from .errors import GrownetError
-from .recipe import Recipe, load_recipe, recipe_keys
-from .progress import RichReporter, TicketReporter
+from .progress import Reporter, RichReporter, TicketReporter
+from .recipe import Recipe, default_recipe, load_recipe, recipe_keys, recipe_names
 
 __all__ = [
     "Command",
@@ -65,8 +65,10 @@ class Command:
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """``--recipe PATH`` and one ``--section.key VALUE`` flag per recipe key (generated from
     the schema, so none is forgotten), plus the short aliases in ``_ALIASES``."""
-    parser.add_argument("--recipe", metavar="PATH", help="recipe TOML file (default: the reference setup; see recipes/)")
-    group = parser.add_argument_group("recipe keys (override the recipe; see recipes/*.toml for their meaning)")
+    parser.add_argument("--recipe", metavar="NAME|PATH",
+                        help=f"a bundled recipe ({', '.join(recipe_names())}) or a recipe TOML file "
+                             "(default: search picks the bundled recipe for its device; other commands the reference setup)")
+    group = parser.add_argument_group("recipe keys (override the recipe; see grownet/recipes/*.toml for their meaning)")
     for spec in recipe_keys():
         flags = [f"--{spec.path}"]
         if spec.path in _ALIASES:
@@ -135,6 +137,15 @@ class SearchCommand(Command):
         overrides = recipe_overrides(args)
         recipe: Recipe | str | None = args.recipe
         reporter = None if args.quiet or (dist is not None and not dist.is_main) else RichReporter(args.console)
+        if recipe is None and not args.resume:  # a resumed run keeps its own recipe
+            from .train import resolve_device
+
+            dev = resolve_device(device)
+            recipe, why = default_recipe(dev)
+            if "model.seed_arch" in overrides:  # the user's own seed: the default recipe's seed shape is not for it
+                overrides = {"model.seed_width": "0", "model.seed_depths": "0", **overrides}
+            if dist is None or dist.is_main:
+                reporter = _SayFirst(reporter, args, f"recipe {recipe} (no --recipe given; {why})")
         try:
             return self._search(search, args, recipe, overrides, reporter, dist, device)
         finally:
@@ -160,6 +171,27 @@ class SearchCommand(Command):
         if args.quiet and (dist is None or dist.is_main):
             logger.info("done: %s", result.run_dir)
         return 0
+
+
+class _SayFirst:
+    """A search reporter that says ``line`` when the run starts, then passes every hook on to
+    ``inner`` (``None``: no hooks). Said at the start, not before the call, so that a refused
+    start stays one line on the console."""
+
+    def __init__(self, inner: Any, args: argparse.Namespace, line: str) -> None:
+        self._inner, self._args, self._line = inner, args, line
+
+    def start(self, **kwargs: Any) -> None:
+        _say(self._args, self._line)
+        if self._args.console is not None:
+            from .job import FILE_ONLY
+
+            logger.info("%s", self._line, extra=FILE_ONLY)  # into the run's grownet.log too
+        if self._inner is not None:
+            self._inner.start(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name) if self._inner is not None else (lambda *args, **kwargs: None)
 
 
 def _without_ddp(argv: Sequence[str]) -> list[str]:
@@ -415,6 +447,59 @@ class CompareCommand(Command):
 
 
 COMMANDS.extend([ReportCommand, BaselineCommand, CompareCommand])
+
+
+# ---- show, export ---------------------------------------------------------------------------------
+
+
+class ShowCommand(Command):
+    name = "show"
+    help = "an architecture as a table (per layer: kind, width, output, MACs, params, shares), without training"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("source", metavar="RUN_DIR|ARCH.json",
+                            help="a run folder (its final net, and its seed-to-final widths) or an architecture JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .show import draw_show, show_info, show_tsv
+
+        info = show_info(args.source)
+        if args.quiet:  # tab-separated lines on stdout, for scripts
+            print("\n".join(show_tsv(info)))
+        else:
+            from rich.console import Console
+
+            draw_show(info, Console())  # on stdout: the table is the command's result, not progress
+        return 0
+
+
+class ExportCommand(Command):
+    name = "export"
+    help = "export a run's final net to ONNX or TorchScript (BatchNorm folded), checked against PyTorch on test images"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from .export import FORMATS, TOLERANCE
+
+        parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder written by grownet search")
+        parser.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx (needs the export extra) or torchscript")
+        parser.add_argument("--out", metavar="FILE", help="the file to write (default RUN_DIR/model.onnx or "
+                                                          "RUN_DIR/model.torchscript.pt); what was checked goes to FILE.json")
+        parser.add_argument("--data-dir", metavar="DIR", help="folder holding the run's dataset (default: the run's own)")
+        parser.add_argument("--samples", type=int, default=64, metavar="N",
+                            help=f"test images the check runs on; refused above {TOLERANCE:g} max abs logit difference (default 64)")
+        parser.add_argument("--force", action="store_true", help="replace an existing FILE")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .export import export
+
+        r = export(args.run_dir, format=args.format, out=args.out, data_dir=args.data_dir, samples=args.samples,
+                   force=args.force)
+        _say(args, f"exported {r.format}: {r.path} (sha256 {r.sha256[:16]}...; max abs logit difference from PyTorch "
+                   f"{r.max_abs_diff:.2g} on {r.samples} test images); checked: {r.record}")
+        return 0
+
+
+COMMANDS.extend([ShowCommand, ExportCommand])
 
 
 # ---- tune ---------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A recipe is a :class:`Recipe` of nested sections (``[model]``, ``[data]``, ``[optim]``,
 ``[grow]``, ``[finetune]``, ``[budget]``, ``[run]``). The defaults are the reference setup
-of METHOD.md §2 (a GPU-sized job); ``recipes/*.toml`` override some keys. Every key is
+of METHOD.md §2 (a GPU-sized job); the bundled recipes (``grownet/recipes/*.toml``, addressed
+by name: ``cifar10-cpu``) override some keys. Every key is
 addressed by its dotted path (``grow.tau``): in TOML files, in CLI flags
 (``--grow.tau 0.9``) and in error messages (``grow.tau: must be in (0, 1], got 1.5``).
 
@@ -36,6 +37,11 @@ __all__ = [
     "KeySpec",
     "load_recipe",
     "resolve_recipe",
+    "recipe_path",
+    "recipe_names",
+    "default_recipe",
+    "RECIPE_DIR",
+    "DEFAULT_RECIPES",
     "recipe_keys",
     "parse_value",
 ]
@@ -374,13 +380,53 @@ def parse_value(path: str, text: str) -> Any:
 # ---- files -----------------------------------------------------------------------------------------
 
 
+#: The bundled recipes: package data (not a copy of a repository folder), so a recipe name
+#: resolves from any install, editable or not.
+RECIPE_DIR = Path(__file__).with_name("recipes")
+
+#: The bundled recipe ``grownet search`` runs without ``--recipe``, by the type of the device
+#: it trains on, and why: the reference setup would take many hours on a CPU.
+DEFAULT_RECIPES: dict[str, tuple[str, str]] = {
+    "cpu": ("cifar10-cpu", "the run trains on the CPU: about 30 min on 2 cores"),
+    "cuda": ("cifar10-vgg", "the run trains on a GPU: the reference setup of METHOD.md §2"),
+}
+
+
+def recipe_names() -> list[str]:
+    """Names of the bundled recipes (``grownet/recipes/NAME.toml``), sorted."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
+
+
+def recipe_path(recipe: str | os.PathLike) -> Path:
+    """The file of ``recipe``: a bundled recipe's name (a string without a path separator
+    and without a ``.toml`` suffix, e.g. ``"cifar10-cpu"``), or else a TOML file path.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the bundled ones).
+    """
+    text = os.fspath(recipe)
+    if not isinstance(recipe, str) or "/" in text or os.sep in text or text.endswith(".toml"):
+        return Path(text)
+    if text not in recipe_names():
+        raise ConfigError(f"{text}: no bundled recipe of that name (bundled: {', '.join(recipe_names())}); "
+                          "give one of them or the path of a TOML file")
+    return RECIPE_DIR / f"{text}.toml"
+
+
+def default_recipe(device: Any) -> tuple[str, str]:
+    """``(name, reason)``: the bundled recipe for a search on ``device`` (a torch.device or
+    its name; :data:`DEFAULT_RECIPES`, the CPU's for any type but CUDA)."""
+    kind = getattr(device, "type", str(device).split(":")[0])
+    return DEFAULT_RECIPES.get(kind, DEFAULT_RECIPES["cpu"])
+
+
 def resolve_recipe(
     recipe: Recipe | str | os.PathLike | None,
     overrides: Mapping[str, Any] | None = None,
     default: Recipe | None = None,
 ) -> Recipe:
-    """``recipe`` (a Recipe, or a TOML path to load; ``None``: ``default``, else the defaults)
-    with the dotted-key ``overrides`` applied."""
+    """``recipe`` (a Recipe, a bundled recipe's name or a TOML path to load; ``None``:
+    ``default``, else the defaults) with the dotted-key ``overrides`` applied."""
     if isinstance(recipe, Recipe):
         base = recipe
     elif recipe is not None:
@@ -391,15 +437,17 @@ def resolve_recipe(
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
-    """Read a TOML recipe file and validate it.
+    """Read a TOML recipe (a file, or a bundled recipe's name: see :func:`recipe_path`) and
+    validate it.
 
     Raises:
-        ConfigError: for a missing or unreadable file, invalid TOML, or an invalid key
-            (the message starts with the file name).
+        ConfigError: for an unknown name, a missing or unreadable file, invalid TOML, or an
+            invalid key (the message starts with the file name).
     """
-    path = Path(path)
+    path = recipe_path(path)
+    names = ", ".join(recipe_names())
     text = read_text(path, error=ConfigError, what=" recipe",
-                     missing="recipe file not found (recipes ship in the repository's recipes/ folder)")
+                     missing=f"recipe file not found; give a TOML file or a bundled recipe's name ({names})")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -2,7 +2,8 @@
 
 A weights file belongs to an architecture JSON; :func:`load_model` rebuilds the module from
 the JSON and checks every tensor's name and shape before loading, so a file saved for
-other widths fails with an error naming the first tensor that does not fit.
+other widths fails with an error naming the first tensor that does not fit. A run folder
+holds the pair as ``architecture.json`` and ``weights.pt``: ``load_model(RUN_DIR)``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from .arch import Architecture
-from .errors import UsageError, WeightsError
+from .errors import ArchitectureError, UsageError, WeightsError
 from .files import atomic_write_bytes
 from .models import as_architecture, build_model
 
@@ -101,15 +102,19 @@ def load_model(
     """A ready model in eval mode on ``device``.
 
     Args:
-        arch: an architecture JSON path, an Architecture, or its dict.
+        arch: a run folder (its ``architecture.json``, and its ``weights.pt`` unless
+            ``weights`` is given), an architecture JSON path, an Architecture, or its dict.
         weights: a weights file (see :func:`save_model`) or a state_dict; ``None`` keeps the
-            fresh initialisation (drawn from torch's global RNG).
+            fresh initialisation (drawn from torch's global RNG), except for a run folder.
         device: where the model lives (default: ``"cpu"``).
 
     Raises:
-        ArchitectureError: the architecture is invalid. WeightsError: the weights are
-        unreadable or do not fit. UsageError: bad argument types or an unavailable device.
+        ArchitectureError: the architecture is invalid, or a folder has no architecture.json.
+        WeightsError: the weights are unreadable or do not fit, or a run folder has no
+        weights.pt. UsageError: bad argument types or an unavailable device.
     """
+    if isinstance(arch, (str, os.PathLike)) and Path(arch).is_dir():
+        arch, weights = _run_files(Path(arch), weights)
     if isinstance(arch, (str, os.PathLike)):
         arch = Architecture.from_json(arch)
     arch = as_architecture(arch)
@@ -128,6 +133,19 @@ def load_model(
 
 
 # ---- helpers --------------------------------------------------------------------------------
+
+
+def _run_files(folder: Path, weights: Any) -> tuple[Path, Any]:
+    """A run folder's ``architecture.json``, and its ``weights.pt`` unless ``weights`` is given."""
+    if not (folder / "architecture.json").is_file():
+        raise ArchitectureError(f"{folder}: no architecture.json in this folder; pass a finished grownet run folder "
+                                "or an architecture JSON file")
+    if weights is None:
+        weights = folder / "weights.pt"
+        if not weights.is_file():
+            raise WeightsError(f"{folder}: no weights.pt next to its architecture.json (has the run finished?); "
+                               "pass a finished run folder, or weights=FILE")
+    return folder / "architecture.json", weights
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "recipes" / "smoke.toml"
+SMOKE = REPO / "grownet" / "recipes" / "smoke.toml"
 
-#: recipes/smoke.toml cut down for tests: 700 training images (10 steps per epoch), rounds of
-#: 2 epochs, lambda low enough that filters enter the support within a round; 3 checks (the
+#: grownet/recipes/smoke.toml cut down for tests: 700 training images (10 steps per epoch),
+#: rounds of 2 epochs, lambda low enough that filters enter the support within a round; 3 checks (the
 #: first two grow, the third is held by max_rounds), then one fine-tune epoch.
 FAST = {
     "data.limit_train": 1000,

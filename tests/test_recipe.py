@@ -10,7 +10,7 @@ import pytest
 from grownet.errors import ConfigError
 from grownet.recipe import Recipe, load_recipe, parse_value, recipe_keys
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "grownet" / "recipes"
 
 
 def test_defaults_are_the_reference_setup_of_method_section_2():

@@ -172,3 +172,35 @@ def test_bad_device_and_bad_arch(tmp_path):
 def test_save_into_a_missing_folder_is_an_error(tmp_path):
     with pytest.raises(WeightsError, match=r"missing/w\.pt: cannot write weights"):
         save_model(trained(SMALL), tmp_path / "missing" / "w.pt")
+
+
+def test_a_run_folder_loads_its_architecture_and_weights(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    model = trained(DEEPER)
+    DEEPER.with_meta(test_acc=0.5).save(run / "architecture.json")
+    save_model(model, run / "weights.pt")
+    x = torch.randn(2, 3, 8, 8)
+    for folder in (run, str(run)):
+        loaded = load_model(folder)
+        assert loaded.arch == DEEPER and not loaded.training
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    # weights given beside a folder are the ones loaded
+    other = trained(DEEPER, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(run, other.state_dict())(x), other(x), rtol=0, atol=0)
+
+
+def test_a_folder_without_the_run_files_is_a_one_line_error(tmp_path):
+    with pytest.raises(ArchitectureError, match=r"^\S+/empty: no architecture\.json in this folder; pass a finished "
+                                                r"grownet run folder or an architecture JSON file$"):
+        (tmp_path / "empty").mkdir()
+        load_model(tmp_path / "empty")
+    half = tmp_path / "half"
+    half.mkdir()
+    SMALL.save(half / "architecture.json")
+    with pytest.raises(WeightsError, match=r"^\S+/half: no weights\.pt next to its architecture\.json \(has the run "
+                                           r"finished\?\); pass a finished run folder, or weights=FILE$"):
+        load_model(half)
+    assert isinstance(load_model(half, trained(SMALL).state_dict()), torch.nn.Module)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import ConfigError
-from ..recipe import Recipe, load_recipe
+from ..recipe import Recipe, load_recipe, recipe_path as recipe_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -156,12 +156,12 @@ def _param(name: str, value: Any) -> Param:
 
 
 def tune_table(recipe_path: str | os.PathLike) -> dict[str, Any]:
-    """The raw ``[tune]`` table of a recipe file (``{}`` when it has none).
+    """The raw ``[tune]`` table of a recipe (file or bundled name; ``{}`` when it has none).
 
     Raises:
         ConfigError: an unreadable file, invalid TOML, or a ``tune`` that is not a table.
     """
-    path = Path(recipe_path)
+    path = recipe_file(recipe_path)  # a bundled recipe's name or a file
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8")).get("tune", {})
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
