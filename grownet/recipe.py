@@ -37,6 +37,7 @@ __all__ = [
     "KeySpec",
     "load_recipe",
     "resolve_recipe",
+    "upgrade_stored",
     "recipe_path",
     "recipe_names",
     "default_recipe",
@@ -418,6 +419,17 @@ def default_recipe(device: Any) -> tuple[str, str]:
     its name; :data:`DEFAULT_RECIPES`, the CPU's for any type but CUDA)."""
     kind = getattr(device, "type", str(device).split(":")[0])
     return DEFAULT_RECIPES.get(kind, DEFAULT_RECIPES["cpu"])
+
+
+def upgrade_stored(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's stored recipe (config.json ``recipe``) with the meaning it had when written:
+    runs written before ``grow.signal`` existed grew on Γ's support, so a stored ``grow``
+    table without ``signal`` reads as ``"support"`` (the default is now ``"importance"``)."""
+    out = dict(recipe)
+    grow = out.get("grow")
+    if isinstance(grow, Mapping) and "signal" not in grow:
+        out["grow"] = {**grow, "signal": "support"}
+    return out
 
 
 def resolve_recipe(

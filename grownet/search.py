@@ -47,7 +47,7 @@ from .distributed import LOCAL, DistContext, FollowerFolder
 from .errors import ConfigError, RunError, UsageError
 from .job import provenance, rng_scope, seed_arch_file
 from .progress import Reporter
-from .recipe import Recipe, resolve_recipe
+from .recipe import Recipe, resolve_recipe, upgrade_stored
 from .runfolder import JobFolder, RunFolder, job_folder
 from .seeds import PRESETS
 from .train import resolve_device
@@ -267,6 +267,7 @@ def _resume_config(
 def _read_config(run: RunFolder) -> dict[str, Any]:
     try:
         config = json.loads(run.config.read_text(encoding="utf-8"))
+        config["recipe"] = upgrade_stored(config["recipe"])
         Recipe.from_dict(config["recipe"]), int(config["seed"]), str(config["dataset"])
     except FileNotFoundError:
         raise RunError(f"{run.config}: missing; the folder cannot be resumed (start again with --force)") from None

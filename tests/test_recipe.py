@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -130,3 +131,19 @@ def test_parse_value_suffixes():
     assert parse_value("budget.max_params", "250k") == 250_000
     assert parse_value("budget.max_macs", "4e7") == 40_000_000
     assert parse_value("budget.time_budget", "1800") == 1800.0
+
+
+def test_a_stored_recipe_without_grow_signal_reads_as_the_support_it_grew_on():
+    from grownet.recipe import upgrade_stored
+
+    old = Recipe().to_dict()
+    del old["grow"]["signal"]
+    assert Recipe.from_dict(upgrade_stored(old)).grow.signal == "support"
+    assert Recipe.from_dict(old).grow.signal == "importance"  # a new recipe's default
+    new = Recipe().to_dict()
+    assert upgrade_stored(new) == new
+    # a run folder written before grow.signal existed (commit d631e73)
+    v1 = Path(__file__).resolve().parent / "data" / "issue14" / "v1-run"
+    stored = json.loads((v1 / "config.json").read_text())["recipe"]
+    assert "signal" not in stored["grow"]
+    assert Recipe.from_dict(upgrade_stored(stored)).grow.signal == "support"

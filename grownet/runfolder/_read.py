@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from ..arch import Architecture
 from ..errors import ArchitectureError, RunError
+from ..recipe import upgrade_stored
 from ._folder import HISTORY_COLUMNS, RunFolder
 
 __all__ = ["CONTROL_NAMES", "ControlRecord", "RunRecord", "load_control", "load_run", "read_history", "read_json"]
@@ -149,6 +150,8 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     if not folder.path.is_dir():
         raise RunError(f"{folder.path}: no such run folder; pass the --out folder of a grownet search")
     config = _mapping(read_json(folder.config), folder.config)
+    if isinstance(config.get("recipe"), Mapping):
+        config = {**config, "recipe": upgrade_stored(config["recipe"])}
     summary = _mapping(read_json(folder.summary), folder.summary)
     rounds = read_json(folder.rounds, required=False, default=[])
     if not isinstance(rounds, list) or not all(isinstance(r, Mapping) for r in rounds):
