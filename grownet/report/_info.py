@@ -238,6 +238,36 @@ def activity_info(run: RunRecord) -> ActivityInfo:
     )
 
 
+@dataclass(frozen=True)
+class ActivityTraceInfo:
+    """Activity along each growth round (the importance signal's ``signal.trace`` in
+    rounds.json): for check ``rounds[j]``, ``steps[j]`` are the optimizer steps sampled and
+    ``activity[j][layer]`` the layer's activity at each of them; ``tau[j]`` its τ per layer."""
+
+    rounds: list[int]
+    steps: list[list[int]]
+    activity: list[dict[str, list[float]]]
+    tau: list[dict[str, float]]
+    signal: str
+
+
+def activity_trace_info(run: RunRecord) -> ActivityTraceInfo:
+    """Activity against step for every layer and check that recorded a trace."""
+    rounds, steps, activity, taus = [], [], [], []
+    signal = str(run.config.get("recipe", {}).get("grow", {}).get("signal", "support"))
+    for record in run.rounds:
+        trace = (record.get("signal") or {}).get("trace") if isinstance(record.get("signal"), Mapping) else None
+        if not isinstance(trace, list) or not trace:
+            continue
+        points = [t for t in trace if isinstance(t, Mapping) and isinstance(t.get("activity"), Mapping)]
+        layers = sorted({l for t in points for l in t["activity"]}, key=layer_order_key)
+        rounds.append(int(record.get("round", len(rounds) + 1)))
+        steps.append([int(t.get("step", 0)) for t in points])
+        activity.append({l: [_num(t["activity"].get(l)) for t in points] for l in layers})
+        taus.append({d["layer"]: _num(d.get("tau")) for d in record.get("layers", []) if isinstance(d, Mapping) and "layer" in d})
+    return ActivityTraceInfo(rounds, steps, activity, taus, signal)
+
+
 # ---- curves -------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from .html import Safe, figure, join, page, render, section, table
 from ._info import (
     CONTROL_LABELS,
     activity_info,
+    activity_trace_info,
     arch_info,
     controls_info,
     controls_like_grown,
@@ -100,13 +101,21 @@ def _growth(run: RunRecord) -> Safe:
 
 def _activity(run: RunRecord) -> Safe:
     info = activity_info(run)
+    trace = activity_trace_info(run)
     taus = ", ".join(f"{t:g}" for t in info.taus) or "not recorded"
-    return section("activity", "Γ filter activity", figure(
+    what = ("active filters (importance >= rho x the net's mean filter importance, accumulated over the round)"
+            if trace.signal == "importance" else "filters in the support of Γ")
+    parts = [figure(
         plots.activity_figure(info), alt="Heatmap of filter activity per layer per growth check",
-        caption=f"Share of each layer's filters in the support of Γ at each growth check; τ = {taus}. "
+        caption=f"Share of each layer's {what} at each growth check; τ = {taus}. "
                 "Outlined cells reached τ (red: widened, orange: clipped by the budget, grey: skipped); "
                 "'new' marks a layer added by deepening.",
-    ))
+    )]
+    if trace.rounds:
+        parts.append(figure(plots.activity_trace_figure(trace), alt="Activity against step for every layer in each round",
+                            caption="Each layer's activity along each growth round (sampled every tenth of the round); "
+                                    "the dashed line is τ."))
+    return section("activity", "Filter activity", Safe("".join(parts)))
 
 
 def _curves(run: RunRecord) -> Safe:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .formatting import si
-from ._info import ActivityInfo, CurvesInfo, GrowthInfo, ModelPoint, RoundCostInfo
+from ._info import ActivityInfo, ActivityTraceInfo, CurvesInfo, GrowthInfo, ModelPoint, RoundCostInfo
 
 __all__ = [
     "STYLE",
@@ -174,6 +174,29 @@ def activity_figure(info: ActivityInfo) -> str:
         for label, v in zip(cbar.ax.get_yticklabels(), ticks):
             if v in info.taus:
                 label.set_color("#d62728")
+        return to_svg(fig)
+
+
+def activity_trace_figure(info: ActivityTraceInfo) -> str:
+    """Activity against step for every layer, one panel per growth check (τ dashed)."""
+    import matplotlib
+
+    if not info.rounds:
+        return empty_figure("no activity traces recorded (grow.signal = support records one value per check)")
+    with matplotlib.rc_context(STYLE):
+        n = len(info.rounds)
+        fig = new_figure(WIDTH, 2.8)
+        axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
+        for ax, r, steps, acts, taus in zip(axes, info.rounds, info.steps, info.activity, info.tau):
+            for layer, values in acts.items():
+                ax.plot(steps, [v if v is not None else float("nan") for v in values], lw=1.2, label=layer)
+            for t in sorted({t for t in taus.values() if t is not None}):
+                ax.axhline(t, color="#d62728", ls="--", lw=1)
+            ax.set_title(f"check {r}")
+            ax.set_xlabel("step in round")
+            ax.set_ylim(-0.02, 1.02)
+        axes[0].set_ylabel("activity")
+        axes[-1].legend(fontsize=6, loc="lower right", ncol=2)
         return to_svg(fig)
 
 
