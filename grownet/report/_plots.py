@@ -29,6 +29,9 @@ _RC = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": False,
+    # Labels carry user text (run folder names, layer names): "$" is drawn as itself, never
+    # parsed as mathtext (an unbalanced "$x^{" would raise inside savefig).
+    "text.parse_math": False,
 }
 _WIDTH = 9.6  # inches: the page's figure column at 100 px/in
 _COLORS = {"grown": "#1f5fbf", "scratch": "#d9822b", "uniform": "#3a9e5b", "seed": "#8a5cc2"}
