@@ -201,12 +201,13 @@ def check_text(text: str, what: str, *, error: Error = UsageError) -> str:
     """``text`` (a name or path) if it is valid UTF-8 without NUL characters; Linux paths may
     hold any bytes, which Python decodes to lone surrogates that no log, JSON or HTML file can
     write, so such a name is refused before any work."""
+    shown = repr(text) if len(text) <= 200 else show(text)  # a path: shown whole where it fits a line
     if "\0" in text:
-        raise error(f"{what}: {show(text)} holds a NUL character; rename it")
+        raise error(f"{what}: {shown} holds a NUL character; rename it")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise error(f"{what}: {show(text)} is not valid UTF-8; rename it with UTF-8 characters only") from None
+        raise error(f"{what}: {shown} is not valid UTF-8; rename it with UTF-8 characters only") from None
     return text
 
 
