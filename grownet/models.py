@@ -253,7 +253,9 @@ def memory_limit(device: torch.device | str | None = None) -> int | None:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**40:,.0f} TiB"
+    """Bytes in the largest unit that keeps a digit before the point (MiB to TiB)."""
+    unit = next(u for u in (40, 30, 20) if n >= 2**u or u == 20)
+    return f"{n / 2**unit:,.1f} {dict([(40, 'TiB'), (30, 'GiB'), (20, 'MiB')])[unit]}"
 
 
 def _conv_outputs(arch: Architecture) -> list[tuple[int, int]]:

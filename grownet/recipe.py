@@ -308,9 +308,13 @@ def _check_scalar(spec: KeySpec, value: Any, path: str) -> Any:
     else:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{path}: must be a number, got {show(value)}")
-        value = float(value) if not isinstance(value, int) or abs(value) <= MAX_INT else math.inf
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past the float range
+            number = math.inf
+        if not math.isfinite(number):
             raise ConfigError(f"{path}: must be finite, got {show(value)}")
+        value = number
     too_low = spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low)
     too_high = spec.high is not None and (value >= spec.high if spec.high_open else value > spec.high)
     if too_low or too_high:

@@ -463,3 +463,22 @@ def test_architecture_errors_name_the_field_through_the_api(tmp_path):
     path.write_text(arch_json(num_classes=0))
     with pytest.raises(ArchitectureError, match="num_classes"):
         grownet.load_model(path)
+
+
+# ---- names that are legitimate (issue 18, class 3) ---------------------------------------------------
+
+
+def test_run_folders_named_with_mathtext_characters_are_compared_and_reported(tmp_path, capsys):
+    """matplotlib would parse ``$...$`` in a label as mathtext (an unbalanced ``$x^{`` raises
+    inside savefig); grownet's figures draw every label as plain text."""
+    import html
+
+    from _runfolder import write_synthetic_run
+
+    names = ("a$x^{$b_", "$\\frac{", "50$ & $5")
+    runs = [write_synthetic_run(tmp_path / name) for name in names]
+    assert main(["compare", *map(str, runs), "--out", str(tmp_path / "c.html"), "--quiet"]) == 0, capsys.readouterr().err
+    page = (tmp_path / "c.html").read_text(encoding="utf-8")
+    assert all(html.escape(name, quote=False) in page for name in names)
+    assert main(["report", str(runs[0]), "--quiet"]) == 0, capsys.readouterr().err
+    assert (runs[0] / "report.html").is_file()
