@@ -67,6 +67,8 @@ MAX_DEPTH = 64
 MAX_DIGITS = 40
 #: Largest integer a count, size or seed may take: the int64 range that torch and numpy hold.
 MAX_INT = 2**63 - 1
+#: Characters no name may hold: they would split a one-line message or a log line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 Error = type[GrownetError]
 
@@ -107,6 +109,7 @@ def show(value: Any) -> str:
 def cut(text: Any, limit: int = 60) -> str:
     """``str(text)`` without quotes, cut to ``limit`` characters (for names in messages)."""
     text = text if isinstance(text, str) else show(text)
+    text = text if text.isprintable() else repr(text)[1:-1]  # a newline would break the line
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -197,12 +200,13 @@ def _check_unicode(text: str, *, error: Error, where: str) -> None:
 
 
 def check_text(text: str, what: str, *, error: Error = UsageError) -> str:
-    """``text`` (a name or path) if it is valid UTF-8 without NUL characters; Linux paths may
-    hold any bytes, which Python decodes to lone surrogates that no log, JSON or HTML file can
-    write, so such a name is refused before any work."""
+    """``text`` (a name or path) if it is valid UTF-8 without control characters; Linux paths
+    may hold any bytes, which Python decodes to lone surrogates that no log, JSON or HTML file
+    can write, and a newline would split every one-line message and log line that names it,
+    so such a name is refused before any work."""
     shown = repr(text) if len(text) <= 200 else show(text)  # a path: shown whole where it fits a line
-    if "\0" in text:
-        raise error(f"{what}: {shown} holds a NUL character; rename it")
+    if _CONTROL.search(text):
+        raise error(f"{what}: {shown} holds a control character (newline, tab, NUL...); rename it")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -236,7 +240,7 @@ def check_number(value: Any, path: str, *, error: Error, low: float | None = Non
     except OverflowError:
         number = math.inf
     if not math.isfinite(number) or (low is not None and number < low) or (high is not None and number > high):
-        rng = f"[{'-inf' if low is None else low:g}, {'inf' if high is None else high:g}]"
+        rng = f"[{'-inf' if low is None else format(low, 'g')}, {'inf' if high is None else format(high, 'g')}]"
         raise error(f"{path}: must be a finite number in {rng}, got {show(value)}")
     return number
 

@@ -327,6 +327,7 @@ CASES: dict[str, Case] = {
     "output folder not UTF-8": Case((*SEARCH[:-1], "{tmp}/run" + NOT_UTF8), "/run\\udcff' is not valid UTF-8"),
     "npz path not UTF-8": Case((*SEARCH, "--dataset", "npz:{tmp}/d" + NOT_UTF8 + ".npz"), "is not valid UTF-8"),
     "recipe path not UTF-8": Case((*SEARCH, "--recipe", "{tmp}/r" + NOT_UTF8 + ".toml"), "is not valid UTF-8"),
+    "output folder with a newline": Case((*SEARCH[:-1], "{tmp}/a\nb"), "holds a control character (newline, tab, NUL...)"),
     "report of a folder not UTF-8": Case(("report", "{tmp}/run" + NOT_UTF8), "is not valid UTF-8"),
     "image class folder not UTF-8": Case((*SEARCH, "--dataset", "folder:{tmp}/imgs"), "class folder", folder_with_class(b"c\xffat")),
     "npz class name not UTF-8": Case(NPZ, "classes[3]", npz_named(["c0", "c1", "c2", "c" + NOT_UTF8] + [f"c{i}" for i in range(4, 10)])),

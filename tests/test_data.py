@@ -517,6 +517,14 @@ def test_the_largest_class_index_is_accepted(tmp_path):
     assert ds.num_classes == 1_000_000 and ds.classes[-1] == "999999"
 
 
+@pytest.mark.parametrize("key", ["x_train", "y_train"])
+@pytest.mark.parametrize("dtype", ["m8[s]", "M8[s]", "c8", "U2"])
+def test_time_complex_and_text_arrays_are_refused_by_dtype(tmp_path, key, dtype):
+    shape = (4, 5, 5, 3) if key == "x_train" else (4,)
+    with pytest.raises(DataError, match=rf"{key} has dtype"):
+        load_dataset(small_npz(tmp_path / "d.npz", **{key: np.zeros(shape, dtype)}))
+
+
 def test_negative_float_labels_are_refused_before_the_cast(tmp_path):
     with pytest.raises(DataError, match=r"y_test: label -1000000000000000019884624838656 is negative"):
         load_dataset(small_npz(tmp_path / "d.npz", y_test=np.array([0, -1e30])))

@@ -167,6 +167,7 @@ def test_floats_past_the_float_range_are_refused():
     ("[grow]\ntau = " + "[" * 10_000 + "]" * 10_000 + "\n", r"r\.toml: nested deeper than 64 levels$"),
     ("[" + ".".join(["grow"] * 500) + "]\n", r"r\.toml: nested deeper than 64 levels"),
     ("[grow]\n" + "x" * 10_000 + " = 1\n", r"r\.toml: grow\.x{57}\.\.\.: unknown key"),
+    ('["\\n"]\nx = 0\n', r"r\.toml: \\n: unknown section"),  # a newline in a name stays one line
 ])
 def test_extreme_recipe_files_are_refused_naming_the_file(tmp_path, toml, message):
     (tmp_path / "r.toml").write_text(toml)

@@ -123,6 +123,10 @@ def test_check_number_is_finite_and_in_range():
             v.check_number(bad, "x", error=RunError, low=0.0, high=1.0)
     with pytest.raises(RunError, match="must be a number, got None"):
         v.check_number(None, "x", error=RunError)
+    with pytest.raises(RunError, match=r"^x: must be a finite number in \[0, inf\], got -1$"):
+        v.check_number(-1, "x", error=RunError, low=0.0)
+    with pytest.raises(RunError, match=r"^x: must be a finite number in \[-inf, 2\.5\], got 3$"):
+        v.check_number(3, "x", error=RunError, high=2.5)
 
 
 def test_check_file_name_refuses_paths_nul_and_dots():
@@ -136,8 +140,10 @@ def test_check_text_refuses_names_that_are_not_utf8_or_hold_nul():
     assert v.check_text("runs/ä $x^{$", "--out") == "runs/ä $x^{$"
     with pytest.raises(UsageError, match=r"^--out: 'runs/\\udcff' is not valid UTF-8; rename it"):
         v.check_text(b"runs/\xff".decode("utf-8", "surrogateescape"), "--out")
-    with pytest.raises(UsageError, match=r"^--out: 'a\\x00' holds a NUL character"):
-        v.check_text("a\0", "--out")
+    for bad in ("a\0", "a\nb", "\t", "x\x7f"):
+        with pytest.raises(UsageError, match=r"^--out: '.*' holds a control character \(newline, tab, NUL...\); rename it$"):
+            v.check_text(bad, "--out")
+    assert v.cut("line\nbreak") == "line\\nbreak"
 
 
 def test_check_fields_names_the_nested_path_and_keeps_unknown_keys():

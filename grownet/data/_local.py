@@ -207,12 +207,12 @@ def _images(name: str, key: str, x: np.ndarray) -> Tensor:
         )
     if x.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(x))
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+    if x.dtype.kind in "iub":  # not numpy's "integer" alone: it holds timedelta64 too
         lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
         if lo < 0 or hi > 255:
             raise DataError(f"{name}: {key} holds integers in [{lo}, {hi}]; integer images must be in [0, 255]")
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8))
-    if np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind == "f":
         lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 255:
             raise DataError(f"{name}: {key} holds floats in [{lo}, {hi}]; float images must be in [0, 1] or [0, 255]")
@@ -226,10 +226,10 @@ def _labels(name: str, key: str, y: np.ndarray, n: int) -> Tensor:
     y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{name}: {key} has shape {y.shape}; expected ({n},), one label per image")
-    if np.issubdtype(y.dtype, np.floating):
+    if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise DataError(f"{name}: {key} holds non-integer values; labels must be class indices")
-    elif not np.issubdtype(y.dtype, np.integer):
+    elif y.dtype.kind not in "iu":  # numpy's "integer" holds timedelta64 too
         raise DataError(f"{name}: {key} has dtype {y.dtype}; labels must be integer class indices")
     if y.size:  # before the int64 cast (which would wrap a uint64 or a float past 2**63)
         lo, hi = y.min(), y.max()
