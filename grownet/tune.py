@@ -48,7 +48,6 @@ import shutil
 import socket
 import threading
 import time
-import tomllib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,7 @@ from .errors import ConfigError, DivergenceError, GrownetError, RunError, UsageE
 from .files import atomic_write_text
 from .runfolder import make_folder, remove_created
 from .recipe import Recipe, load_recipe, resolve_recipe
+from .validate import read_toml
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -225,10 +225,7 @@ def tune_table(recipe_path: str | os.PathLike) -> dict[str, Any]:
         ConfigError: an unreadable file, invalid TOML, or a ``tune`` that is not a table.
     """
     path = Path(recipe_path)
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("tune", {})
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read recipe ({exc})") from None
+    table = read_toml(path, error=ConfigError, what=" recipe", missing="recipe file not found").get("tune", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: tune: must be a table of ranges")
     return table

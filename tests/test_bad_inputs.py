@@ -311,6 +311,9 @@ CASES: dict[str, Case] = {
                                       text("a.json", arch_json_raw("meta", '{"a":' * 100 + "1" + "}" * 100))),
     "toml arrays nested 5000 deep": Case(RECIPE, "r.toml: nested deeper than 64 levels",
                                          text("r.toml", "[grow]\ntau = " + "[" * 5000 + "]" * 5000 + "\n")),
+    "tune table nested 5000 deep": Case(("tune", "--trials", "1", "--out", "{tmp}/t", "--recipe", "{tmp}/r.toml", "--tune.lr", "0.1,0.2"),
+                                        "r.toml: nested deeper than 64 levels",
+                                        text("r.toml", "[tune]\nlr = " + "[" * 5000 + "]" * 5000 + "\n")),
     "toml tables nested 3000 deep": Case(RECIPE, "r.toml: nested deeper than 64 levels",
                                          text("r.toml", "[" + ".".join(["grow"] * 3000) + "]\n")),
     # nets and arrays larger than the machine
