@@ -564,3 +564,9 @@ def test_image_file_names_that_are_not_utf8_are_refused(tmp_path):
 def test_a_dataset_name_that_is_not_utf8_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"^dataset: 'npz:.*\\udcff\.npz' is not valid UTF-8"):
         load_dataset(f"npz:{tmp_path}/\udcff.npz")
+
+
+def test_a_data_folder_variable_that_is_not_utf8_is_refused(monkeypatch):
+    monkeypatch.setenv("GROWNET_DATA", os.fsdecode(b"/data/\xff"))
+    with pytest.raises(DataError, match=r"^GROWNET_DATA: '/data/\\udcff' is not valid UTF-8"):
+        load_dataset("cifar10", download=False)
