@@ -77,7 +77,7 @@ Error = type[GrownetError]
 
 
 class _Short(reprlib.Repr):
-    """``reprlib`` with integers shown by their digit count past 20 digits (``repr`` of an
+    """``reprlib`` with integers past 64 bits shown by their digit count (``repr`` of an
     integer past 4,300 digits raises)."""
 
     def repr_int(self, x: int, level: int) -> str:
@@ -95,7 +95,7 @@ def _int_text(value: int) -> str:
         return str(value)
     # str() is exact but refused past 4,300 digits (about 14,280 bits); log10 is close enough there.
     digits = len(str(abs(value))) if value.bit_length() < 14_000 else int(math.log10(abs(value))) + 1
-    return f"{'-' if value < 0 else ''}an integer of {digits} digits"
+    return f"{'a negative' if value < 0 else 'an'} integer of {digits} digits"
 
 
 def show(value: Any) -> str:

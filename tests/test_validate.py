@@ -93,7 +93,7 @@ def test_read_errors_are_one_line_of_the_callers_class(tmp_path):
 def test_show_keeps_messages_short():
     assert v.show(2**63 - 1) == "9223372036854775807"
     assert v.show(2**64) == "an integer of 20 digits"
-    assert v.show(-(10**5000)) == "-an integer of 5001 digits"
+    assert v.show(-(10**5000)) == "a negative integer of 5001 digits"
     assert v.show(10**100_000) == "an integer of 100001 digits"  # past the interpreter's str() limit
     assert v.show([10**5000] * 100) == "[" + "an integer of 5001 digits, " * 6 + "...]"
     assert len(v.show("x" * 10**6)) < 80
