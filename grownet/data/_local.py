@@ -234,7 +234,7 @@ def _labels(name: str, key: str, y: np.ndarray, n: int) -> Tensor:
     if y.size:  # before the int64 cast (which would wrap a uint64 or a float past 2**63)
         lo, hi = y.min(), y.max()
         if lo < 0:
-            raise DataError(f"{name}: {key}: label {int(lo)} is negative; labels must be class indices 0, 1, ..., K-1")
+            raise DataError(f"{name}: {key}: label {_label(lo)} is negative; labels must be class indices 0, 1, ..., K-1")
         if hi >= MAX_CLASSES:
             raise DataError(f"{name}: {key}: label {_label(hi)} is too large; labels are class indices below {MAX_CLASSES:,}")
     return torch.from_numpy(y.astype(np.int64))
