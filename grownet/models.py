@@ -217,7 +217,8 @@ def check_memory(arch: Architecture, *, batch_size: int = 1, device: torch.devic
     limit = memory_limit(device) if limit_bytes is None else limit_bytes
     if limit is None:
         return est
-    where = f"half of this machine's {_gib(limit / MEMORY_FRACTION)} memory" if limit_bytes is None else f"the {_gib(limit)} limit"
+    owner = "the GPU" if _device(device).type == "cuda" and torch.cuda.is_available() else "this machine"
+    where = f"half of {owner}'s {_gib(limit / MEMORY_FRACTION)} memory" if limit_bytes is None else f"the {_gib(limit)} limit"
     if est.param_bytes > limit:
         raise ArchitectureError(
             f"{est.largest}: the net has {est.params:,} parameters, needing ~{_gib(est.param_bytes)} to train, more than "
@@ -235,7 +236,7 @@ def check_memory(arch: Architecture, *, batch_size: int = 1, device: torch.devic
 def memory_limit(device: torch.device | str | None = None) -> int | None:
     """:data:`MEMORY_FRACTION` of the memory of ``device``: a CUDA device's own, else this
     machine's physical memory (or its cgroup's limit, when lower); None when unknown."""
-    device = torch.device(device) if device is not None else torch.get_default_device()
+    device = _device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         total = torch.cuda.get_device_properties(device).total_memory
     else:
@@ -250,6 +251,10 @@ def memory_limit(device: torch.device | str | None = None) -> int | None:
         except OSError:
             pass
     return int(total * MEMORY_FRACTION)
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else torch.get_default_device()
 
 
 def _gib(n: float) -> str:

@@ -83,3 +83,14 @@ def test_the_meta_device_builds_anything():
     with torch.device("meta"):
         model = build_model(HUGE)
     assert sum(p.numel() for p in model.parameters()) == estimate_memory(HUGE).params
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_limit_is_half_the_gpus_memory():
+    assert memory_limit("cuda") == int(torch.cuda.get_device_properties(0).total_memory * 0.5)
+    with torch.device("cuda"):
+        assert next(build_model(ARCHS["vgg preset"]).parameters()).is_cuda
+        with pytest.raises(ArchitectureError, match=r"more than half of the GPU's .* memory"):
+            build_model(HUGE)
+    with pytest.raises(ArchitectureError, match=r"at batch size 10000000, more than half of the GPU's"):
+        check_memory(ARCHS["vgg preset"], batch_size=10_000_000, device="cuda")
