@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ArchitectureError
-from .files import atomic_write_text, read_text
+from .files import atomic_write_text
+from .validate import check_tree, read_json, show
 
-__all__ = ["Architecture", "ResStage", "FAMILIES", "FORMAT", "VERSION", "MAX_WIDTH"]
+__all__ = ["Architecture", "ResStage", "FAMILIES", "FORMAT", "VERSION", "MAX_WIDTH", "MAX_LAYERS", "MAX_CLASSES"]
 
 FORMAT = "grownet.architecture"
 VERSION = 1
@@ -32,6 +33,11 @@ FAMILIES = ("vgg", "resnet")
 #: Largest accepted width: far above any CIFAR-scale net, small enough to catch typos
 #: (a width of 10**9 would allocate terabytes).
 MAX_WIDTH = 65536
+#: Most layers (VGG convs, ResNet blocks) in one stage: ResNet-1202 has 200; a million would
+#: take hours only to cost.
+MAX_LAYERS = 1024
+#: Most classifier outputs (ImageNet-21k has 21,841 classes).
+MAX_CLASSES = 1_000_000
 _TOP_KEYS = {"format", "version", "family", "in_channels", "input_size", "num_classes", "stages", "meta"}
 
 
@@ -96,12 +102,7 @@ class Architecture:
     def from_json(cls, path: str | os.PathLike) -> "Architecture":
         """Read and validate an architecture JSON file."""
         path = Path(path)
-        text = read_text(path, error=ArchitectureError, missing="file not found; pass the path of an architecture.json")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            where = f"line {exc.lineno}, column {exc.colno}"
-            raise ArchitectureError(f"{path}: not valid JSON ({exc.msg} at {where})") from None
+        data = read_json(path, error=ArchitectureError, missing="file not found; pass the path of an architecture.json")
         try:
             return _parse(data)
         except ArchitectureError as exc:
@@ -170,7 +171,7 @@ class Architecture:
         """A copy with one layer set to ``width`` (meta dropped: it described the old net)."""
         self.width(layer)  # validates the name
         if not isinstance(width, int) or isinstance(width, bool) or not 0 < width <= MAX_WIDTH:
-            raise ArchitectureError(f"{layer}: width must be a positive integer <= {MAX_WIDTH}, got {width!r}")
+            raise ArchitectureError(f"{layer}: width must be a positive integer <= {MAX_WIDTH}, got {show(width)}")
         parts = layer.split(".")
         if layer == "stem":
             return replace(self, stem=width, meta={})
@@ -194,7 +195,7 @@ class Architecture:
         """A copy with one more layer at the end of ``stage``: a VGG conv of the stage's last
         width, or a ResNet block whose inner width is the stage's last block's."""
         if not isinstance(stage, int) or not 0 <= stage < self.num_stages:
-            raise ArchitectureError(f"stage must be an integer in [0, {self.num_stages - 1}], got {stage!r}")
+            raise ArchitectureError(f"stage must be an integer in [0, {self.num_stages - 1}], got {show(stage)}")
         stages = list(self.stages)
         if self.family == "vgg":
             stages[stage] = tuple(stages[stage]) + (stages[stage][-1],)
@@ -219,7 +220,7 @@ def _int(value: Any, path: str, what: str, *, low: int = 1, high: int | None = N
     if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
         bound = f" <= {high}" if high is not None else ""
         kind = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ArchitectureError(f"{path}: {what} must be {kind}{bound}, got {value!r}")
+        raise ArchitectureError(f"{path}: {what} must be {kind}{bound}, got {show(value)}")
     return value
 
 
@@ -235,11 +236,11 @@ def _validated(arch: Architecture) -> dict[str, Any]:
     """The normalised field values of ``arch``; raises ArchitectureError naming the field."""
     family = arch.family
     if family not in FAMILIES:
-        raise ArchitectureError(f"family: must be one of {', '.join(FAMILIES)}, got {family!r}")
+        raise ArchitectureError(f"family: must be one of {', '.join(FAMILIES)}, got {show(family)}")
     out: dict[str, Any] = {
         "in_channels": _int(arch.in_channels, "in_channels", "value", high=4096),
         "input_size": _int(arch.input_size, "input_size", "value", high=8192),
-        "num_classes": _int(arch.num_classes, "num_classes", "value", high=1_000_000),
+        "num_classes": _int(arch.num_classes, "num_classes", "value", high=MAX_CLASSES),
     }
     if family == "vgg":
         if arch.stem is not None:
@@ -256,6 +257,7 @@ def _validated(arch: Architecture) -> dict[str, Any]:
         if family == "vgg":
             if not _is_list(stage) or not stage:
                 raise ArchitectureError(f"stages[{s}]: must be a non-empty list of widths")
+            _max_layers(stage, f"stages[{s}]")
             stages.append(tuple(_width(w, f"stages[{s}][{l}]") for l, w in enumerate(stage)))
             continue
         if isinstance(stage, Mapping):
@@ -265,6 +267,7 @@ def _validated(arch: Architecture) -> dict[str, Any]:
         width = _width(stage.width, f"stages[{s}].width")
         if not _is_list(stage.blocks) or not stage.blocks:
             raise ArchitectureError(f"stages[{s}].blocks: must be a non-empty list of widths")
+        _max_layers(stage.blocks, f"stages[{s}].blocks")
         blocks = tuple(_width(w, f"stages[{s}].blocks[{b}]") for b, w in enumerate(stage.blocks))
         stages.append(ResStage(width, blocks))
     out["stages"] = tuple(stages)
@@ -276,8 +279,15 @@ def _validated(arch: Architecture) -> dict[str, Any]:
         )
     if not isinstance(arch.meta, Mapping):
         raise ArchitectureError(f"meta: must be an object, got {type(arch.meta).__name__}")
+    # meta is free-form, but written back as JSON by recursive code: bound its depth and numbers.
+    check_tree(dict(arch.meta), error=ArchitectureError, where="meta")
     out["meta"] = dict(arch.meta)
     return out
+
+
+def _max_layers(layers: Any, path: str) -> None:
+    if len(layers) > MAX_LAYERS:
+        raise ArchitectureError(f"{path}: {len(layers)} layers; a stage holds at most {MAX_LAYERS}")
 
 
 def _res_stage(stage: Mapping[str, Any], path: str) -> ResStage:
@@ -300,13 +310,13 @@ def _parse(data: Any) -> Architecture:
     if "format" not in data:
         raise ArchitectureError(f"format: missing required key (must be {FORMAT!r})")
     if data["format"] != FORMAT:
-        raise ArchitectureError(f"format: must be {FORMAT!r}, got {data['format']!r}")
+        raise ArchitectureError(f"format: must be {FORMAT!r}, got {show(data['format'])}")
     version = data.get("version")
     if type(version) is not int or version != VERSION:
-        raise ArchitectureError(f"version: unsupported version {version!r}; this grownet reads version {VERSION}")
+        raise ArchitectureError(f"version: unsupported version {show(version)}; this grownet reads version {VERSION}")
     family = data.get("family")
-    if family not in FAMILIES:
-        raise ArchitectureError(f"family: must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise ArchitectureError(f"family: must be one of {', '.join(FAMILIES)}, got {show(family)}")
     if family == "vgg" and "stem" in data:
         raise ArchitectureError("stem: only family 'resnet' has a stem; remove it")
     unknown = sorted(map(str, set(data) - _TOP_KEYS - {"stem"}))

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 from typing import Any, ClassVar, Mapping, NoReturn, Sequence
 
 from ._version import __version__
-from .errors import GrownetError
+from .errors import GrownetError, UsageError
 from .progress import Reporter, RichReporter, TicketReporter
 from .recipe import Recipe, default_recipe, load_recipe, recipe_keys, recipe_names
+from .validate import MAX_INT, check_text, cut
 
 __all__ = [
     "Command",
@@ -57,6 +59,24 @@ class Command:
 
     def run(self, args: argparse.Namespace) -> int:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+# ---- numeric flags ---------------------------------------------------------------------------
+
+
+def _integer(low: int | None = None, high: int = MAX_INT) -> Any:
+    """An argparse ``type``: a decimal integer in ``[low, high]`` (64-bit by default), refused
+    as one short line otherwise (a 5,000-digit number is neither echoed nor converted)."""
+
+    def parse(text: str) -> int:
+        kind = "a non-negative integer" if low == 0 else "an integer" if low is None else f"an integer >= {low}"
+        value = int(text) if re.fullmatch(r"\s*[-+]?\d{1,40}\s*", text) else None
+        if value is None or value > high or (low is not None and value < low) or value < -MAX_INT - 1:
+            raise argparse.ArgumentTypeError(f"must be {kind} <= {high}, got {cut(text, 40)!r}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in some messages
+    return parse
 
 
 # ---- recipe flags -----------------------------------------------------------------------------
@@ -108,12 +128,12 @@ class SearchCommand(Command):
         parser.add_argument("--dataset", help="cifar10, cifar100, svhn, mnist, fashion-mnist, folder:PATH or npz:PATH (default cifar10; on --resume the run's own)")
         parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (e.g. ../shared/data)")
         parser.add_argument("--out", metavar="DIR", help="run folder (default runs/<dataset>-<time>)")
-        parser.add_argument("--seed", type=int, help="random seed (default 0; a resumed run keeps its own)")
+        parser.add_argument("--seed", type=_integer(0), help="random seed (default 0; a resumed run keeps its own)")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
         mode.add_argument("--force", action="store_true", help="overwrite an existing run folder")
-        parser.add_argument("--ddp", nargs="?", const=0, type=int, metavar="N",
+        parser.add_argument("--ddp", nargs="?", const=0, type=_integer(0, 1024), metavar="N",
                             help="data-parallel training (DistributedDataParallel): --ddp N starts N local processes; "
                                  "under torchrun (torchrun --nproc_per_node N -m grownet search ...) it is on by itself")
         add_recipe_arguments(parser)
@@ -240,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``grownet`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    for arg in argv:  # a path that is not UTF-8 (valid on Linux) is refused before any work
+        try:
+            check_text(arg, "argument", error=UsageError)
+        except UsageError as exc:
+            print(f"grownet: error: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -327,15 +353,15 @@ class TicketCommand(Command):
                          "(default: the recipe's model.seed_arch)")
         parser.add_argument("--dataset", help="cifar10, cifar100, svhn, mnist, fashion-mnist, folder:PATH or npz:PATH (default cifar10; on --resume the run's own)")
         parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (e.g. ../shared/data)")
-        parser.add_argument("--epochs", type=int, required=True, metavar="E", help="DessiLBI epochs of the dense net")
-        parser.add_argument("--at-epoch", type=int, metavar="K", help="take the ticket at epoch K (default: E)")
-        parser.add_argument("--finetune-epochs", type=int, metavar="F",
+        parser.add_argument("--epochs", type=_integer(), required=True, metavar="E", help="DessiLBI epochs of the dense net")
+        parser.add_argument("--at-epoch", type=_integer(), metavar="K", help="take the ticket at epoch K (default: E)")
+        parser.add_argument("--finetune-epochs", type=_integer(), metavar="F",
                             help="fine-tune epochs of the ticket and of the fresh control (default: finetune.epochs)")
         parser.add_argument("--fold", default="mean", choices=("mean", "interior", "none"),
                             help="how removed filters' constants reach 3x3 consumers' BatchNorm: averaged over "
                                  "positions, exact away from the border, or not at all (default mean)")
         parser.add_argument("--out", metavar="DIR", help="output folder (default runs/ticket-<dataset>-<time>)")
-        parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        parser.add_argument("--seed", type=_integer(0), default=0, help="random seed (default 0)")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
         parser.add_argument("--force", action="store_true", help="overwrite an existing output folder")
         add_recipe_arguments(parser)
@@ -405,7 +431,7 @@ class BaselineCommand(Command):
         parser.add_argument("--control", required=True, choices=CONTROLS,
                             help="scratch: the final net from scratch; uniform: the seed layout scaled to the final "
                                  "MACs; seed: the seed net alone")
-        parser.add_argument("--epochs", type=int, metavar="E", help="epochs (default: the search's total epochs)")
+        parser.add_argument("--epochs", type=_integer(), metavar="E", help="epochs (default: the search's total epochs)")
         parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (default: the run's own)")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
         parser.add_argument("--force", action="store_true", help="train the control again, replacing its results")
@@ -514,7 +540,7 @@ class TuneCommand(Command):
 
         parser.add_argument("--dataset", help="dataset name, e.g. cifar10, or npz:PATH (default: the study's, else cifar10)")
         parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (e.g. ../shared/data)")
-        parser.add_argument("--trials", type=int, required=True, metavar="N",
+        parser.add_argument("--trials", type=_integer(), required=True, metavar="N",
                             help="finished trials the study should hold in all, counted over every worker and resume "
                                  "(0: only rewrite the outputs)")
         parser.add_argument("--storage", metavar="URL",
@@ -523,10 +549,10 @@ class TuneCommand(Command):
         parser.add_argument("--study-name", metavar="NAME", help="study name (default grownet-<dataset>)")
         parser.add_argument("--out", metavar="DIR", help="this worker's output folder (default runs/tune-<dataset>-<time>; "
                                                             "give it again to resume a study kept in its study.db)")
-        parser.add_argument("--seed", type=int, help="seed of the sampler and of every trial's search (default: the study's, else 0)")
+        parser.add_argument("--seed", type=_integer(0), help="seed of the sampler and of every trial's search (default: the study's, else 0)")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
         parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), help="optuna sampler (default: the study's, else tpe)")
-        parser.add_argument("--heartbeat", type=int, default=30, metavar="S",
+        parser.add_argument("--heartbeat", type=_integer(1, 86400), default=30, metavar="S",
                             help="seconds between a running trial's heartbeats; a trial silent for 4x this is retried (default 30)")
         space = parser.add_argument_group("search space (override the recipe's [tune] table: LOW,HIGH or one value to pin)")
         for key, path in SEARCHED.items():

@@ -35,20 +35,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def read_text(path: str | os.PathLike, *, error: type[Exception], missing: str, what: str = "") -> str:
+def read_text(path: str | os.PathLike, *, error: type[Exception], missing: str, what: str = "",
+              max_bytes: int | None = None) -> str:
     """Read a UTF-8 text file, turning I/O failures into one-line ``error``s.
 
     Args:
         error: the exception class to raise (a :class:`grownet.errors.GrownetError`).
         missing: the message after ``"{path}: "`` when the file does not exist.
         what: inserted into ``"{path}: cannot read{what} (...)"`` for other failures.
+        max_bytes: refuse a file longer than this (read no further, so ``/dev/zero`` or a
+            pipe that never ends is refused too).
     """
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
     except FileNotFoundError:
         raise error(f"{path}: {missing}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
+        raise error(f"{path}: cannot read{what} ({exc})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise error(f"{path}: larger than {max_bytes // 2**20} MiB; is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise error(f"{path}: cannot read{what} ({exc})") from None
 
 

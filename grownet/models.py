@@ -11,6 +11,8 @@ Parameter names are stable (weights load by them) and follow the layer names:
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .arch import Architecture
-from .errors import UsageError
+from .errors import ArchitectureError, UsageError
 
 __all__ = [
     "ConvBN",
@@ -30,6 +32,10 @@ __all__ = [
     "layer_conv_weights",
     "layer_modules",
     "has_shortcut",
+    "MemoryEstimate",
+    "estimate_memory",
+    "check_memory",
+    "memory_limit",
 ]
 
 
@@ -139,9 +145,154 @@ def build_model(arch: Architecture | Mapping[str, Any]) -> nn.Module:
     (build under ``with torch.device("meta"):`` to allocate nothing).
 
     The returned module carries the Architecture as its ``arch`` attribute.
+
+    Raises:
+        ArchitectureError: when the net would not fit the default device's memory
+            (:func:`check_memory` at a batch of one; the ``meta`` device is never refused).
     """
     arch = as_architecture(arch)
+    device = torch.get_default_device()
+    if device.type != "meta":
+        check_memory(arch, device=device)
     return VGG(arch) if arch.family == "vgg" else ResNet(arch)
+
+
+# ---- memory ---------------------------------------------------------------------------------------
+
+#: Share of the device's memory a net may take for its parameters with their training copies,
+#: and (separately) for its training activations, before :func:`check_memory` refuses it.
+MEMORY_FRACTION = 0.5
+#: float32 copies of every parameter while training: weight, gradient, and DessiLBI's V, Γ and
+#: momentum buffer.
+_PARAM_COPIES = 5
+#: float32 copies of every conv output kept for the backward pass (conv, BatchNorm and ReLU
+#: outputs) plus the gradient flowing back through it.
+_ACTIVATION_COPIES = 4
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What training a net takes, estimated from its architecture alone.
+
+    Attributes:
+        params: parameters (as :func:`grownet.cost.cost` counts them).
+        param_bytes: ``params`` x 4 bytes x 5 training copies (weight, gradient, V, Γ, momentum).
+        activation_bytes: conv outputs per sample x batch size x 4 bytes x 4 copies (conv,
+            BatchNorm and ReLU outputs, and the gradient).
+        largest: the field path of the layer holding the most parameters (``stages[2][1]``).
+    """
+
+    params: int
+    param_bytes: int
+    activation_bytes: int
+    largest: str
+
+
+def estimate_memory(arch: Architecture, *, batch_size: int = 1) -> MemoryEstimate:
+    """The :class:`MemoryEstimate` of training ``arch`` at ``batch_size``; allocates nothing."""
+    from .cost import cost  # cost builds on the meta device through this module
+
+    c = cost(arch)
+    layer = max(arch.layer_widths(), key=lambda name: c.layers[name].params)
+    elements = arch.in_channels * arch.input_size**2 + sum(w * side**2 for w, side in _conv_outputs(arch))
+    return MemoryEstimate(
+        params=c.params,
+        param_bytes=4 * _PARAM_COPIES * c.params,
+        activation_bytes=4 * _ACTIVATION_COPIES * elements * batch_size,
+        largest=_field_path(arch, layer),
+    )
+
+
+def check_memory(arch: Architecture, *, batch_size: int = 1, device: torch.device | str | None = None,
+                 limit_bytes: int | None = None) -> MemoryEstimate:
+    """Refuse ``arch`` when its parameters (with their training copies) or its activations at
+    ``batch_size`` would take more than ``limit_bytes`` each (default: :func:`memory_limit` of
+    ``device``, half its memory); return the estimate otherwise.
+
+    Raises:
+        ArchitectureError: naming the widest contributor (a layer's field path for the
+            parameters; ``input_size``, the widths and ``data.batch_size`` for activations).
+    """
+    est = estimate_memory(arch, batch_size=batch_size)
+    limit = memory_limit(device) if limit_bytes is None else limit_bytes
+    if limit is None:
+        return est
+    owner = "the GPU" if _device(device).type == "cuda" and torch.cuda.is_available() else "this machine"
+    where = f"half of {owner}'s {_gib(limit / MEMORY_FRACTION)} memory" if limit_bytes is None else f"the {_gib(limit)} limit"
+    if est.param_bytes > limit:
+        raise ArchitectureError(
+            f"{est.largest}: the net has {est.params:,} parameters, needing ~{_gib(est.param_bytes)} to train, more than "
+            f"{where}; use narrower layers"
+        )
+    if est.activation_bytes > limit:
+        raise ArchitectureError(
+            f"input_size: {arch.input_size} px images through these widths need ~{_gib(est.activation_bytes)} of "
+            f"activations at batch size {batch_size}, more than {where}; lower data.batch_size, the widths or the "
+            "image size"
+        )
+    return est
+
+
+def memory_limit(device: torch.device | str | None = None) -> int | None:
+    """:data:`MEMORY_FRACTION` of the memory of ``device``: a CUDA device's own, else this
+    machine's physical memory (or its cgroup's limit, when lower); None when unknown."""
+    device = _device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+        try:
+            with open("/sys/fs/cgroup/memory.max") as fh:
+                text = fh.read().strip()
+            total = min(total, int(text)) if text.isdigit() else total
+        except OSError:
+            pass
+    return int(total * MEMORY_FRACTION)
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else torch.get_default_device()
+
+
+def _gib(n: float) -> str:
+    """Bytes in the largest unit that keeps a digit before the point (MiB to TiB)."""
+    unit = next(u for u in (40, 30, 20) if n >= 2**u or u == 20)
+    return f"{n / 2**unit:,.1f} {dict([(40, 'TiB'), (30, 'GiB'), (20, 'MiB')])[unit]}"
+
+
+def _conv_outputs(arch: Architecture) -> list[tuple[int, int]]:
+    """``(channels, side)`` of every conv output for one sample, as the modules above compute them."""
+    side, out = arch.input_size, []
+    if arch.family == "vgg":
+        for s, widths in enumerate(arch.stages):
+            side = side if s == 0 else side // 2  # 2x2 max-pool between stages
+            out += [(w, side) for w in widths]
+        return out
+    out.append((int(arch.stem), side))  # type: ignore[arg-type]
+    cin = arch.stem
+    for s, stage in enumerate(arch.stages):
+        for b, inner in enumerate(stage.blocks):
+            if s > 0 and b == 0:
+                side = (side + 1) // 2  # 3x3 conv, stride 2, padding 1
+            out += [(inner, side), (stage.width, side)]
+            if cin != stage.width or (s > 0 and b == 0):
+                out.append((stage.width, side))  # projection shortcut
+            cin = stage.width
+    return out
+
+
+def _field_path(arch: Architecture, layer: str) -> str:
+    """The architecture JSON field of a layer name: ``stages.2.1`` -> ``stages[2][1]`` (VGG) or
+    ``stages[2].blocks[1]`` (ResNet); ``stages.2`` -> ``stages[2].width``."""
+    if layer == "stem":
+        return "stem"
+    parts = layer.split(".")
+    if len(parts) == 2:
+        return f"stages[{parts[1]}].width"
+    return f"stages[{parts[1]}][{parts[2]}]" if arch.family == "vgg" else f"stages[{parts[1]}].blocks[{parts[2]}]"
 
 
 def as_architecture(arch: Architecture | Mapping[str, Any]) -> Architecture:

@@ -17,13 +17,12 @@ import dataclasses
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .errors import ConfigError
-from .files import read_text
+from .validate import MAX_INT, cut, read_toml, show
 
 __all__ = [
     "Recipe",
@@ -179,7 +178,7 @@ class Recipe:
             if name == "tune":  # search ranges of `grownet tune`, validated by grownet.tune.TuneSpace
                 continue
             if name not in _SECTIONS:
-                raise ConfigError(f"{name}: unknown section (known: {', '.join(_SECTIONS)})")
+                raise ConfigError(f"{cut(name)}: unknown section (known: {', '.join(_SECTIONS)})")
             if not isinstance(values, Mapping):
                 raise ConfigError(f"{name}: must be a table of keys, got {type(values).__name__}")
             sections[name] = _build_section(name, _SECTIONS[name], values)
@@ -288,7 +287,7 @@ def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"{name}.{key}: unknown key (keys of [{name}]: {', '.join(fields)})")
+            raise ConfigError(f"{name}.{cut(key)}: unknown key (keys of [{name}]: {', '.join(fields)})")
         kwargs[key] = _check(_field_spec(name, fields[key]), value)
     return cls(**kwargs)
 
@@ -306,13 +305,13 @@ def _check(spec: KeySpec, value: Any) -> Any:
 def _check_scalar(spec: KeySpec, value: Any, path: str) -> Any:
     if spec.kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{path}: must be true or false, got {value!r}")
+            raise ConfigError(f"{path}: must be true or false, got {show(value)}")
         return value
     if spec.kind == "str":
         if not isinstance(value, str):
-            raise ConfigError(f"{path}: must be a string, got {value!r}")
+            raise ConfigError(f"{path}: must be a string, got {show(value)}")
         if spec.choices and value not in spec.choices:
-            raise ConfigError(f"{path}: must be one of {', '.join(spec.choices)}, got {value!r}")
+            raise ConfigError(f"{path}: must be one of {', '.join(spec.choices)}, got {show(value)}")
         if not value:
             raise ConfigError(f"{path}: must not be empty")
         return value
@@ -320,13 +319,19 @@ def _check_scalar(spec: KeySpec, value: Any, path: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{path}: must be an integer, got {value!r}")
+            raise ConfigError(f"{path}: must be an integer, got {show(value)}")
+        if abs(value) > MAX_INT:  # counts and sizes reach torch and numpy as int64
+            raise ConfigError(f"{path}: must be at most {MAX_INT} (a 64-bit integer), got {show(value)}")
     else:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{path}: must be a number, got {value!r}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{path}: must be finite, got {value!r}")
+            raise ConfigError(f"{path}: must be a number, got {show(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past the float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}: must be finite, got {show(value)}")
+        value = number
     too_low = spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low)
     too_high = spec.high is not None and (value >= spec.high if spec.high_open else value > spec.high)
     if too_low or too_high:
@@ -338,6 +343,8 @@ def _check_scalar(spec: KeySpec, value: Any, path: str) -> Any:
 # ---- text values (CLI flags, string overrides) ----------------------------------------------------
 
 _SUFFIX = {"k": 10**3, "m": 10**6, "g": 10**9}
+#: Longest number accepted on the command line (the int64 range needs 20 characters).
+_MAX_CHARS = 40
 
 
 def parse_value(path: str, text: str) -> Any:
@@ -361,19 +368,21 @@ def parse_value(path: str, text: str) -> Any:
             return True
         if low in ("false", "no", "off", "0"):
             return False
-        raise ConfigError(f"{path}: must be true or false, got {text!r}")
+        raise ConfigError(f"{path}: must be true or false, got {show(text)}")
     m = re.fullmatch(r"([-+]?[0-9_.]+(?:[eE][-+]?\d+)?)([kKmMgG]?)", text)
-    if not m:
-        kind = "an integer" if spec.kind == "int" else "a number"
-        raise ConfigError(f"{path}: must be {kind}, got {text!r}")
+    kind = "an integer" if spec.kind == "int" else "a number"
+    if not m or len(m.group(1)) > _MAX_CHARS:
+        raise ConfigError(f"{path}: must be {kind}{' of at most 40 characters' if m else ''}, got {show(text)}")
+    digits, scale = m.group(1).replace("_", ""), _SUFFIX.get(m.group(2).lower(), 1)
+    if spec.kind == "int" and re.fullmatch(r"[-+]?\d+", digits):
+        return int(digits) * scale  # exact: 2**64 is not rounded to a float
     try:
-        number = float(m.group(1).replace("_", ""))
+        number = float(digits) * scale
     except ValueError:
-        raise ConfigError(f"{path}: must be a number, got {text!r}") from None
-    number *= _SUFFIX.get(m.group(2).lower(), 1)
+        raise ConfigError(f"{path}: must be {kind}, got {show(text)}") from None
     if spec.kind == "int":
         if not number.is_integer():
-            raise ConfigError(f"{path}: must be an integer, got {text!r}")
+            raise ConfigError(f"{path}: must be an integer, got {show(text)}")
         return int(number)
     return number
 
@@ -458,12 +467,8 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     """
     path = recipe_path(path)
     names = ", ".join(recipe_names())
-    text = read_text(path, error=ConfigError, what=" recipe",
+    data = read_toml(path, error=ConfigError, what=" recipe",
                      missing=f"recipe file not found; give a TOML file or a bundled recipe's name ({names})")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
     try:
         return Recipe.from_dict(data)
     except ConfigError as exc:
@@ -475,4 +480,6 @@ def _plain(value: Any) -> Any:
 
 
 def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if isinstance(value, int):
+        return str(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(float(value))

@@ -271,3 +271,39 @@ def test_with_extra_layer_appends_at_the_end_of_the_stage():
 
 def test_constants():
     assert (FORMAT, VERSION) == ("grownet.architecture", 1)
+
+
+# ---- extreme numbers and shapes (issue 18) ---------------------------------------------------------------
+
+
+def raw_json(key: str, raw: str) -> str:
+    """The VGG example's JSON with ``key``'s value replaced by the text ``raw``."""
+    return json.dumps({**VGG, key: "@RAW@"}).replace('"@RAW@"', raw)
+
+
+@pytest.mark.parametrize(("key", "raw", "message"), [
+    ("stages", f"[[{2**64}]]", r"stages\[0\]\[0\]: width must be a positive integer <= 65536, got an integer of 20 digits$"),
+    ("stages", "[[" + "9" * 5000 + "]]", r"a\.json: a number has more than 40 digits$"),
+    ("num_classes", "1" + "0" * 40, r"a\.json: a number has more than 40 digits$"),
+    ("meta", "[" * 100_000 + "]" * 100_000, r"a\.json: nested deeper than 64 levels$"),
+    ("meta", '{"a":' * 70 + "0" + "}" * 70, r"a\.json: nested deeper than 64 levels$"),
+    ("meta", '{"note": "\\udcff"}', r"a\.json: text '\\udcff' is not valid Unicode"),
+    ("stages", "[" + ",".join(["[1]"] * 2000) + "]", r"input_size: 32 px is too small for 2000 stages"),
+    ("stages", "[[" + ",".join(["1"] * 1025) + "]]", r"stages\[0\]: 1025 layers; a stage holds at most 1024$"),
+])
+def test_extreme_json_is_refused_naming_the_file_and_field(tmp_path, key, raw, message):
+    (tmp_path / "a.json").write_text(raw_json(key, raw))
+    with pytest.raises(ArchitectureError, match=message):
+        Architecture.from_json(tmp_path / "a.json")
+
+
+def test_extreme_values_through_the_constructor_give_short_messages():
+    with pytest.raises(ArchitectureError, match=r"^stages\[0\]\[0\]: width must be a positive integer <= 65536, got an integer of 5001 digits$"):
+        Architecture("vgg", ((10**5000,),))
+    deep: dict = {}
+    for _ in range(200):
+        deep = {"a": deep}
+    with pytest.raises(ArchitectureError, match=r"^meta: nested deeper than 64 levels"):
+        Architecture("vgg", ((4,),), meta=deep)
+    with pytest.raises(ArchitectureError, match=r"stages\[0\]\.blocks: 2000 layers"):
+        Architecture("resnet", ({"width": 4, "blocks": [4] * 2000},), stem=4)

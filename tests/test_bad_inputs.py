@@ -1,5 +1,8 @@
 """Issue 9's bad-input suite: every refusal is one line on stderr, exit status 2, no
 traceback, and the file tree is left exactly as it was (nothing written, nothing overwritten).
+Issue 18 adds extreme numbers and shapes (integers past 64 bits or of thousands of digits,
+nesting thousands deep, nets and arrays larger than the machine's memory) and names that are
+not UTF-8.
 
 Each case builds its inputs in a fresh folder, runs ``grownet ...`` in-process through
 :func:`grownet.cli.main`, and compares a snapshot of the folder (paths, sizes, SHA-256)
@@ -61,6 +64,17 @@ def arch_json(**change) -> str:
     return json.dumps({**SEED_JSON, **change})
 
 
+def arch_json_raw(key: str, raw: str) -> str:
+    """The seed architecture JSON with ``key``'s value replaced by the JSON text ``raw`` (for
+    values ``json.dumps`` cannot write: a 5,000-digit integer, a lone surrogate escape)."""
+    return arch_json(**{key: "@RAW@"}).replace('"@RAW@"', raw)
+
+
+#: A non-UTF-8 byte in a file name, as Python decodes it from a Linux path (a lone surrogate).
+NOT_UTF8 = b"\xff".decode("utf-8", "surrogateescape")
+DIGITS_5000 = "9" * 5000
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """A finished tiny run folder (with checkpoints) to copy into cases that resume."""
@@ -117,6 +131,47 @@ def image_folder(*, train_images: bool) -> Callable[[Path], None]:
     return setup
 
 
+def npz_named(classes: list[str]) -> Callable[[Path], None]:
+    """The default .npz with a ``classes`` array of names."""
+
+    def setup(tmp: Path) -> None:
+        write_npz(tmp / "d.npz")
+        with np.load(tmp / "d.npz") as arrays:
+            np.savez(tmp / "d.npz", **dict(arrays), classes=np.array(classes))
+
+    return setup
+
+
+def npz_header_only(tmp: Path) -> None:
+    """A .npz whose x_train header promises a 10,000,000 x 3 x 1024 x 1024 array (29 TiB) that
+    the file does not hold: a compressed archive can expand that far."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (10**7, 3, 1024, 1024)})
+    with zipfile.ZipFile(tmp / "d.npz", "w") as z:
+        z.writestr("x_train.npy", header.getvalue())
+        for key in ("y_train", "x_test", "y_test"):
+            buf = io.BytesIO()
+            np.save(buf, np.zeros(3, np.int64))
+            z.writestr(f"{key}.npy", buf.getvalue())
+
+
+def folder_with_class(name: bytes) -> Callable[[Path], None]:
+    """An image folder whose one class folder is named by the bytes ``name``."""
+
+    def setup(tmp: Path) -> None:
+        from PIL import Image
+
+        for split in (b"train", b"test"):
+            folder = os.path.join(os.fsencode(tmp), b"imgs", split, name)
+            os.makedirs(folder)
+            Image.new("RGB", (8, 8)).save(os.path.join(folder, b"a.png").decode("utf-8", "surrogateescape"))
+
+    return setup
+
+
 def existing_run(tmp: Path) -> None:
     (tmp / "out").mkdir()
     (tmp / "out" / "config.json").write_text('{"mine": true}\n')
@@ -151,6 +206,9 @@ def _release_held_locks():
 SEARCH = ("search", "--device", "cpu", "--out", "{tmp}/out")
 SEED_ARCH = (*SEARCH, "--seed-arch", "{tmp}/a.json")
 NPZ = (*SEARCH, "--dataset", "npz:{tmp}/d.npz", *(arg for key, value in TINY.items() for arg in (f"--{key}", str(value))))
+NPZ_ARCH = (*SEED_ARCH, "--dataset", "npz:{tmp}/d.npz",
+            *(arg for key, value in TINY.items() if key != "model.seed_width" for arg in (f"--{key}", str(value))))
+RECIPE = (*SEARCH, "--recipe", "{tmp}/r.toml")
 
 CASES: dict[str, Case] = {
     # architecture JSON (through search --seed-arch)
@@ -222,6 +280,61 @@ CASES: dict[str, Case] = {
                                         held_lock),
     "search into a folder in use": Case(SEARCH, "is in use by another grownet process", held_lock),
     "ticket with a bad architecture": Case(("ticket", "--epochs", "1", "--arch", "{tmp}/a.json", "--out", "{tmp}/t"), "width must be a positive integer", text("a.json", arch_json(stages=[[-1]]))),
+    # issue 18, class 1: integers past 64 bits or of thousands of digits
+    "seed past 64 bits": Case((*SEARCH, "--seed", str(2**64)), "--seed: must be a non-negative integer <= 9223372036854775807"),
+    "seed of 5000 digits": Case((*SEARCH, "--seed", DIGITS_5000), "--seed: must be a non-negative integer"),
+    "max-macs past 64 bits": Case((*SEARCH, "--max-macs", "9" * 26), "budget.max_macs: must be at most 9223372036854775807"),
+    "max-macs of 5000 digits": Case((*SEARCH, "--max-macs", DIGITS_5000), "budget.max_macs: must be an integer"),
+    "epochs past 64 bits in a flag": Case((*SEARCH, "--finetune.epochs", "1" + "0" * 30), "finetune.epochs: must be at most"),
+    "ticket epochs past 64 bits": Case(("ticket", "--epochs", str(2**70), "--out", "{tmp}/t"), "--epochs: must be an integer <="),
+    "tune heartbeat of a century": Case(("tune", "--trials", "1", "--heartbeat", "3155760000", "--out", "{tmp}/t"),
+                                        "--heartbeat: must be an integer >= 1 <= 86400"),
+    "baseline epochs of 5000 digits": Case(("baseline", "{tmp}/out", "--control", "seed", "--epochs", DIGITS_5000),
+                                           "--epochs: must be an integer"),
+    "ddp of a million processes": Case((*SEARCH, "--ddp", "1000000"), "--ddp: must be a non-negative integer <= 1024"),
+    "recipe integer past 64 bits": Case(RECIPE, "grow.local_epochs: must be at most 9223372036854775807",
+                                        text("r.toml", "[grow]\nlocal_epochs = 100000000000000000000000\n")),
+    "recipe integer of 5000 digits": Case(RECIPE, "r.toml: a number has more than 40 digits",
+                                          text("r.toml", f"[finetune]\nepochs = {DIGITS_5000}\n")),
+    "recipe float past the float range": Case(RECIPE, "budget.time_budget: must be finite",
+                                              text("r.toml", "[budget]\ntime_budget = 1e999\n")),
+    "json width past 64 bits": Case(SEED_ARCH, "stages[0][0]: width must be a positive integer <= 65536, got an integer of 20 digits",
+                                    text("a.json", arch_json(stages=[[2**64]]))),
+    "json width of 5000 digits": Case(SEED_ARCH, "a.json: a number has more than 40 digits",
+                                      text("a.json", arch_json_raw("stages", f"[[{DIGITS_5000}]]"))),
+    "json version of 41 digits": Case(SEED_ARCH, "a.json: a number has more than 40 digits",
+                                      text("a.json", arch_json_raw("version", "1" * 41))),
+    # nesting thousands of levels deep
+    "json nested 100000 deep": Case(SEED_ARCH, "a.json: nested deeper than 64 levels",
+                                    text("a.json", arch_json_raw("meta", "[" * 100_000 + "]" * 100_000))),
+    "json meta nested 100 deep": Case(SEED_ARCH, "a.json: nested deeper than 64 levels",
+                                      text("a.json", arch_json_raw("meta", '{"a":' * 100 + "1" + "}" * 100))),
+    "toml arrays nested 5000 deep": Case(RECIPE, "r.toml: nested deeper than 64 levels",
+                                         text("r.toml", "[grow]\ntau = " + "[" * 5000 + "]" * 5000 + "\n")),
+    "tune table nested 5000 deep": Case(("tune", "--trials", "1", "--out", "{tmp}/t", "--recipe", "{tmp}/r.toml", "--tune.lr", "0.1,0.2"),
+                                        "r.toml: nested deeper than 64 levels",
+                                        text("r.toml", "[tune]\nlr = " + "[" * 5000 + "]" * 5000 + "\n")),
+    "toml tables nested 3000 deep": Case(RECIPE, "r.toml: nested deeper than 64 levels",
+                                         text("r.toml", "[" + ".".join(["grow"] * 3000) + "]\n")),
+    # nets and arrays larger than the machine
+    "json net needing terabytes": Case(NPZ_ARCH, "the net has 2,435,257,270,282 parameters",
+                                       both(npz(), text("a.json", arch_json(stages=[[65536] * 64])))),
+    "preset far too wide": Case((*NPZ, "--model.seed_width", "65536"), "parameters, needing", npz()),
+    "npz label past a million classes": Case(NPZ, "y_train: label 1099511627776 is too large",
+                                             npz(y_train=np.where(np.arange(120) == 7, 2**40, np.arange(120) % 10))),
+    "npz uint64 label": Case(NPZ, "y_test: label 18446744073709551615 is too large",
+                             npz(y_test=np.full(20, 2**64 - 1, dtype=np.uint64))),
+    "npz float label of 1e300": Case(NPZ, "y_train: label 1e+300 is too large", npz(y_train=np.full(120, 1e300))),
+    "npz array header of 29 TiB": Case(NPZ, "x_train is a 10000000x3x1024x1024 uint8 array", npz_header_only),
+    # issue 18, class 3: names
+    "output folder not UTF-8": Case((*SEARCH[:-1], "{tmp}/run" + NOT_UTF8), "/run\\udcff' is not valid UTF-8"),
+    "npz path not UTF-8": Case((*SEARCH, "--dataset", "npz:{tmp}/d" + NOT_UTF8 + ".npz"), "is not valid UTF-8"),
+    "recipe path not UTF-8": Case((*SEARCH, "--recipe", "{tmp}/r" + NOT_UTF8 + ".toml"), "is not valid UTF-8"),
+    "output folder with a newline": Case((*SEARCH[:-1], "{tmp}/a\nb"), "holds a control character (newline, tab, NUL...)"),
+    "report of a folder not UTF-8": Case(("report", "{tmp}/run" + NOT_UTF8), "is not valid UTF-8"),
+    "image class folder not UTF-8": Case((*SEARCH, "--dataset", "folder:{tmp}/imgs"), "class folder", folder_with_class(b"c\xffat")),
+    "npz class name not UTF-8": Case(NPZ, "classes[3]", npz_named(["c0", "c1", "c2", "c" + NOT_UTF8] + [f"c{i}" for i in range(4, 10)])),
+    "json text not Unicode": Case(SEED_ARCH, "is not valid Unicode", text("a.json", arch_json_raw("meta", '{"note": "\\udcff"}'))),
 }
 
 
@@ -260,6 +373,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, tmp_path, capsys,
     assert rc == 2, err
     assert len(lines) == 1 and lines[0].startswith("grownet: error: "), err
     assert case.match in lines[0], lines[0]
+    assert len(lines[0]) < 400, lines[0]  # a 5,000-digit number or a 100,000-level file is not echoed
     assert "Traceback" not in err + out
     assert snapshot(tmp_path) == before
 
@@ -353,3 +467,22 @@ def test_architecture_errors_name_the_field_through_the_api(tmp_path):
     path.write_text(arch_json(num_classes=0))
     with pytest.raises(ArchitectureError, match="num_classes"):
         grownet.load_model(path)
+
+
+# ---- names that are legitimate (issue 18, class 3) ---------------------------------------------------
+
+
+def test_run_folders_named_with_mathtext_characters_are_compared_and_reported(tmp_path, capsys):
+    """matplotlib would parse ``$...$`` in a label as mathtext (an unbalanced ``$x^{`` raises
+    inside savefig); grownet's figures draw every label as plain text."""
+    import html
+
+    from _runfolder import write_synthetic_run
+
+    names = ("a$x^{$b_", "$\\frac{", "50$ & $5")
+    runs = [write_synthetic_run(tmp_path / name) for name in names]
+    assert main(["compare", *map(str, runs), "--out", str(tmp_path / "c.html"), "--quiet"]) == 0, capsys.readouterr().err
+    page = (tmp_path / "c.html").read_text(encoding="utf-8")
+    assert all(html.escape(name, quote=False) in page for name in names)
+    assert main(["report", str(runs[0]), "--quiet"]) == 0, capsys.readouterr().err
+    assert (runs[0] / "report.html").is_file()

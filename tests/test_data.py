@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -488,3 +489,86 @@ def test_test_class_without_training_images(tmp_path):
     write_png(tmp_path / "test" / "b" / "y.png", (4, 4), (1, 2, 3))
     with pytest.raises(DataError, match=r"test/b is a class with no folder in .*train; every test class needs training"):
         load_dataset(f"folder:{tmp_path}")
+
+
+# ---- extreme labels, sizes and names (issue 18) --------------------------------------------------------
+
+
+def small_npz(path: Path, **change) -> str:
+    arrays = dict(x_train=np.zeros((4, 5, 5, 3), np.uint8), y_train=np.arange(4), x_test=np.zeros((2, 5, 5, 3), np.uint8),
+                  y_test=np.arange(2))
+    np.savez(path, **{**arrays, **change})
+    return f"npz:{path}"
+
+
+@pytest.mark.parametrize("y, shown", [
+    (np.array([0, 1, 2, 2**40]), "1099511627776"),           # would build a list of 2**40 class names
+    (np.array([0, 1, 2, 2**64 - 1], np.uint64), "18446744073709551615"),  # would wrap to -1 in int64
+    (np.array([0, 1, 2, 1e300]), "1e+300"),                  # would overflow the int64 cast
+    (np.array([0, 1, 2, 1_000_000]), "1000000"),             # one past the largest class index
+])
+def test_labels_past_a_million_classes_are_refused_before_the_class_list(tmp_path, y, shown):
+    with pytest.raises(DataError, match=rf"y_train: label {re.escape(shown)} is too large; labels are class indices below 1,000,000"):
+        load_dataset(small_npz(tmp_path / "d.npz", y_train=y))
+
+
+def test_the_largest_class_index_is_accepted(tmp_path):
+    ds = load_dataset(small_npz(tmp_path / "d.npz", y_train=np.array([0, 1, 2, 999_999])))
+    assert ds.num_classes == 1_000_000 and ds.classes[-1] == "999999"
+
+
+@pytest.mark.parametrize("key", ["x_train", "y_train"])
+@pytest.mark.parametrize("dtype", ["m8[s]", "M8[s]", "c8", "U2"])
+def test_time_complex_and_text_arrays_are_refused_by_dtype(tmp_path, key, dtype):
+    shape = (4, 5, 5, 3) if key == "x_train" else (4,)
+    with pytest.raises(DataError, match=rf"{key} has dtype"):
+        load_dataset(small_npz(tmp_path / "d.npz", **{key: np.zeros(shape, dtype)}))
+
+
+def test_negative_float_labels_are_refused_before_the_cast(tmp_path):
+    with pytest.raises(DataError, match=r"y_test: label -1e\+30 is negative"):
+        load_dataset(small_npz(tmp_path / "d.npz", y_test=np.array([0, -1e30])))
+    with pytest.raises(DataError, match=r"y_test: label -1e\+300 is negative"):
+        load_dataset(small_npz(tmp_path / "d.npz", y_test=np.array([0, -1e300])))
+
+
+def test_an_npz_array_larger_than_the_machine_is_refused_from_its_header(tmp_path):
+    import io
+    import zipfile
+
+    header = io.BytesIO()  # a header promising 512 TiB, with no data: a compressed archive can expand that far
+    np.lib.format.write_array_header_2_0(header, {"descr": "<f8", "fortran_order": False, "shape": (2**20, 2**20, 64)})
+    small_npz(tmp_path / "small.npz")
+    with zipfile.ZipFile(tmp_path / "small.npz") as src, zipfile.ZipFile(tmp_path / "d.npz", "w") as z:
+        for name in src.namelist():
+            z.writestr(name, header.getvalue() if name == "x_test.npy" else src.read(name))
+    with pytest.raises(DataError, match=r"x_test is a 1048576x1048576x64 float64 array of 524,288\.0 GiB, more than half"):
+        load_dataset(f"npz:{tmp_path / 'd.npz'}")
+
+
+def test_class_names_that_are_not_utf8_are_refused(tmp_path):
+    bad = b"c\xffat".decode("utf-8", "surrogateescape")
+    with pytest.raises(DataError, match=r"classes\[1\]: 'c\\udcffat' is not valid UTF-8"):
+        load_dataset(small_npz(tmp_path / "d.npz", classes=np.array(["a", bad, "c", "d"])))
+    for split in ("train", "test"):
+        write_png(tmp_path / "imgs" / split / bad / "x.png", (4, 4), (1, 2, 3))
+    with pytest.raises(DataError, match=r"class folder .*/train: '\S*c\\udcffat' is not valid UTF-8|class folder .*'c\\udcffat'"):
+        load_dataset(f"folder:{tmp_path / 'imgs'}")
+
+
+def test_image_file_names_that_are_not_utf8_are_refused(tmp_path):
+    write_png(tmp_path / "train" / "cat" / b"\xff.png".decode("utf-8", "surrogateescape"), (4, 4), (1, 2, 3))
+    write_png(tmp_path / "test" / "cat" / "y.png", (4, 4), (1, 2, 3))
+    with pytest.raises(DataError, match=r"image file: '.*/train/cat/\\udcff\.png' is not valid UTF-8"):
+        load_dataset(f"folder:{tmp_path}")
+
+
+def test_a_dataset_name_that_is_not_utf8_is_refused(tmp_path):
+    with pytest.raises(DataError, match=r"^dataset: 'npz:.*\\udcff\.npz' is not valid UTF-8"):
+        load_dataset(f"npz:{tmp_path}/\udcff.npz")
+
+
+def test_a_data_folder_variable_that_is_not_utf8_is_refused(monkeypatch):
+    monkeypatch.setenv("GROWNET_DATA", os.fsdecode(b"/data/\xff"))
+    with pytest.raises(DataError, match=r"^GROWNET_DATA: '/data/\\udcff' is not valid UTF-8"):
+        load_dataset("cifar10", download=False)

@@ -147,3 +147,46 @@ def test_a_stored_recipe_without_grow_signal_reads_as_the_support_it_grew_on():
     stored = json.loads((v1 / "config.json").read_text())["recipe"]
     assert "signal" not in stored["grow"]
     assert Recipe.from_dict(upgrade_stored(stored)).grow.signal == "support"
+
+
+# ---- extreme numbers (issue 18) ---------------------------------------------------------------------------
+
+
+def test_integers_are_parsed_exactly_not_through_a_float():
+    assert parse_value("budget.max_macs", "9007199254740993") == 2**53 + 1  # a float would round it to 2**53
+    assert parse_value("budget.max_macs", "9223372036854775807") == 2**63 - 1
+    assert parse_value("budget.max_macs", "2M") == 2_000_000 and parse_value("budget.max_macs", "1_000") == 1000
+    assert Recipe().with_overrides({"budget.max_macs": str(2**63 - 1)}).budget.max_macs == 2**63 - 1
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (str(2**63), r"^budget\.max_macs: must be at most 9223372036854775807 \(a 64-bit integer\), got 9223372036854775808$"),
+    ("9" * 40, r"^budget\.max_macs: must be at most 9223372036854775807 \(a 64-bit integer\), got an integer of 40 digits$"),
+    ("9" * 41, r"^budget\.max_macs: must be an integer of at most 40 characters, got '9{41}'$"),
+    ("9" * 5000, r"^budget\.max_macs: must be an integer of at most 40 characters"),
+    ("1e400", r"^budget\.max_macs: must be an integer, got '1e400'$"),
+])
+def test_integers_past_64_bits_are_refused_in_one_short_line(text, message):
+    with pytest.raises(ConfigError, match=message):
+        Recipe().with_overrides({"budget.max_macs": text})
+
+
+def test_floats_past_the_float_range_are_refused():
+    with pytest.raises(ConfigError, match=r"^budget\.time_budget: must be finite, got inf$"):
+        Recipe().with_overrides({"budget.time_budget": "1e400"})
+    with pytest.raises(ConfigError, match=r"^budget\.time_budget: must be finite, got an integer of 400 digits$"):
+        Recipe.from_dict({"budget": {"time_budget": 10**399}})
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[grow]\nlocal_epochs = 100000000000000000000000\n", r"r\.toml: grow\.local_epochs: must be at most 9223372036854775807"),
+    ("[grow]\nlocal_epochs = " + "9" * 5000 + "\n", r"r\.toml: a number has more than 40 digits$"),
+    ("[grow]\ntau = " + "[" * 10_000 + "]" * 10_000 + "\n", r"r\.toml: nested deeper than 64 levels$"),
+    ("[" + ".".join(["grow"] * 500) + "]\n", r"r\.toml: nested deeper than 64 levels"),
+    ("[grow]\n" + "x" * 10_000 + " = 1\n", r"r\.toml: grow\.x{57}\.\.\.: unknown key"),
+    ('["\\n"]\nx = 0\n', r"r\.toml: \\n: unknown section"),  # a newline in a name stays one line
+])
+def test_extreme_recipe_files_are_refused_naming_the_file(tmp_path, toml, message):
+    (tmp_path / "r.toml").write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(tmp_path / "r.toml")

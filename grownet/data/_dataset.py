@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DataError
+from ..validate import check_text
 
 __all__ = ["Dataset", "channel_stats", "default_data_dir", "resize_uint8", "describe"]
 
@@ -138,6 +139,8 @@ def default_data_dir() -> Path:
     """Where named datasets live and are downloaded to: ``$GROWNET_DATA`` if set, else
     ``~/.cache/grownet/data``."""
     env = os.environ.get("GROWNET_DATA")
+    if env:
+        check_text(env, "GROWNET_DATA", error=DataError)  # the path reaches the log and config files
     return Path(env).expanduser() if env else Path.home() / ".cache" / "grownet" / "data"
 
 

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from ..errors import DataError, UsageError
+from ..validate import check_text
 from ._dataset import Dataset, channel_stats, default_data_dir, resize_uint8
 from ._local import read_folder, read_npz
 from ._named import KNOWN_DATASETS, read_named
@@ -54,6 +55,7 @@ def load_dataset(
             raise UsageError(f"{field}: must be a positive integer or None, got {value!r}")
     if not isinstance(name, str) or not name.strip():
         raise DataError(f"dataset name must be a non-empty string, got {name!r}; known: {_known()}")
+    check_text(name, "dataset", error=DataError)  # the name reaches config.json, the log and the report
     kind, sep, rest = name.partition(":")
     if sep and kind.strip().lower() in ("folder", "npz"):
         path = Path(rest).expanduser()

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..arch import MAX_CLASSES
 from ..errors import DataError
+from ..validate import check_text
 from ._dataset import check_labels, describe
 
 __all__ = ["read_folder", "read_npz", "IMAGE_SUFFIXES"]
@@ -47,6 +49,10 @@ def read_folder(
     if test_dir is None:
         raise DataError(f"{name}: neither {root}/test nor {root}/val exists; expected {root}/test/<class>/<image>")
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{name}: {len(classes)} class folders in {train_dir}; grownet takes at most {MAX_CLASSES:,} classes")
+    for cls in classes:  # class names reach summary.json, the log and the report
+        check_text(cls, f"{name}: class folder {train_dir}", error=DataError)
     train_files = _list_images(name, train_dir, classes, limit_train, require_all=True)
     test_classes = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [c for c in test_classes if c not in classes]
@@ -101,6 +107,8 @@ def _list_images(
                 f"{name}: class folder {folder} holds no images (endings {', '.join(IMAGE_SUFFIXES)}); add images or "
                 "remove it"
             )
+        for p in found:  # file names reach error messages and the log
+            check_text(str(p), f"{name}: image file", error=DataError)
         per_class.append([(p, label) for p in found])
     files = [item for rank in itertools.zip_longest(*per_class) for item in rank if item is not None]
     if require_all and not files:
@@ -163,7 +171,10 @@ def read_npz(name: str, path: Path, *, limit_train: int | None, limit_test: int 
     with archive:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in archive.files]
         if missing:
-            raise DataError(f"{name}: {path} lacks {', '.join(missing)} (has: {', '.join(archive.files) or 'nothing'})")
+            raise DataError(f"{name}: {path} lacks {', '.join(missing)} (has: {', '.join(archive.files[:8]) or 'nothing'})")
+        for key in ("x_train", "y_train", "x_test", "y_test", "classes"):
+            if key in archive.files:
+                _check_size(name, key, archive)
         try:
             arrays = {k: archive[k] for k in ("x_train", "y_train", "x_test", "y_test")}
             classes = archive["classes"] if "classes" in archive.files else None
@@ -174,7 +185,10 @@ def read_npz(name: str, path: Path, *, limit_train: int | None, limit_test: int 
     y_train = _labels(name, "y_train", arrays["y_train"], len(arrays["x_train"]))[:limit_train]
     y_test = _labels(name, "y_test", arrays["y_test"], len(arrays["x_test"]))[:limit_test]
     if classes is not None:
-        names = [str(c) for c in np.asarray(classes).reshape(-1)]
+        classes = np.asarray(classes).reshape(-1)
+        if len(classes) > MAX_CLASSES:
+            raise DataError(f"{name}: classes has {len(classes):,} names; grownet takes at most {MAX_CLASSES:,} classes")
+        names = [check_text(str(c), f"{name}: classes[{i}]", error=DataError) for i, c in enumerate(classes)]
     else:
         names = [str(i) for i in range(int(arrays["y_train"].max()) + 1 if arrays["y_train"].size else 0)]
     check_labels(f"{name}: y_train", y_train, len(names))
@@ -193,12 +207,12 @@ def _images(name: str, key: str, x: np.ndarray) -> Tensor:
         )
     if x.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(x))
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+    if x.dtype.kind in "iub":  # not numpy's "integer" alone: it holds timedelta64 too
         lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
         if lo < 0 or hi > 255:
             raise DataError(f"{name}: {key} holds integers in [{lo}, {hi}]; integer images must be in [0, 255]")
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8))
-    if np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind == "f":
         lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 255:
             raise DataError(f"{name}: {key} holds floats in [{lo}, {hi}]; float images must be in [0, 1] or [0, 255]")
@@ -212,9 +226,42 @@ def _labels(name: str, key: str, y: np.ndarray, n: int) -> Tensor:
     y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{name}: {key} has shape {y.shape}; expected ({n},), one label per image")
-    if np.issubdtype(y.dtype, np.floating):
+    if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise DataError(f"{name}: {key} holds non-integer values; labels must be class indices")
-    elif not np.issubdtype(y.dtype, np.integer):
+    elif y.dtype.kind not in "iu":  # numpy's "integer" holds timedelta64 too
         raise DataError(f"{name}: {key} has dtype {y.dtype}; labels must be integer class indices")
+    if y.size:  # before the int64 cast (which would wrap a uint64 or a float past 2**63)
+        lo, hi = y.min(), y.max()
+        if lo < 0:
+            raise DataError(f"{name}: {key}: label {_label(lo)} is negative; labels must be class indices 0, 1, ..., K-1")
+        if hi >= MAX_CLASSES:
+            raise DataError(f"{name}: {key}: label {_label(hi)} is too large; labels are class indices below {MAX_CLASSES:,}")
     return torch.from_numpy(y.astype(np.int64))
+
+
+def _label(value: np.generic) -> str:
+    return str(int(value)) if abs(float(value)) < 1e30 else f"{float(value):.3g}"
+
+
+def _check_size(name: str, key: str, archive: np.lib.npyio.NpzFile) -> None:
+    """Refuse an array whose header promises more bytes than half this machine's memory
+    (a compressed .npz can expand a few kB into terabytes), before reading it."""
+    from ..models import memory_limit
+
+    fmt = np.lib.format
+    try:
+        with archive.zip.open(f"{key}.npy") as fh:
+            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(fmt.read_magic(fh))
+            if read is None:
+                return
+            shape, _, dtype = read(fh)
+    except Exception:  # noqa: BLE001 - a damaged header: np.load's own read reports it
+        return
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    limit = memory_limit("cpu")
+    if limit is not None and nbytes > limit:
+        raise DataError(
+            f"{name}: {key} is a {'x'.join(map(str, shape))} {dtype} array of {nbytes / 2**30:,.1f} GiB, more than "
+            f"half this machine's memory; use a smaller dataset"
+        )

@@ -45,6 +45,9 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": False,
+    # Labels carry user text (run folder names, layer names): "$" is drawn as itself, never
+    # parsed as mathtext (an unbalanced "$x^{" would raise inside savefig).
+    "text.parse_math": False,
 }
 #: Width in inches of a full-width figure: the page's figure column at 100 px/in.
 WIDTH = 9.6

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import ConfigError
 from ..recipe import Recipe, load_recipe, recipe_path as recipe_file
+from ..validate import read_toml
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -162,10 +162,7 @@ def tune_table(recipe_path: str | os.PathLike) -> dict[str, Any]:
         ConfigError: an unreadable file, invalid TOML, or a ``tune`` that is not a table.
     """
     path = recipe_file(recipe_path)  # a bundled recipe's name or a file
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("tune", {})
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read recipe ({exc})") from None
+    table = read_toml(path, error=ConfigError, what=" recipe", missing="recipe file not found").get("tune", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: tune: must be a table of ranges")
     return table
