@@ -13,7 +13,8 @@ from grownet.cost import cost
 from grownet.report.formatting import duration, pct, si
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDERS = sorted(p.parent for p in (REPO / "reports").glob("*/summary.json"))
+#: Published run folders (a study folder, with its study.json, is checked in tests/test_published_study.py).
+FOLDERS = sorted(p.parent for p in (REPO / "reports").glob("*/summary.json") if not (p.parent / "study.json").exists())
 CONTROLS = ("scratch", "uniform", "seed")
 
 

@@ -1,0 +1,78 @@
+"""The committed growth study (reports/growth-study-cpu/): its summary.json is what its runs say,
+every control sits at the grown net's MACs, and the README quotes the summary's numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from grownet.arch import Architecture
+from grownet.cost import cost
+from grownet.study import ARMS, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = REPO / "reports" / "growth-study-cpu"
+
+pytestmark = pytest.mark.skipif(not (STUDY / "summary.json").is_file(), reason="no committed study")
+
+
+def _rows() -> list[dict]:
+    """One row per run, rebuilt from each run's own summary.json and architecture.json."""
+    rows = []
+    for seed_dir in sorted(STUDY.glob("seed-*")):
+        seed = int(seed_dir.name.split("-")[1])
+        grown = json.loads((seed_dir / "summary.json").read_text())
+        seed_arch = Architecture.from_dict(grown["seed_arch"])
+        for arm in ARMS:
+            folder = seed_dir if arm == "grown" else seed_dir / "controls" / arm
+            s = json.loads((folder / "summary.json").read_text())
+            arch = Architecture.from_json(folder / "architecture.json")
+            assert cost(arch).macs == s["macs"], f"{folder}: architecture.json does not cost its summary's MACs"
+            widths, base = arch.layer_widths(), seed_arch.layer_widths()
+            factors = {l: round(w / base[l], 6) for l, w in widths.items() if l in base}
+            mean = sum(factors.values()) / len(factors)
+            cv = (sum((f - mean) ** 2 for f in factors.values()) / len(factors)) ** 0.5 / mean
+            rows.append({"arm": arm, "seed": seed, **{k: s[k] for k in ("val_acc", "test_acc", "macs", "params",
+                                                                        "train_flops", "wall_time")},
+                         "widths": widths, "growth_factors": factors, "growth_cv": cv})
+    return rows
+
+
+def test_summary_is_what_the_runs_say():
+    rows = _rows()
+    assert len({r["seed"] for r in rows}) >= 3
+    stored = json.loads((STUDY / "summary.json").read_text())
+    again = json.loads(json.dumps(summarize(rows)))
+    for arm in ARMS:
+        for key, value in stored["arms"][arm].items():
+            if key == "n":
+                assert value == again["arms"][arm]["n"]
+            else:
+                assert value["mean"] == pytest.approx(again["arms"][arm][key]["mean"], rel=1e-9), (arm, key)
+    for arm, d in stored["grown_minus"].items():
+        assert d["mean"] == pytest.approx(again["grown_minus"][arm]["mean"], abs=1e-12)
+    with open(STUDY / "runs.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+
+
+def test_every_control_is_at_the_grown_macs_within_two_percent():
+    rows = _rows()
+    grown = {r["seed"]: r["macs"] for r in rows if r["arm"] == "grown"}
+    for r in rows:
+        assert abs(r["macs"] / grown[r["seed"]] - 1) <= 0.02, (r["arm"], r["seed"])
+
+
+def test_readme_quotes_the_study():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    stored = json.loads((STUDY / "summary.json").read_text())
+    for arm, a in stored["arms"].items():
+        text = f"{100 * a['test_acc']['mean']:.2f} ± {100 * a['test_acc']['std']:.2f}"
+        assert text in readme, f"README lacks the {arm} arm's test accuracy {text}"
+    for arm, d in stored["grown_minus"].items():
+        text = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}"
+        assert text in readme, f"README lacks grown - {arm} = {text}"
+    for seed, entry in stored["seeds"].items():
+        assert f"{entry['growth_cv']:.2f}" in readme, f"README lacks seed {seed}'s growth CV"
