@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import grownet.optim as optim
+import grownet._dessilbi as functional
 from grownet import seeds
 from grownet.arch import Architecture
 from grownet.errors import UsageError
@@ -145,7 +145,7 @@ def run_both(route, *, linear="lasso", weight_decay=1e-3, steps=50, device="cpu"
 def small_blocks(monkeypatch):
     """Blocks of at most 100 elements on the fused route, so that the tests' tiny tensors are
     cut into several blocks and blocks of several tensors share a wave."""
-    monkeypatch.setattr(optim, "_BLOCK_NUMEL", 100)
+    monkeypatch.setattr(functional, "_BLOCK_NUMEL", 100)
 
 
 ROUTES = {
@@ -161,7 +161,7 @@ def route(request, monkeypatch):
     """DessiLBI's path selection: the reference loop, the foreach path, the fused path (one
     block per tensor here) and the fused path cut into small blocks."""
     if request.param == "fused-small-blocks":
-        monkeypatch.setattr(optim, "_BLOCK_NUMEL", 100)
+        monkeypatch.setattr(functional, "_BLOCK_NUMEL", 100)
     return ROUTES[request.param]
 
 
@@ -170,8 +170,8 @@ def test_the_path_is_chosen_per_group_by_the_flags(monkeypatch):
     take the fused path and others the foreach path (never a mix inside one group)."""
     calls = []
     for name in ("_single_tensor_dessilbi", "_multi_tensor_dessilbi", "_fused_dessilbi"):
-        real = getattr(optim, name)
-        monkeypatch.setattr(optim, name, lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k)))
+        real = getattr(functional, name)
+        monkeypatch.setattr(functional, name, lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k)))
     x, y = batches(1)[0]
     for flags, expected in [
         (dict(), "_fused_dessilbi"),
@@ -201,7 +201,7 @@ def test_the_path_is_chosen_per_group_by_the_flags(monkeypatch):
 
 def test_blocks_cover_every_filter_once_in_order():
     params = [torch.zeros(3, 40), torch.zeros(0, 5), torch.zeros(2, 10), torch.zeros(5, 30), torch.zeros(2, 250)]
-    assert optim._blocks(params, 100) == [
+    assert functional._blocks(params, 100) == [
         [(0, slice(0, 2))],
         [(0, slice(2, 3)), (2, slice(0, 2))],  # small blocks of two tensors share a wave
         [(3, slice(0, 3))],
@@ -257,7 +257,7 @@ def test_plain_params_take_momentum_sgd_at_kappa_lr():
 def test_fast_and_reference_paths_agree_in_float32(fast, channels_last, monkeypatch):
     """The foreach and fused paths and the reference loop give the same trajectory."""
     if fast == "fused-small-blocks":
-        monkeypatch.setattr(optim, "_BLOCK_NUMEL", 100)
+        monkeypatch.setattr(functional, "_BLOCK_NUMEL", 100)
     data = batches(30, dtype=torch.float32)
     runs = []
     for flags in (ROUTES[fast], ROUTES["reference"]):
@@ -310,7 +310,7 @@ def test_fast_paths_equal_the_reference_over_50_steps(fast, family, momentum, we
     """Both grownet families (seeds presets, float64): every parameter and state entry of the
     foreach and fused paths within 1e-6 of the reference loop's after 50 steps."""
     if fast == "fused-small-blocks":
-        monkeypatch.setattr(optim, "_BLOCK_NUMEL", 100)
+        monkeypatch.setattr(functional, "_BLOCK_NUMEL", 100)
     g = torch.Generator().manual_seed(3)
     data = [(torch.randn(8, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 4, (8,), generator=g))
             for _ in range(50)]

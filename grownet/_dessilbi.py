@@ -1,0 +1,410 @@
+r"""DessiLBI's functional core (METHOD.md §1; the class and the math are in :mod:`grownet.optim`).
+
+:func:`dessilbi` updates lists of tensors in place by one of three paths, chosen as in
+``torch/optim/sgd.py``: ``_single_tensor_dessilbi``, the readable per-tensor reference that the
+others are tested against; ``_multi_tensor_dessilbi`` on ``torch._foreach_*`` ops (any device);
+``_fused_dessilbi`` on torch's fused SGD kernel (CPU).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import UsageError
+
+Structure = Literal["filter", "lasso"]
+
+# torch's fused SGD kernel (what ``torch.optim.SGD(fused=True)`` runs) is private: it is the
+# only torch kernel that updates a parameter and its momentum buffer in one pass over memory,
+# which is what the ``fused`` route is for; the public ``torch._foreach_*`` route computes the
+# same (tests/test_optim.py checks both against the reference loop). Feature-detected, so an
+# older torch takes the foreach route by default and refuses ``fused=True``. CPU only: there
+# it is tested and measured.
+_HAS_FUSED_SGD = hasattr(torch, "_fused_sgd_")
+_FUSED_DEVICES = ("cpu",)
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# The fused route updates structured tensors in blocks of whole filters of about this many
+# elements, so that W, V, g, the momentum buffer and the coupling W − Γ of one block (5 x 256
+# KiB in float32) stay in a core's 2 MiB L2 cache across the block's four passes: on the
+# development CPU a block's passes then cost 2-3x less than passes over whole tensors, which
+# live in L3 (benchmarks/optimizer_step.py).
+_BLOCK_NUMEL = 65536
+
+
+def dessilbi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    gamma_scales: list[Tensor],
+    *,
+    structure: Structure | None,
+    lr: float,
+    kappa: float,
+    mu: float,
+    lam: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+    foreach: bool | None = None,
+    fused: bool | None = None,
+) -> None:
+    """Functional DessiLBI: update ``params`` and the state lists in place; see
+    :class:`DessiLBI` for the math and the ``foreach``/``fused`` choice.
+
+    ``momentum_buffer_list`` has one entry per param when momentum != 0 (``None`` where the
+    buffer does not exist yet; it is created and written back into the list), else is empty.
+    ``vs`` and ``gammas`` have one entry per param when ``structure`` is set, else are empty.
+    ``"lasso"``: ``gammas[i]`` is Γ, updated in place. ``"filter"``: ``gamma_scales[i]``
+    (shape ``(p.shape[0],)``) holds the per-filter factors of Γ = scale·V and is overwritten
+    with those of the new Γ; ``gammas[i]`` is ``None`` (Γ_{t-1} = scale·V_{t-1}) or a tensor
+    to use as Γ_{t-1} instead, left unmodified. ``gamma_scales`` is empty otherwise.
+    """
+    if foreach is None and fused is None:
+        fused = _fusable(params, grads, momentum_buffer_list, vs, gammas)
+        foreach = not fused and _plain(params)
+    elif fused and not _fusable(params, grads, momentum_buffer_list, vs, gammas):
+        raise UsageError(
+            "DessiLBI(fused=True) needs dense CPU tensors of a floating dtype, each state tensor and "
+            "gradient laid out like its parameter; use foreach=True"
+        )
+    if not (fused or foreach):
+        func = _single_tensor_dessilbi
+    else:
+        func = _fused_dessilbi if fused else _multi_tensor_dessilbi
+    hyper = dict(structure=structure, lr=lr, kappa=kappa, mu=mu, lam=lam, momentum=momentum, dampening=dampening,
+                 nesterov=nesterov, weight_decay=weight_decay)
+    if func is _single_tensor_dessilbi:
+        func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, **hyper)
+        return
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, p in enumerate(params):  # one device and dtype per multi-tensor call
+        buckets.setdefault((p.device, p.dtype), []).append(i)
+    for idx in buckets.values():
+        def sub(xs: list) -> list:
+            return [xs[i] for i in idx] if xs else xs
+
+        bufs = sub(momentum_buffer_list)
+        func(sub(params), sub(grads), bufs, sub(vs), sub(gammas), sub(gamma_scales), **hyper)
+        for k, i in enumerate(idx if bufs else ()):
+            momentum_buffer_list[i] = bufs[k]
+
+
+def _plain(params: list[Tensor]) -> bool:
+    """Whether the multi-tensor path takes ``params`` (plain dense real tensors)."""
+    return not torch.jit.is_scripting() and all(
+        type(p) in (Tensor, nn.Parameter) and p.layout == torch.strided and not p.is_complex() for p in params
+    )
+
+
+def _fusable(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+) -> bool:
+    """Whether torch's fused SGD kernel takes these tensors. It walks raw memory, so each
+    parameter must be dense (contiguous or channels-last) and its gradient and state laid out
+    the same way: a mix of layouts gives wrong results, not an error."""
+    if not (_HAS_FUSED_SGD and _plain(params)):
+        return False
+    for i, p in enumerate(params):
+        if p.device.type not in _FUSED_DEVICES or p.dtype not in _FUSED_DTYPES:
+            return False
+        if not (p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))):
+            return False
+        others = [grads[i]] + [xs[i] for xs in (momentum_buffer_list, vs, gammas) if xs]
+        if any(t is not None and (t.stride() != p.stride() or t.dtype != p.dtype) for t in others):
+            return False
+    return True
+
+
+def _single_tensor_dessilbi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    gamma_scales: list[Tensor],
+    *,
+    structure: Structure | None,
+    lr: float,
+    kappa: float,
+    mu: float,
+    lam: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+) -> None:
+    for i, param in enumerate(params):
+        d = grads[i]
+        if weight_decay != 0:
+            d = d.add(param, alpha=weight_decay)
+        if momentum != 0:
+            buf = momentum_buffer_list[i]
+            if buf is None:
+                buf = torch.clone(d).detach()
+                momentum_buffer_list[i] = buf
+            else:
+                buf.mul_(momentum).add_(d, alpha=1 - dampening)
+            d = d.add(buf, alpha=momentum) if nesterov else buf
+
+        if structure is None:
+            param.add_(d, alpha=-kappa * lr)
+            continue
+        v, gamma = vs[i], gammas[i]
+        if gamma is None:  # "filter": Γ_{t-1} = scale·V_{t-1}, one factor per filter
+            gamma = v * gamma_scales[i].view(_column(v))
+        coupling = param - gamma  # W - Γ, before this step
+        param.add_(d + coupling / mu, alpha=-kappa * lr)  # W ← W − κα(d + (W − Γ)/μ)
+        v.add_(coupling, alpha=lr / mu)  # V ← V + (α/μ)(W − Γ)
+        if structure == "filter":  # Γ ← κ prox(V) = κ·max(0, 1 − λ/‖V_g‖)·V_g: keep the factors
+            gamma_scales[i].copy_(_filter_scale(_group_norms(v), lam=lam, kappa=kappa))
+        else:
+            gamma.copy_(_lasso_prox(v, lam=lam, kappa=kappa))  # Γ ← κ sign(V) max(|V| − λ, 0)
+
+
+def _lasso_prox(v: Tensor, *, lam: float, kappa: float) -> Tensor:
+    """κ·sign(V)·max(|V| − λ, 0), a new tensor shaped like ``v``."""
+    out = F.softshrink(v, lam) if lam > 0 else v.clone()
+    return out.mul_(kappa) if kappa != 1 else out
+
+
+def _group_norms(v: Tensor) -> Tensor:
+    """||V_g||₂ of each slice ``v[g]`` along dim 0, shape ``(n,)``."""
+    if v.is_contiguous():  # one reduction over a 2-d view is the faster kernel
+        return torch.linalg.vector_norm(v.view(v.shape[0], -1), dim=1)
+    return torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())))
+
+
+def _filter_scale(norms: Tensor, *, lam: float, kappa: float) -> Tensor:
+    """κ·max(0, 1 − λ/||V_g||): exactly 0 where ||V_g|| <= λ, including ||V_g|| = 0 (no NaN)."""
+    scale = torch.where(norms > lam, norms.reciprocal().mul_(-lam).add_(1), 0.0)
+    return scale.mul_(kappa) if kappa != 1 else scale
+
+
+def _column(v: Tensor) -> tuple[int, ...]:
+    """Shape ``(n, 1, ..., 1)``: one value per slice along dim 0, broadcasting against ``v``."""
+    return (-1,) + (1,) * (v.dim() - 1)
+
+
+def _couplings(params: list[Tensor], vs: list[Tensor], gammas: list[Tensor | None], scales: list[Tensor]) -> list[Tensor]:
+    """D = W − Γ_{t-1} for each tensor (new tensors); Γ from ``gammas[i]``, else scale·V."""
+    return [
+        torch.addcmul(w, v, s.view(_column(v)), value=-1) if g is None else torch.sub(w, g)
+        for w, v, g, s in zip(params, vs, gammas, scales or [None] * len(params))  # type: ignore[list-item]
+    ]
+
+
+def _prox_(
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    scales: list[Tensor],
+    norms: list[Tensor] | None = None,
+    *,
+    structure: Structure,
+    lam: float,
+    kappa: float,
+) -> None:
+    """Γ ← κ·prox_λ(V): the factors into ``scales`` ("filter"; ``norms`` are ‖V_g‖ if already
+    known), or Γ into ``gammas`` ("lasso")."""
+    if structure == "lasso":
+        for v, gamma in zip(vs, gammas):
+            gamma.copy_(_lasso_prox(v, lam=lam, kappa=kappa))  # type: ignore[union-attr]
+        return
+    # One scale computation for every filter of every tensor (few small kernels, not per tensor).
+    all_norms = torch.cat(norms if norms is not None else [_group_norms(v) for v in vs])
+    for scale, new in zip(scales, _filter_scale(all_norms, lam=lam, kappa=kappa).split([s.numel() for s in scales])):
+        scale.copy_(new)
+
+
+def _multi_tensor_dessilbi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    gamma_scales: list[Tensor],
+    *,
+    structure: Structure | None,
+    lr: float,
+    kappa: float,
+    mu: float,
+    lam: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+) -> None:
+    # The reference loop's equations with torch._foreach_* ops, for tensors of one device and
+    # dtype: D = W − Γ once, then V += (α/μ)D, the momentum-SGD step, W −= (κα/μ)D, Γ ← κ prox(V).
+    if not params:
+        return
+    idx = list(range(len(params)))
+    couplings = _couplings(params, vs, gammas, gamma_scales) if structure is not None else []
+    if couplings:
+        torch._foreach_add_(vs, couplings, alpha=lr / mu)
+    d = _foreach_direction(params, grads, momentum_buffer_list, idx, momentum=momentum, dampening=dampening,
+                           nesterov=nesterov, weight_decay=weight_decay)  # reads W_{t-1}
+    torch._foreach_add_(params, d, alpha=-kappa * lr)
+    if structure is not None:
+        torch._foreach_add_(params, couplings, alpha=-kappa * lr / mu)
+        _prox_(vs, gammas, gamma_scales, structure=structure, lam=lam, kappa=kappa)
+
+
+def _fused_dessilbi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    gamma_scales: list[Tensor],
+    *,
+    structure: Structure | None,
+    lr: float,
+    kappa: float,
+    mu: float,
+    lam: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+) -> None:
+    # The reference loop's equations on CPU tensors of one dtype. The momentum-SGD step is one
+    # pass of torch's fused SGD kernel (reads W, g, b; writes W, b). A structured tensor is
+    # updated block by block (whole filters, about _BLOCK_NUMEL elements; small tensors share
+    # a block), each block's passes done before the next block's: D = W − Γ (Γ = scale·V),
+    # V += (α/μ)D, the fused step (its weight decay reads W_{t-1}), W −= (κα/μ)D, ‖V_g‖, so
+    # that only the first touch of each array reaches beyond the core's cache.
+    if not params:
+        return
+    step = dict(lr=kappa * lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
+    first = [False] * len(params)
+    if momentum != 0:
+        for i, buf in enumerate(momentum_buffer_list):
+            if buf is None:  # set to the (decayed) gradient by the kernel's first-step branch
+                momentum_buffer_list[i] = torch.empty_like(params[i])
+                first[i] = True
+    bufs: list[Tensor] = momentum_buffer_list  # type: ignore[assignment]
+    if structure is None:
+        _fused_momentum_step_(params, grads, bufs, first, **step)
+        return
+    norms: list[list[Tensor]] = [[] for _ in params]
+    for wave in _blocks(params):
+        def cut(xs: list) -> list:
+            return [xs[i][rows] for i, rows in wave] if xs else xs
+
+        w, v = cut(params), cut(vs)
+        couplings = _couplings(w, v, [None if gammas[i] is None else gammas[i][rows] for i, rows in wave],  # type: ignore[index]
+                               cut(gamma_scales))
+        torch._foreach_add_(v, couplings, alpha=lr / mu)
+        _fused_momentum_step_(w, cut(grads), cut(bufs), [first[i] for i, _ in wave], **step)
+        torch._foreach_add_(w, couplings, alpha=-kappa * lr / mu)
+        if structure == "filter":
+            for (i, _), block in zip(wave, v):
+                norms[i].append(_group_norms(block))
+    per_tensor = [torch.cat(n) if n else v.new_zeros(0) for n, v in zip(norms, vs)]
+    _prox_(vs, gammas, gamma_scales, per_tensor if structure == "filter" else None, structure=structure, lam=lam,
+           kappa=kappa)
+
+
+def _blocks(params: list[Tensor], numel: int | None = None) -> list[list[tuple[int, slice]]]:
+    """``params`` cut along dim 0 into blocks of whole slices of at most ``numel`` elements
+    (default: ``_BLOCK_NUMEL``), in order, grouped into waves of at most ``numel`` elements (a
+    slice larger than ``numel`` is a wave of its own): ``[[(tensor index, rows), ...], ...]``."""
+    numel = _BLOCK_NUMEL if numel is None else numel
+    waves: list[list[tuple[int, slice]]] = []
+    wave: list[tuple[int, slice]] = []
+    size = 0
+    for i, p in enumerate(params):
+        if p.numel() == 0:
+            continue
+        row = p.numel() // p.shape[0]
+        rows = max(1, numel // row)
+        for start in range(0, p.shape[0], rows):
+            stop = min(p.shape[0], start + rows)
+            n = (stop - start) * row
+            if wave and size + n > numel:
+                waves.append(wave)
+                wave, size = [], 0
+            wave.append((i, slice(start, stop)))
+            size += n
+    if wave:
+        waves.append(wave)
+    return waves
+
+
+def _fused_momentum_step_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor],
+    first: list[bool],
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+) -> None:
+    """W ← W − lr·d with torch.optim.SGD's weight decay and momentum, one fused pass; ``bufs``
+    (empty when momentum == 0) are set to the first (decayed) gradient where ``first``."""
+    kw: dict[str, Any] = dict(
+        weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov, maximize=False
+    )
+    if momentum == 0:
+        torch._fused_sgd_(params, grads, [], is_first_step=False, **kw)  # type: ignore[attr-defined]
+        return
+    for flag in (False, True):
+        sel = [k for k, f in enumerate(first) if f == flag]
+        if sel:
+            torch._fused_sgd_(  # type: ignore[attr-defined]
+                [params[k] for k in sel], [grads[k] for k in sel], [bufs[k] for k in sel], is_first_step=flag, **kw
+            )
+
+
+def _foreach_direction(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    idx: list[int],
+    *,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+) -> list[Tensor]:
+    """d of torch.optim.SGD (weight decay, then momentum) with foreach ops; creates and
+    updates the buffers in ``momentum_buffer_list`` (indexed by ``idx``). Never modifies grads."""
+    d = grads
+    if weight_decay != 0:
+        d = torch._foreach_add(grads, params, alpha=weight_decay)
+    if momentum == 0:
+        return d
+    bufs: list[Tensor] = []
+    if all(momentum_buffer_list[i] is not None for i in idx):
+        bufs = [momentum_buffer_list[i] for i in idx]  # type: ignore[misc]
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, d, alpha=1 - dampening)
+    else:
+        for k, i in enumerate(idx):
+            buf = momentum_buffer_list[i]
+            if buf is None:
+                buf = torch.clone(d[k]).detach()
+                momentum_buffer_list[i] = buf
+            else:
+                buf.mul_(momentum).add_(d[k], alpha=1 - dampening)
+            bufs.append(buf)
+    if not nesterov:
+        return bufs
+    if d is grads:
+        return torch._foreach_add(grads, bufs, alpha=momentum)
+    torch._foreach_add_(d, bufs, alpha=momentum)
+    return d
