@@ -8,6 +8,7 @@ others are tested against; ``_multi_tensor_dessilbi`` on ``torch._foreach_*`` op
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -33,6 +34,22 @@ _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # development CPU a block's passes then cost 2-3x less than passes over whole tensors, which
 # live in L3 (benchmarks/optimizer_step.py).
 _BLOCK_NUMEL = 65536
+
+
+@dataclass(frozen=True)
+class _Step:
+    """The hyperparameters of one step of one param group, as the paths read them (the math
+    stays a function of its arguments: no path reads a param group)."""
+
+    structure: Structure | None
+    lr: float
+    kappa: float
+    mu: float
+    lam: float
+    momentum: float
+    dampening: float
+    nesterov: bool
+    weight_decay: float
 
 
 def dessilbi(
@@ -78,10 +95,9 @@ def dessilbi(
         func = _single_tensor_dessilbi
     else:
         func = _fused_dessilbi if fused else _multi_tensor_dessilbi
-    hyper = dict(structure=structure, lr=lr, kappa=kappa, mu=mu, lam=lam, momentum=momentum, dampening=dampening,
-                 nesterov=nesterov, weight_decay=weight_decay)
+    h = _Step(structure, lr, kappa, mu, lam, momentum, dampening, nesterov, weight_decay)
     if func is _single_tensor_dessilbi:
-        func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, **hyper)
+        func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h)
         return
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, p in enumerate(params):  # one device and dtype per multi-tensor call
@@ -91,7 +107,7 @@ def dessilbi(
             return [xs[i] for i in idx] if xs else xs
 
         bufs = sub(momentum_buffer_list)
-        func(sub(params), sub(grads), bufs, sub(vs), sub(gammas), sub(gamma_scales), **hyper)
+        func(sub(params), sub(grads), bufs, sub(vs), sub(gammas), sub(gamma_scales), h)
         for k, i in enumerate(idx if bufs else ()):
             momentum_buffer_list[i] = bufs[k]
 
@@ -133,43 +149,34 @@ def _single_tensor_dessilbi(
     vs: list[Tensor],
     gammas: list[Tensor | None],
     gamma_scales: list[Tensor],
-    *,
-    structure: Structure | None,
-    lr: float,
-    kappa: float,
-    mu: float,
-    lam: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
+    h: _Step,
 ) -> None:
     for i, param in enumerate(params):
         d = grads[i]
-        if weight_decay != 0:
-            d = d.add(param, alpha=weight_decay)
-        if momentum != 0:
+        if h.weight_decay != 0:
+            d = d.add(param, alpha=h.weight_decay)
+        if h.momentum != 0:
             buf = momentum_buffer_list[i]
             if buf is None:
                 buf = torch.clone(d).detach()
                 momentum_buffer_list[i] = buf
             else:
-                buf.mul_(momentum).add_(d, alpha=1 - dampening)
-            d = d.add(buf, alpha=momentum) if nesterov else buf
+                buf.mul_(h.momentum).add_(d, alpha=1 - h.dampening)
+            d = d.add(buf, alpha=h.momentum) if h.nesterov else buf
 
-        if structure is None:
-            param.add_(d, alpha=-kappa * lr)
+        if h.structure is None:
+            param.add_(d, alpha=-h.kappa * h.lr)
             continue
         v, gamma = vs[i], gammas[i]
         if gamma is None:  # "filter": Γ_{t-1} = scale·V_{t-1}, one factor per filter
             gamma = v * gamma_scales[i].view(_column(v))
         coupling = param - gamma  # W - Γ, before this step
-        param.add_(d + coupling / mu, alpha=-kappa * lr)  # W ← W − κα(d + (W − Γ)/μ)
-        v.add_(coupling, alpha=lr / mu)  # V ← V + (α/μ)(W − Γ)
-        if structure == "filter":  # Γ ← κ prox(V) = κ·max(0, 1 − λ/‖V_g‖)·V_g: keep the factors
-            gamma_scales[i].copy_(_filter_scale(_group_norms(v), lam=lam, kappa=kappa))
+        param.add_(d + coupling / h.mu, alpha=-h.kappa * h.lr)  # W ← W − κα(d + (W − Γ)/μ)
+        v.add_(coupling, alpha=h.lr / h.mu)  # V ← V + (α/μ)(W − Γ)
+        if h.structure == "filter":  # Γ ← κ prox(V) = κ·max(0, 1 − λ/‖V_g‖)·V_g: keep the factors
+            gamma_scales[i].copy_(_filter_scale(_group_norms(v), lam=h.lam, kappa=h.kappa))
         else:
-            gamma.copy_(_lasso_prox(v, lam=lam, kappa=kappa))  # Γ ← κ sign(V) max(|V| − λ, 0)
+            gamma.copy_(_lasso_prox(v, lam=h.lam, kappa=h.kappa))  # Γ ← κ sign(V) max(|V| − λ, 0)
 
 
 def _lasso_prox(v: Tensor, *, lam: float, kappa: float) -> Tensor:
@@ -196,7 +203,9 @@ def _column(v: Tensor) -> tuple[int, ...]:
     return (-1,) + (1,) * (v.dim() - 1)
 
 
-def _couplings(params: list[Tensor], vs: list[Tensor], gammas: list[Tensor | None], scales: list[Tensor]) -> list[Tensor]:
+def _couplings(
+    params: list[Tensor], vs: list[Tensor], gammas: list[Tensor | None], scales: list[Tensor]
+) -> list[Tensor]:
     """D = W − Γ_{t-1} for each tensor (new tensors); Γ from ``gammas[i]``, else scale·V."""
     return [
         torch.addcmul(w, v, s.view(_column(v)), value=-1) if g is None else torch.sub(w, g)
@@ -233,31 +242,22 @@ def _multi_tensor_dessilbi(
     vs: list[Tensor],
     gammas: list[Tensor | None],
     gamma_scales: list[Tensor],
-    *,
-    structure: Structure | None,
-    lr: float,
-    kappa: float,
-    mu: float,
-    lam: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
+    h: _Step,
 ) -> None:
     # The reference loop's equations with torch._foreach_* ops, for tensors of one device and
     # dtype: D = W − Γ once, then V += (α/μ)D, the momentum-SGD step, W −= (κα/μ)D, Γ ← κ prox(V).
     if not params:
         return
     idx = list(range(len(params)))
-    couplings = _couplings(params, vs, gammas, gamma_scales) if structure is not None else []
+    couplings = _couplings(params, vs, gammas, gamma_scales) if h.structure is not None else []
     if couplings:
-        torch._foreach_add_(vs, couplings, alpha=lr / mu)
-    d = _foreach_direction(params, grads, momentum_buffer_list, idx, momentum=momentum, dampening=dampening,
-                           nesterov=nesterov, weight_decay=weight_decay)  # reads W_{t-1}
-    torch._foreach_add_(params, d, alpha=-kappa * lr)
-    if structure is not None:
-        torch._foreach_add_(params, couplings, alpha=-kappa * lr / mu)
-        _prox_(vs, gammas, gamma_scales, structure=structure, lam=lam, kappa=kappa)
+        torch._foreach_add_(vs, couplings, alpha=h.lr / h.mu)
+    d = _foreach_direction(params, grads, momentum_buffer_list, idx, momentum=h.momentum, dampening=h.dampening,
+                           nesterov=h.nesterov, weight_decay=h.weight_decay)  # reads W_{t-1}
+    torch._foreach_add_(params, d, alpha=-h.kappa * h.lr)
+    if h.structure is not None:
+        torch._foreach_add_(params, couplings, alpha=-h.kappa * h.lr / h.mu)
+        _prox_(vs, gammas, gamma_scales, structure=h.structure, lam=h.lam, kappa=h.kappa)
 
 
 def _fused_dessilbi(
@@ -267,16 +267,7 @@ def _fused_dessilbi(
     vs: list[Tensor],
     gammas: list[Tensor | None],
     gamma_scales: list[Tensor],
-    *,
-    structure: Structure | None,
-    lr: float,
-    kappa: float,
-    mu: float,
-    lam: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
+    h: _Step,
 ) -> None:
     # The reference loop's equations on CPU tensors of one dtype. The momentum-SGD step is one
     # pass of torch's fused SGD kernel (reads W, g, b; writes W, b). A structured tensor is
@@ -286,15 +277,16 @@ def _fused_dessilbi(
     # that only the first touch of each array reaches beyond the core's cache.
     if not params:
         return
-    step = dict(lr=kappa * lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
+    step = dict(lr=h.kappa * h.lr, momentum=h.momentum, dampening=h.dampening, nesterov=h.nesterov,
+                weight_decay=h.weight_decay)
     first = [False] * len(params)
-    if momentum != 0:
+    if h.momentum != 0:
         for i, buf in enumerate(momentum_buffer_list):
             if buf is None:  # set to the (decayed) gradient by the kernel's first-step branch
                 momentum_buffer_list[i] = torch.empty_like(params[i])
                 first[i] = True
     bufs: list[Tensor] = momentum_buffer_list  # type: ignore[assignment]
-    if structure is None:
+    if h.structure is None:
         _fused_momentum_step_(params, grads, bufs, first, **step)
         return
     norms: list[list[Tensor]] = [[] for _ in params]
@@ -303,17 +295,17 @@ def _fused_dessilbi(
             return [xs[i][rows] for i, rows in wave] if xs else xs
 
         w, v = cut(params), cut(vs)
-        couplings = _couplings(w, v, [None if gammas[i] is None else gammas[i][rows] for i, rows in wave],  # type: ignore[index]
-                               cut(gamma_scales))
-        torch._foreach_add_(v, couplings, alpha=lr / mu)
+        g = [None if gammas[i] is None else gammas[i][rows] for i, rows in wave]  # type: ignore[index]
+        couplings = _couplings(w, v, g, cut(gamma_scales))
+        torch._foreach_add_(v, couplings, alpha=h.lr / h.mu)
         _fused_momentum_step_(w, cut(grads), cut(bufs), [first[i] for i, _ in wave], **step)
-        torch._foreach_add_(w, couplings, alpha=-kappa * lr / mu)
-        if structure == "filter":
+        torch._foreach_add_(w, couplings, alpha=-h.kappa * h.lr / h.mu)
+        if h.structure == "filter":
             for (i, _), block in zip(wave, v):
                 norms[i].append(_group_norms(block))
     per_tensor = [torch.cat(n) if n else v.new_zeros(0) for n, v in zip(norms, vs)]
-    _prox_(vs, gammas, gamma_scales, per_tensor if structure == "filter" else None, structure=structure, lam=lam,
-           kappa=kappa)
+    _prox_(vs, gammas, gamma_scales, per_tensor if h.structure == "filter" else None, structure=h.structure, lam=h.lam,
+           kappa=h.kappa)
 
 
 def _blocks(params: list[Tensor], numel: int | None = None) -> list[list[tuple[int, slice]]]:

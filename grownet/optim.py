@@ -181,7 +181,8 @@ class DessiLBI(Optimizer):
             state = self._filter_state(p, self.param_groups[self._group_index(p)])
             if "gamma" in state.entries:
                 return torch.flatten(state.entries["gamma"], 1).ne(0).any(dim=1)
-            return state.scale.ne(0)  # type: ignore[union-attr]  # Γ_g = scale[g]·V_g, scale[g] > 0 iff ‖V_g‖ > λ
+            # Γ_g = scale[g]·V_g, and scale[g] > 0 only where ‖V_g‖ > λ
+            return state.scale.ne(0)  # type: ignore[union-attr]
         return self.gamma(p).ne(0)
 
     def state_dict(self) -> dict[str, Any]:

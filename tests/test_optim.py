@@ -171,7 +171,11 @@ def test_the_path_is_chosen_per_group_by_the_flags(monkeypatch):
     calls = []
     for name in ("_single_tensor_dessilbi", "_multi_tensor_dessilbi", "_fused_dessilbi"):
         real = getattr(functional, name)
-        monkeypatch.setattr(functional, name, lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k)))
+        def spy(*a, _real=real, _name=name, **k):
+            calls.append(_name)
+            return _real(*a, **k)
+
+        monkeypatch.setattr(functional, name, spy)
     x, y = batches(1)[0]
     for flags, expected in [
         (dict(), "_fused_dessilbi"),
@@ -524,7 +528,8 @@ def test_a_checkpoint_of_the_previous_format_resumes(family, route):
         assert final[i].keys() == entries.keys()
         for key, value in entries.items():
             torch.testing.assert_close(final[i][key], value, rtol=0, atol=1e-6, msg=f"{key} of parameter {i}")
-    assert any(v["gamma"].ne(0).any() and not v["gamma"].ne(0).all() for v in saved["opt"]["state"].values() if "gamma" in v)
+    gammas = [v["gamma"] for v in saved["opt"]["state"].values() if "gamma" in v]
+    assert any(g.ne(0).any() and not g.ne(0).all() for g in gammas)  # Γ had a partial support
 
 
 def test_setstate_fills_in_group_keys_of_older_checkpoints():
