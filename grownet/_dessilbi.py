@@ -8,6 +8,9 @@ others are tested against; ``_multi_tensor_dessilbi`` on ``torch._foreach_*`` op
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +21,8 @@ from torch import Tensor, nn
 from .errors import UsageError
 
 Structure = Literal["filter", "lasso"]
+
+logger = logging.getLogger(__name__)
 
 # torch's fused SGD kernel (what ``torch.optim.SGD(fused=True)`` runs) is private: it is the
 # only torch kernel that updates a parameter and its momentum buffer in one pass over memory,
@@ -71,9 +76,10 @@ def dessilbi(
     weight_decay: float,
     foreach: bool | None = None,
     fused: bool | None = None,
+    compiled: bool = False,
 ) -> None:
     """Functional DessiLBI: update ``params`` and the state lists in place; see
-    :class:`DessiLBI` for the math and the ``foreach``/``fused`` choice.
+    :class:`DessiLBI` for the math and the ``foreach``/``fused``/``compiled`` choice.
 
     ``momentum_buffer_list`` has one entry per param when momentum != 0 (``None`` where the
     buffer does not exist yet; it is created and written back into the list), else is empty.
@@ -96,7 +102,9 @@ def dessilbi(
     else:
         func = _fused_dessilbi if fused else _multi_tensor_dessilbi
     h = _Step(structure, lr, kappa, mu, lam, momentum, dampening, nesterov, weight_decay)
-    if func is _single_tensor_dessilbi:
+    if compiled and structure == "filter" and _plain(params):
+        func = functools.partial(_compiled_dessilbi, eager=func)
+    elif func is _single_tensor_dessilbi:
         func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h)
         return
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
@@ -306,6 +314,70 @@ def _fused_dessilbi(
     per_tensor = [torch.cat(n) if n else v.new_zeros(0) for n, v in zip(norms, vs)]
     _prox_(vs, gammas, gamma_scales, per_tensor if h.structure == "filter" else None, structure=h.structure, lam=h.lam,
            kappa=h.kappa)
+
+
+def _compiled_dessilbi(*args: Any, eager: Callable[..., None]) -> None:
+    # ``args``: a path's arguments (params, grads, momentum_buffer_list, vs, gammas,
+    # gamma_scales, h), for "filter" tensors of one device and dtype, which go through
+    # _filter_update compiled by torch.compile: one generated kernel per tensor reads W, g,
+    # b, V (and the factors) and writes W, b, V: the fewest passes over memory, which no
+    # sequence of torch's eager kernels reaches (none writes two tensors with a per-filter
+    # coefficient). A step that creates momentum buffers or starts from a stored Γ, and every
+    # step after compilation failed, takes the ``eager`` path instead.
+    global _COMPILED, _COMPILE_FAILED
+    params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h = args
+    if (
+        _COMPILE_FAILED is not None
+        or any(b is None for b in momentum_buffer_list)
+        or any(g is not None for g in gammas)
+    ):
+        eager(*args)
+        return
+    if _COMPILED is None:  # shapes dynamic: a growth that changes widths does not recompile
+        _COMPILED = torch.compile(_filter_update, dynamic=True, fullgraph=True)
+    # Hyperparameters as a tensor, so that a new learning rate does not recompile.
+    hyper = torch.tensor([h.lr, h.kappa, h.mu, h.lam, h.momentum, h.dampening, h.weight_decay],
+                         dtype=torch.float64, device=params[0].device)
+    try:
+        _COMPILED(params, grads, momentum_buffer_list, vs, gamma_scales, hyper, h.nesterov)
+    except Exception as e:  # compilation fails before the kernel touches a tensor
+        if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise
+        _COMPILE_FAILED = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        logger.warning("DessiLBI(compiled=True): torch.compile failed (%s); the eager path runs instead",
+                       _COMPILE_FAILED)
+        eager(*args)
+
+
+# The compiled _filter_update (made on first use), and why compilation failed if it did.
+_COMPILED: Callable[..., None] | None = None
+_COMPILE_FAILED: str | None = None
+
+
+def _filter_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor],
+    vs: list[Tensor],
+    scales: list[Tensor],
+    hyper: Tensor,
+    nesterov: bool,
+) -> None:
+    """The reference loop's "filter" step for tensors whose momentum buffers exist (or
+    momentum is 0: ``bufs`` empty) and whose Γ is scale·V, written for torch.compile.
+    ``hyper`` = [lr, kappa, mu, lam, momentum, dampening, weight_decay]."""
+    lr, kappa, mu, lam, momentum, dampening, weight_decay = hyper.unbind()
+    for i, (w, v, s) in enumerate(zip(params, vs, scales)):
+        coupling = w - s.view(_column(v)) * v  # W − Γ, Γ = scale·V
+        d = grads[i] + weight_decay * w
+        if bufs:
+            b = bufs[i]
+            b.copy_(momentum * b + (1 - dampening) * d)
+            d = d + momentum * b if nesterov else b
+        v.add_(coupling * (lr / mu))
+        w.sub_((d + coupling / mu) * (kappa * lr))
+        norms = torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())))
+        s.copy_(torch.where(norms > lam, 1 - lam / norms, 0.0) * kappa)
 
 
 def _blocks(params: list[Tensor], numel: int | None = None) -> list[list[tuple[int, slice]]]:

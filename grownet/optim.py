@@ -41,6 +41,7 @@ _GROUP_DEFAULTS: dict[str, Any] = {
     "structure": None,
     "foreach": None,
     "fused": None,
+    "compiled": False,
 }
 
 
@@ -104,6 +105,7 @@ class DessiLBI(Optimizer):
         weight_decay: float = 0.0,
         foreach: bool | None = None,
         fused: bool | None = None,
+        compiled: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -117,6 +119,7 @@ class DessiLBI(Optimizer):
             "structure": None,
             "foreach": foreach,
             "fused": fused,
+            "compiled": compiled,
         }
         _check_hyperparameters(defaults)
         super().__init__(params, defaults)
@@ -304,6 +307,7 @@ class DessiLBI(Optimizer):
                 weight_decay=group["weight_decay"],
                 foreach=group["foreach"],
                 fused=group["fused"],
+                compiled=group["compiled"],
             )
             for i, p in enumerate(params):
                 state = self.state[p]
@@ -364,6 +368,14 @@ DessiLBI.__doc__ = r"""Implements DessiLBI (Fu et al., "Exploring Structural Spa
             None, each param group takes ``fused`` when all its tensors are dense CPU tensors
             of one layout that the kernel takes, else ``foreach`` when all are plain dense
             tensors, else the reference loop (default: None)
+        compiled (bool, optional): True: ``"filter"`` groups step through one kernel per
+            tensor that :func:`torch.compile` generates (C++ on CPU, Triton on CUDA), reading
+            W, g, b and V once and writing W, b and V once. The first step compiles (about
+            20 s on the development CPU; shapes are dynamic, so growth that changes widths
+            does not recompile, one that adds layers does); a step that creates momentum
+            buffers or starts from an assigned Γ, and other groups, take the path
+            ``foreach``/``fused`` select; if compilation fails, a warning is logged and that
+            path runs from then on (default: False)
 
     State, per parameter ``p`` (``optimizer.state[p]``, a mapping; growth code copies these):
         ``"V"``: :math:`V`, shaped like ``p`` (structured parameters only).
@@ -426,6 +438,8 @@ def _check_hyperparameters(h: Mapping[str, Any]) -> None:
     for flag in ("foreach", "fused"):
         if h[flag] not in (None, True, False):
             raise ValueError(f"Invalid {flag}: {h[flag]!r} (must be True, False or None)")
+    if h["compiled"] not in (True, False):
+        raise ValueError(f"Invalid compiled: {h['compiled']!r} (must be True or False)")
     if h["foreach"] and h["fused"]:
         raise ValueError("Invalid foreach: True with fused=True (choose one of them)")
 

@@ -306,25 +306,19 @@ FAMILIES = {
 }
 
 
-@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-@pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("fast", ["foreach", "fused", "fused-small-blocks"])
-def test_fast_paths_equal_the_reference_over_50_steps(fast, family, momentum, weight_decay, monkeypatch):
-    """Both grownet families (seeds presets, float64): every parameter and state entry of the
-    foreach and fused paths within 1e-6 of the reference loop's after 50 steps."""
-    if fast == "fused-small-blocks":
-        monkeypatch.setattr(functional, "_BLOCK_NUMEL", 100)
+def assert_path_equals_the_reference(flags: dict, family: str, momentum: float, weight_decay: float) -> None:
+    """50 steps of a seeds preset of ``family`` (float64) with ``flags`` and with the reference
+    loop: every parameter and state entry within 1e-6."""
     g = torch.Generator().manual_seed(3)
     data = [(torch.randn(8, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 4, (8,), generator=g))
             for _ in range(50)]
     runs = []
-    for flags in (ROUTES[fast], ROUTES["reference"]):
+    for route in (flags, ROUTES["reference"]):
         torch.manual_seed(0)
         model = build_model(FAMILIES[family]).double()
         # λ = 0.6: some filters of every run enter Γ's support within the 50 steps, not all
         opt = DessiLBI(dessilbi_param_groups(model, weight_decay=weight_decay),
-                       **{**HP, "momentum": momentum, "lam": 0.6}, **flags)
+                       **{**HP, "momentum": momentum, "lam": 0.6}, **route)
         train(model, opt, data)
         runs.append((model, opt))
     (m1, o1), (m2, o2) = runs
@@ -335,6 +329,59 @@ def test_fast_paths_equal_the_reference_over_50_steps(fast, family, momentum, we
             torch.testing.assert_close(o1.state[p][key], o2.state[q][key], rtol=0, atol=1e-6, msg=f"{key} {name}")
     supports = torch.cat([o1.support(p) for group in o1.param_groups if group["structure"] for p in group["params"]])
     assert 0 < supports.sum() < supports.numel()  # the prox acted on both sides of λ
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("fast", ["foreach", "fused", "fused-small-blocks"])
+def test_fast_paths_equal_the_reference_over_50_steps(fast, family, momentum, weight_decay, monkeypatch):
+    """Both grownet families: the foreach and fused paths against the reference loop."""
+    if fast == "fused-small-blocks":
+        monkeypatch.setattr(functional, "_BLOCK_NUMEL", 100)
+    assert_path_equals_the_reference(ROUTES[fast], family, momentum, weight_decay)
+
+
+@pytest.fixture
+def fresh_compile(monkeypatch):
+    """A torch.compile of the test's own: no kernel or failure left by an earlier test."""
+    monkeypatch.setattr(functional, "_COMPILED", None)
+    monkeypatch.setattr(functional, "_COMPILE_FAILED", None)
+
+
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize(
+    "family, momentum",
+    [("resnet", 0.9), pytest.param("resnet", 0.0, marks=SLOW), pytest.param("vgg", 0.9, marks=SLOW),
+     pytest.param("vgg", 0.0, marks=SLOW)],
+)
+def test_the_compiled_path_equals_the_reference_over_50_steps(family, momentum, weight_decay, fresh_compile):
+    """compiled=True (a torch.compile kernel; each family and momentum on/off compiles anew,
+    about 15 s, so all but one case are marked slow) against the reference loop."""
+    assert_path_equals_the_reference(dict(compiled=True), family, momentum, weight_decay)
+    assert functional._COMPILE_FAILED is None and functional._COMPILED is not None
+
+
+def test_a_failed_compilation_falls_back_to_the_eager_path(fresh_compile, caplog):
+    """With no working C++ compiler torch.compile fails: a warning, then the path that
+    foreach/fused select, with the same results."""
+    import torch._inductor.config as inductor
+
+    data = batches(3, dtype=torch.float32)
+    runs = []
+    for flags in (dict(compiled=True), dict()):
+        model = make_model(torch.float32)
+        opt = DessiLBI(dessilbi_param_groups(model), **flags, **HP)
+        with inductor.patch({"cpp.cxx": ("/nonexistent/c++",), "force_disable_caches": True}):
+            train(model, opt, data)
+        runs.append(model)
+    assert "torch.compile failed (InductorError: InvalidCxxCompiler" in caplog.text
+    assert "InvalidCxxCompiler" in functional._COMPILE_FAILED
+    for p, q in zip(*(m.parameters() for m in runs)):
+        assert torch.equal(p, q)
 
 
 # -- the prox ----------------------------------------------------------------------------------
@@ -642,6 +689,9 @@ def test_filter_support_after_steps_is_where_the_scale_is_positive():
         (dict(nesterov=True, momentum=0.0), r"Invalid nesterov: True \(requires momentum > 0"),
         (dict(nesterov=True, dampening=0.1), r"Invalid nesterov: True"),
         (dict(foreach="yes"), r"Invalid foreach: 'yes'"),
+        (dict(fused="no"), r"Invalid fused: 'no'"),
+        (dict(foreach=True, fused=True), r"Invalid foreach: True with fused=True"),
+        (dict(compiled=None), r"Invalid compiled: None \(must be True or False\)"),
         (dict(lr=float("nan")), r"Invalid lr: nan"),
         (dict(lr="0.1"), r"Invalid lr: '0.1'"),
     ],
