@@ -69,10 +69,58 @@ def interleaved(
             times[name].append(clock() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
+def prepare(
+    base: nn.Module, x: torch.Tensor, y: torch.Tensor, make_opt: Callable[[nn.Module], torch.optim.Optimizer]
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A copy of ``base`` and its optimizer after one step (the state exists: momentum
+    buffers, V, Γ's factors); the gradients are kept for the step-alone timing."""
+    model = copy.deepcopy(base)
+    opt = make_opt(model)
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    return model, opt
+
+
+def one_run(
+    base: nn.Module, x: torch.Tensor, y: torch.Tensor, step_reps: int, train_reps: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds of the step alone (every optimizer) and of a whole training step
+    (DessiLBI and SGD), each optimizer over its own copy of ``base``."""
+    runs = {name: prepare(base, x, y, make) for name, make in {**MAKERS, **CONTEXT}.items()}
+    # (a) step alone, on the gradients left by setup().
+    step = interleaved({name: runs[name][1].step for name in runs}, step_reps)
+
+    # (b) whole training step.
+    def train_step(model: nn.Module, opt: torch.optim.Optimizer) -> Callable[[], None]:
+        def run() -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        return run
+
+    train = interleaved({name: train_step(*runs[name]) for name in MAKERS}, train_reps, warmup=2)
+    return step, train
+
+
+HP = dict(lr=0.05, kappa=1.0, mu=100.0, lam=1.0, momentum=0.9)
+MAKERS: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
+    "dessilbi": lambda m: DessiLBI(dessilbi_param_groups(m), **HP),
+    "dessilbi compiled": lambda m: DessiLBI(dessilbi_param_groups(m), compiled=True, **HP),
+    "sgd": lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, foreach=True),
+}
+CONTEXT: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
+    "sgd fused": lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, fused=True),
+    "dessilbi foreach=True": lambda m: DessiLBI(dessilbi_param_groups(m), foreach=True, **HP),
+    "dessilbi foreach=False": lambda m: DessiLBI(dessilbi_param_groups(m), foreach=False, **HP),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--step-reps", type=int, default=50, help="repetitions of the step-alone timing")
-    ap.add_argument("--train-reps", type=int, default=10, help="repetitions of the whole-train-step timing")
+    ap.add_argument("--runs", type=int, default=5, help="independent runs; the last line gives their medians")
+    ap.add_argument("--step-reps", type=int, default=50, help="repetitions of the step-alone timing, per run")
+    ap.add_argument("--train-reps", type=int, default=10, help="repetitions of the whole-train-step timing, per run")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -88,50 +136,37 @@ def main(argv: list[str] | None = None) -> int:
     n_all = sum(p.numel() for p in base.parameters())
     print(f"model: VGG {WIDTHS}, {n_all / 1e6:.2f} M parameters ({n_struct / 1e6:.2f} M with Γ); batch {BATCH}x3x32x32")
 
-    def setup(make_opt: Callable[[nn.Module], torch.optim.Optimizer]) -> tuple[nn.Module, torch.optim.Optimizer]:
-        model = copy.deepcopy(base)
-        opt = make_opt(model)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()  # create the state (momentum buffers, V, Γ); keep the gradients
-        return model, opt
+    _, opt = prepare(base, x, y, MAKERS["dessilbi compiled"])
+    start = time.perf_counter()
+    opt.step()  # the first step with momentum buffers compiles
+    print(f"compile: {time.perf_counter() - start:.1f} s, once per process (the kernel serves every run below)")
 
-    makers: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
-        "dessilbi": lambda m: DessiLBI(dessilbi_param_groups(m), lr=0.05, kappa=1.0, mu=100.0, lam=1.0, momentum=0.9),
-        "sgd": lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, foreach=True),
-    }
-    context: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
-        "sgd fused": lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, fused=True),
-        "dessilbi foreach=False": lambda m: DessiLBI(dessilbi_param_groups(m), foreach=False),
-    }
-    runs = {name: setup(make) for name, make in {**makers, **context}.items()}
-
-    # (a) step alone, on the gradients left by setup().
-    step = interleaved({name: runs[name][1].step for name in runs}, args.step_reps)
-    for name, sec in step.items():
-        print(f"step alone   {name:24s} {sec * 1e3:8.2f} ms (median of {args.step_reps})")
-
-    # (b) whole training step.
-    def train_step(model: nn.Module, opt: torch.optim.Optimizer) -> Callable[[], None]:
-        def run() -> None:
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-
-        return run
-
-    train = interleaved({name: train_step(*runs[name]) for name in makers}, args.train_reps, warmup=1)
-    for name, sec in train.items():
-        print(f"train step   {name:24s} {sec * 1e3:8.2f} ms (median of {args.train_reps})")
+    ratios: dict[str, list[float]] = {}
+    for r in range(args.runs):
+        step, train = one_run(base, x, y, args.step_reps, args.train_reps)
+        for name, sec in step.items():
+            ratios.setdefault(f"step {name}", []).append(sec / step["sgd"])
+        for name in ("dessilbi", "dessilbi compiled"):
+            ratios.setdefault(f"train step {name}", []).append(train[name] / train["sgd"])
+        print(f"run {r + 1}/{args.runs}: step (ms) " + ", ".join(f"{n} {step[n] * 1e3:.2f}" for n in MAKERS)
+              + "; train step (ms) " + ", ".join(f"{n} {train[n] * 1e3:.1f}" for n in MAKERS), flush=True)
+    for name in CONTEXT:
+        print(f"context: step alone {name:24s} {statistics.median(ratios[f'step {name}']):.2f}x sgd's (median)")
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    cpu = interleaved({name: runs[name][1].step for name in makers}, args.step_reps, clock=time.thread_time)
+    _, opts = zip(*(prepare(base, x, y, make) for make in MAKERS.values()))
+    cpu = interleaved(dict(zip(MAKERS, (o.step for o in opts))), args.step_reps, clock=time.thread_time)
     torch.set_num_threads(threads)
-    print(f"context: step alone in CPU time of 1 thread: dessilbi {cpu['dessilbi'] * 1e3:.2f} ms, "
-          f"sgd {cpu['sgd'] * 1e3:.2f} ms, ratio {cpu['dessilbi'] / cpu['sgd']:.2f}x")
+    print("context: step alone in CPU time of 1 thread: " + ", ".join(
+        f"{n} {cpu[n] * 1e3:.2f} ms ({cpu[n] / cpu['sgd']:.2f}x)" for n in MAKERS))
 
-    print(f"dessilbi/sgd: step {step['dessilbi'] / step['sgd']:.2f}x, train step {train['dessilbi'] / train['sgd']:.2f}x")
+    for name in ("dessilbi", "dessilbi compiled"):
+        step_ratio = statistics.median(ratios[f"step {name}"])
+        train_ratio = statistics.median(ratios[f"train step {name}"])
+        print(f"{name}/sgd: step {step_ratio:.2f}x, train step {train_ratio:.2f}x (medians of {args.runs} runs)")
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

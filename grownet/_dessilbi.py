@@ -33,12 +33,6 @@ logger = logging.getLogger(__name__)
 _HAS_FUSED_SGD = hasattr(torch, "_fused_sgd_")
 _FUSED_DEVICES = ("cpu",)
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# The fused route updates structured tensors in blocks of whole filters of about this many
-# elements, so that W, V, g, the momentum buffer and the coupling W − Γ of one block (5 x 256
-# KiB in float32) stay in a core's 2 MiB L2 cache across the block's four passes: on the
-# development CPU a block's passes then cost 2-3x less than passes over whole tensors, which
-# live in L3 (benchmarks/optimizer_step.py).
-_BLOCK_NUMEL = 65536
 
 
 @dataclass(frozen=True)
@@ -225,20 +219,18 @@ def _prox_(
     vs: list[Tensor],
     gammas: list[Tensor | None],
     scales: list[Tensor],
-    norms: list[Tensor] | None = None,
     *,
     structure: Structure,
     lam: float,
     kappa: float,
 ) -> None:
-    """Γ ← κ·prox_λ(V): the factors into ``scales`` ("filter"; ``norms`` are ‖V_g‖ if already
-    known), or Γ into ``gammas`` ("lasso")."""
+    """Γ ← κ·prox_λ(V): the factors into ``scales`` ("filter"), or Γ into ``gammas`` ("lasso")."""
     if structure == "lasso":
         for v, gamma in zip(vs, gammas):
             gamma.copy_(_lasso_prox(v, lam=lam, kappa=kappa))  # type: ignore[union-attr]
         return
     # One scale computation for every filter of every tensor (few small kernels, not per tensor).
-    all_norms = torch.cat(norms if norms is not None else [_group_norms(v) for v in vs])
+    all_norms = torch.cat([_group_norms(v) for v in vs])
     for scale, new in zip(scales, _filter_scale(all_norms, lam=lam, kappa=kappa).split([s.numel() for s in scales])):
         scale.copy_(new)
 
@@ -252,20 +244,13 @@ def _multi_tensor_dessilbi(
     gamma_scales: list[Tensor],
     h: _Step,
 ) -> None:
-    # The reference loop's equations with torch._foreach_* ops, for tensors of one device and
-    # dtype: D = W − Γ once, then V += (α/μ)D, the momentum-SGD step, W −= (κα/μ)D, Γ ← κ prox(V).
-    if not params:
-        return
-    idx = list(range(len(params)))
-    couplings = _couplings(params, vs, gammas, gamma_scales) if h.structure is not None else []
-    if couplings:
-        torch._foreach_add_(vs, couplings, alpha=h.lr / h.mu)
-    d = _foreach_direction(params, grads, momentum_buffer_list, idx, momentum=h.momentum, dampening=h.dampening,
-                           nesterov=h.nesterov, weight_decay=h.weight_decay)  # reads W_{t-1}
-    torch._foreach_add_(params, d, alpha=-h.kappa * h.lr)
-    if h.structure is not None:
-        torch._foreach_add_(params, couplings, alpha=-h.kappa * h.lr / h.mu)
-        _prox_(vs, gammas, gamma_scales, structure=h.structure, lam=h.lam, kappa=h.kappa)
+    # The reference loop's equations with torch._foreach_* ops, for tensors of one device and dtype.
+    def momentum_step() -> None:
+        d = _foreach_direction(params, grads, momentum_buffer_list, list(range(len(params))), momentum=h.momentum,
+                               dampening=h.dampening, nesterov=h.nesterov, weight_decay=h.weight_decay)
+        torch._foreach_add_(params, d, alpha=-h.kappa * h.lr)
+
+    _coupled_step_(params, vs, gammas, gamma_scales, h, momentum_step)
 
 
 def _fused_dessilbi(
@@ -277,16 +262,8 @@ def _fused_dessilbi(
     gamma_scales: list[Tensor],
     h: _Step,
 ) -> None:
-    # The reference loop's equations on CPU tensors of one dtype. The momentum-SGD step is one
-    # pass of torch's fused SGD kernel (reads W, g, b; writes W, b). A structured tensor is
-    # updated block by block (whole filters, about _BLOCK_NUMEL elements; small tensors share
-    # a block), each block's passes done before the next block's: D = W − Γ (Γ = scale·V),
-    # V += (α/μ)D, the fused step (its weight decay reads W_{t-1}), W −= (κα/μ)D, ‖V_g‖, so
-    # that only the first touch of each array reaches beyond the core's cache.
-    if not params:
-        return
-    step = dict(lr=h.kappa * h.lr, momentum=h.momentum, dampening=h.dampening, nesterov=h.nesterov,
-                weight_decay=h.weight_decay)
+    # The reference loop's equations on CPU tensors of one dtype, the momentum-SGD step one
+    # pass of torch's fused SGD kernel (reads W, g, b; writes W, b).
     first = [False] * len(params)
     if h.momentum != 0:
         for i, buf in enumerate(momentum_buffer_list):
@@ -294,26 +271,32 @@ def _fused_dessilbi(
                 momentum_buffer_list[i] = torch.empty_like(params[i])
                 first[i] = True
     bufs: list[Tensor] = momentum_buffer_list  # type: ignore[assignment]
-    if h.structure is None:
-        _fused_momentum_step_(params, grads, bufs, first, **step)
-        return
-    norms: list[list[Tensor]] = [[] for _ in params]
-    for wave in _blocks(params):
-        def cut(xs: list) -> list:
-            return [xs[i][rows] for i, rows in wave] if xs else xs
+    step = dict(lr=h.kappa * h.lr, momentum=h.momentum, dampening=h.dampening, nesterov=h.nesterov,
+                weight_decay=h.weight_decay)
+    _coupled_step_(params, vs, gammas, gamma_scales, h,
+                   lambda: _fused_momentum_step_(params, grads, bufs, first, **step))
 
-        w, v = cut(params), cut(vs)
-        g = [None if gammas[i] is None else gammas[i][rows] for i, rows in wave]  # type: ignore[index]
-        couplings = _couplings(w, v, g, cut(gamma_scales))
-        torch._foreach_add_(v, couplings, alpha=h.lr / h.mu)
-        _fused_momentum_step_(w, cut(grads), cut(bufs), [first[i] for i, _ in wave], **step)
-        torch._foreach_add_(w, couplings, alpha=-h.kappa * h.lr / h.mu)
-        if h.structure == "filter":
-            for (i, _), block in zip(wave, v):
-                norms[i].append(_group_norms(block))
-    per_tensor = [torch.cat(n) if n else v.new_zeros(0) for n, v in zip(norms, vs)]
-    _prox_(vs, gammas, gamma_scales, per_tensor if h.structure == "filter" else None, structure=h.structure, lam=h.lam,
-           kappa=h.kappa)
+
+def _coupled_step_(
+    params: list[Tensor],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    gamma_scales: list[Tensor],
+    h: _Step,
+    momentum_step: Callable[[], None],
+) -> None:
+    """W ← W − κα(d + D/μ), V ← V + (α/μ)D with D = W − Γ computed once, then Γ ← κ prox(V);
+    ``momentum_step`` does W ← W − κα·d (and the buffers) and may read W_{t-1} (weight decay)."""
+    if not params:
+        return
+    if h.structure is None:
+        momentum_step()
+        return
+    couplings = _couplings(params, vs, gammas, gamma_scales)
+    torch._foreach_add_(vs, couplings, alpha=h.lr / h.mu)
+    momentum_step()
+    torch._foreach_add_(params, couplings, alpha=-h.kappa * h.lr / h.mu)
+    _prox_(vs, gammas, gamma_scales, structure=h.structure, lam=h.lam, kappa=h.kappa)
 
 
 def _compiled_dessilbi(*args: Any, eager: Callable[..., None]) -> None:
@@ -378,32 +361,6 @@ def _filter_update(
         w.sub_((d + coupling / mu) * (kappa * lr))
         norms = torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())))
         s.copy_(torch.where(norms > lam, 1 - lam / norms, 0.0) * kappa)
-
-
-def _blocks(params: list[Tensor], numel: int | None = None) -> list[list[tuple[int, slice]]]:
-    """``params`` cut along dim 0 into blocks of whole slices of at most ``numel`` elements
-    (default: ``_BLOCK_NUMEL``), in order, grouped into waves of at most ``numel`` elements (a
-    slice larger than ``numel`` is a wave of its own): ``[[(tensor index, rows), ...], ...]``."""
-    numel = _BLOCK_NUMEL if numel is None else numel
-    waves: list[list[tuple[int, slice]]] = []
-    wave: list[tuple[int, slice]] = []
-    size = 0
-    for i, p in enumerate(params):
-        if p.numel() == 0:
-            continue
-        row = p.numel() // p.shape[0]
-        rows = max(1, numel // row)
-        for start in range(0, p.shape[0], rows):
-            stop = min(p.shape[0], start + rows)
-            n = (stop - start) * row
-            if wave and size + n > numel:
-                waves.append(wave)
-                wave, size = [], 0
-            wave.append((i, slice(start, stop)))
-            size += n
-    if wave:
-        waves.append(wave)
-    return waves
 
 
 def _fused_momentum_step_(

@@ -362,17 +362,17 @@ DessiLBI.__doc__ = r"""Implements DessiLBI (Fu et al., "Exploring Structural Spa
         foreach (bool, optional): True: the multi-tensor path on ``torch._foreach_*`` ops
             (any device); False: the per-tensor reference loop, unless ``fused`` (default:
             None)
-        fused (bool, optional): True: the path on torch's fused SGD kernel, CPU tensors of a
-            floating dtype only, structured tensors updated in cache-sized blocks of filters
-            (the fewest passes over memory); must not be set with ``foreach=True``. With both
-            None, each param group takes ``fused`` when all its tensors are dense CPU tensors
-            of one layout that the kernel takes, else ``foreach`` when all are plain dense
-            tensors, else the reference loop (default: None)
+        fused (bool, optional): True: the path on torch's fused SGD kernel (one pass for the
+            momentum step), CPU tensors of a floating dtype only; must not be set with
+            ``foreach=True``. With both None, each param group takes ``fused`` when all its
+            tensors are dense CPU tensors of one layout that the kernel takes, else
+            ``foreach`` when all are plain dense tensors, else the reference loop (default:
+            None)
         compiled (bool, optional): True: ``"filter"`` groups step through one kernel per
             tensor that :func:`torch.compile` generates (C++ on CPU, Triton on CUDA), reading
             W, g, b and V once and writing W, b and V once. The first step compiles (about
-            20 s on the development CPU; shapes are dynamic, so growth that changes widths
-            does not recompile, one that adds layers does); a step that creates momentum
+            15 s on the development CPU; shapes are dynamic, so most growth reuses the
+            kernel; one that adds layers compiles again); a step that creates momentum
             buffers or starts from an assigned Γ, and other groups, take the path
             ``foreach``/``fused`` select; if compilation fails, a warning is logged and that
             path runs from then on (default: False)

@@ -141,27 +141,16 @@ def run_both(route, *, linear="lasso", weight_decay=1e-3, steps=50, device="cpu"
     return model, opt, ref_model, ref_state
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Blocks of at most 100 elements on the fused route, so that the tests' tiny tensors are
-    cut into several blocks and blocks of several tensors share a wave."""
-    monkeypatch.setattr(functional, "_BLOCK_NUMEL", 100)
-
-
 ROUTES = {
     "reference": dict(foreach=False),
     "foreach": dict(foreach=True),
     "fused": dict(fused=True),
-    "fused-small-blocks": dict(fused=True),
 }
 
 
 @pytest.fixture(params=list(ROUTES))
-def route(request, monkeypatch):
-    """DessiLBI's path selection: the reference loop, the foreach path, the fused path (one
-    block per tensor here) and the fused path cut into small blocks."""
-    if request.param == "fused-small-blocks":
-        monkeypatch.setattr(functional, "_BLOCK_NUMEL", 100)
+def route(request):
+    """DessiLBI's path selection: the reference loop, the foreach path, the fused path."""
     return ROUTES[request.param]
 
 
@@ -201,17 +190,6 @@ def test_the_path_is_chosen_per_group_by_the_flags(monkeypatch):
     assert calls == ["_multi_tensor_dessilbi", "_fused_dessilbi"]
     with pytest.raises(UsageError, match=r"fused=True\) needs dense CPU tensors.*; use foreach=True"):
         DessiLBI(dessilbi_param_groups(model), fused=True).step()
-
-
-def test_blocks_cover_every_filter_once_in_order():
-    params = [torch.zeros(3, 40), torch.zeros(0, 5), torch.zeros(2, 10), torch.zeros(5, 30), torch.zeros(2, 250)]
-    assert functional._blocks(params, 100) == [
-        [(0, slice(0, 2))],
-        [(0, slice(2, 3)), (2, slice(0, 2))],  # small blocks of two tensors share a wave
-        [(3, slice(0, 3))],
-        [(3, slice(3, 5))],
-        [(4, slice(0, 1))],  # a filter larger than a block is a wave of its own
-        [(4, slice(1, 2))],    ]
 
 
 # -- the update equations --------------------------------------------------------------------
@@ -257,11 +235,9 @@ def test_plain_params_take_momentum_sgd_at_kappa_lr():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("fast", ["foreach", "fused", "fused-small-blocks"])
-def test_fast_and_reference_paths_agree_in_float32(fast, channels_last, monkeypatch):
+@pytest.mark.parametrize("fast", ["foreach", "fused"])
+def test_fast_and_reference_paths_agree_in_float32(fast, channels_last):
     """The foreach and fused paths and the reference loop give the same trajectory."""
-    if fast == "fused-small-blocks":
-        monkeypatch.setattr(functional, "_BLOCK_NUMEL", 100)
     data = batches(30, dtype=torch.float32)
     runs = []
     for flags in (ROUTES[fast], ROUTES["reference"]):
@@ -334,11 +310,9 @@ def assert_path_equals_the_reference(flags: dict, family: str, momentum: float, 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("fast", ["foreach", "fused", "fused-small-blocks"])
-def test_fast_paths_equal_the_reference_over_50_steps(fast, family, momentum, weight_decay, monkeypatch):
+@pytest.mark.parametrize("fast", ["foreach", "fused"])
+def test_fast_paths_equal_the_reference_over_50_steps(fast, family, momentum, weight_decay):
     """Both grownet families: the foreach and fused paths against the reference loop."""
-    if fast == "fused-small-blocks":
-        monkeypatch.setattr(functional, "_BLOCK_NUMEL", 100)
     assert_path_equals_the_reference(ROUTES[fast], family, momentum, weight_decay)
 
 
