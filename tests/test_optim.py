@@ -201,6 +201,10 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
 def test_update_matches_method_equations(route, weight_decay, device):
+    if device == "cuda" and route.get("fused"):
+        with pytest.raises(UsageError, match=r"fused=True\) needs dense CPU tensors"):
+            run_both(route, steps=1, device=device)
+        return
     model, opt, ref_model, ref_state = run_both(route, weight_decay=weight_decay, device=device)
     assert_matches_reference(model, opt, ref_model, ref_state, atol=1e-6)
     # The run exercised the prox on both sides of the threshold.
@@ -282,16 +286,18 @@ FAMILIES = {
 }
 
 
-def assert_path_equals_the_reference(flags: dict, family: str, momentum: float, weight_decay: float) -> None:
+def assert_path_equals_the_reference(
+    flags: dict, family: str, momentum: float, weight_decay: float, device: str = "cpu"
+) -> None:
     """50 steps of a seeds preset of ``family`` (float64) with ``flags`` and with the reference
     loop: every parameter and state entry within 1e-6."""
     g = torch.Generator().manual_seed(3)
-    data = [(torch.randn(8, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 4, (8,), generator=g))
-            for _ in range(50)]
+    data = [(torch.randn(8, 3, 8, 8, generator=g, dtype=torch.float64).to(device),
+             torch.randint(0, 4, (8,), generator=g).to(device)) for _ in range(50)]
     runs = []
     for route in (flags, ROUTES["reference"]):
         torch.manual_seed(0)
-        model = build_model(FAMILIES[family]).double()
+        model = build_model(FAMILIES[family]).double().to(device)
         # λ = 0.6: some filters of every run enter Γ's support within the 50 steps, not all
         opt = DessiLBI(dessilbi_param_groups(model, weight_decay=weight_decay),
                        **{**HP, "momentum": momentum, "lam": 0.6}, **route)
@@ -310,10 +316,12 @@ def assert_path_equals_the_reference(flags: dict, family: str, momentum: float, 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("fast", ["foreach", "fused"])
-def test_fast_paths_equal_the_reference_over_50_steps(fast, family, momentum, weight_decay):
+@pytest.mark.parametrize(
+    "fast, device", [("foreach", "cpu"), ("fused", "cpu"), pytest.param("foreach", "cuda", marks=CUDA)]
+)
+def test_fast_paths_equal_the_reference_over_50_steps(fast, device, family, momentum, weight_decay):
     """Both grownet families: the foreach and fused paths against the reference loop."""
-    assert_path_equals_the_reference(ROUTES[fast], family, momentum, weight_decay)
+    assert_path_equals_the_reference(ROUTES[fast], family, momentum, weight_decay, device)
 
 
 @pytest.fixture
@@ -328,14 +336,19 @@ SLOW = pytest.mark.slow
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
 @pytest.mark.parametrize(
-    "family, momentum",
-    [("resnet", 0.9), pytest.param("resnet", 0.0, marks=SLOW), pytest.param("vgg", 0.9, marks=SLOW),
-     pytest.param("vgg", 0.0, marks=SLOW)],
+    "family, momentum, device",
+    [
+        ("resnet", 0.9, "cpu"),
+        pytest.param("resnet", 0.0, "cpu", marks=SLOW),
+        pytest.param("vgg", 0.9, "cpu", marks=SLOW),
+        pytest.param("vgg", 0.0, "cpu", marks=SLOW),
+        pytest.param("resnet", 0.9, "cuda", marks=CUDA),
+    ],
 )
-def test_the_compiled_path_equals_the_reference_over_50_steps(family, momentum, weight_decay, fresh_compile):
+def test_the_compiled_path_equals_the_reference_over_50_steps(family, momentum, device, weight_decay, fresh_compile):
     """compiled=True (a torch.compile kernel; each family and momentum on/off compiles anew,
     about 15 s, so all but one case are marked slow) against the reference loop."""
-    assert_path_equals_the_reference(dict(compiled=True), family, momentum, weight_decay)
+    assert_path_equals_the_reference(dict(compiled=True), family, momentum, weight_decay, device)
     assert functional._COMPILE_FAILED is None and functional._COMPILED is not None
 
 
