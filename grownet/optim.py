@@ -74,7 +74,7 @@ class _FilterState(MutableMapping[str, Any]):
 
     def __delitem__(self, key: str) -> None:
         if key == "gamma" and self._gamma_is_virtual():
-            self.scale = None
+            self.scale = None  # the optimizer's next read takes Γ = κ·prox(V) again
         else:
             del self.entries[key]
 
