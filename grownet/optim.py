@@ -1,22 +1,23 @@
 r"""DessiLBI: momentum SGD coupled with a sparse structure parameter Γ (METHOD.md §1).
 
-:class:`DessiLBI` is a :class:`torch.optim.Optimizer`; :func:`dessilbi` is its functional core,
-with a readable per-tensor reference (``_single_tensor_dessilbi``) and a multi-tensor fast path
-(``_multi_tensor_dessilbi``) side by side. :func:`dessilbi_param_groups` decides which tensors
-carry Γ; :func:`filter_activity` reads the share of each structured tensor's groups in Γ's
-support, the signal the grower acts on.
+:class:`DessiLBI` is a :class:`torch.optim.Optimizer`; :func:`dessilbi` is its functional core
+(in ``grownet/_dessilbi.py``: a readable per-tensor reference, a ``torch._foreach_*`` path and
+a fused CPU path side by side, chosen explicitly as in ``torch/optim/sgd.py``).
+:func:`dessilbi_param_groups` decides which tensors carry Γ;
+:func:`filter_activity` reads the share of each structured tensor's groups in Γ's support, the
+signal the grower acts on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from ._dessilbi import Structure, _column, _filter_scale, _group_norms, dessilbi
 from .errors import UsageError
 
 __all__ = ["DessiLBI", "dessilbi", "dessilbi_param_groups", "filter_activity", "STRUCTURES", "LINEAR_MODES"]
@@ -25,8 +26,6 @@ __all__ = ["DessiLBI", "dessilbi", "dessilbi_param_groups", "filter_activity", "
 STRUCTURES = ("filter", "lasso")
 #: Values of :func:`dessilbi_param_groups`'s ``linear`` argument.
 LINEAR_MODES = ("none", "lasso", "filter")
-
-Structure = Literal["filter", "lasso"]
 
 # Hyperparameters a group may set, with the defaults ``__setstate__`` gives to checkpoints
 # written before a key existed (the paper's CIFAR values).
@@ -41,20 +40,54 @@ _GROUP_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "structure": None,
     "foreach": None,
+    "fused": None,
+    "compiled": False,
 }
 
-# torch's fused SGD kernel (what ``torch.optim.SGD(fused=True)`` runs): one pass over memory
-# for the momentum step, and, with other arguments, for the V/Γ bookkeeping (see
-# ``_multi_tensor_dessilbi``). Feature-detected so an older torch takes the foreach route.
-# Used on CPU only, where it is tested and measured; elsewhere the torch._foreach_* route runs.
-_HAS_FUSED_SGD = hasattr(torch, "_fused_sgd_")
-_FUSED_DEVICES = ("cpu",)
-_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# The kernel splits every tensor, however small, across all intra-op threads (ATen's foreach
-# ops keep a tensor below this grain size on one thread). With several threads, smaller
-# tensors take the foreach route: a parallel region per small tensor costs more than the
-# passes over memory it saves, and far more when another process holds a core.
-_FUSED_MIN_NUMEL = 32768
+
+class _FilterState(MutableMapping[str, Any]):
+    """The state of one ``"filter"``-structured parameter, a mapping like any optimizer state
+    with the documented entries ``"V"``, ``"gamma"`` and ``"momentum_buffer"``.
+
+    Γ is not stored: after a step it is a per-filter scale of V, ``Γ_g = scale[g]·V_g`` with
+    ``scale = κ·max(0, 1 − λ/‖V_g‖)``, kept as one value per filter (``.scale``). Reading
+    ``"gamma"`` computes it (a new tensor each time; writing into it changes nothing).
+    Assigning ``"gamma"`` (as checkpoint loading and growth's carry-over do) stores that tensor
+    as Γ; the next step starts from it and then returns to the scale.
+    """
+
+    def __init__(self, entries: dict[str, Any], scale: Tensor | None = None) -> None:
+        self.entries = entries  # "V", "momentum_buffer", a stored "gamma", anything else
+        self.scale = scale  # shape (p.shape[0],); None until the optimizer has read this state
+
+    def _gamma_is_virtual(self) -> bool:
+        return "gamma" not in self.entries and self.scale is not None and "V" in self.entries
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "gamma" and self._gamma_is_virtual():
+            v = self.entries["V"]
+            return v * self.scale.view(_column(v))  # type: ignore[union-attr]
+        return self.entries[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.entries[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key == "gamma" and self._gamma_is_virtual():
+            self.scale = None  # the optimizer's next read takes Γ = κ·prox(V) again
+        else:
+            del self.entries[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.entries
+        if self._gamma_is_virtual():
+            yield "gamma"
+
+    def __len__(self) -> int:
+        return len(self.entries) + self._gamma_is_virtual()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self)!r})"
 
 
 class DessiLBI(Optimizer):
@@ -71,6 +104,8 @@ class DessiLBI(Optimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        compiled: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -83,6 +118,8 @@ class DessiLBI(Optimizer):
             "weight_decay": weight_decay,
             "structure": None,
             "foreach": foreach,
+            "fused": fused,
+            "compiled": compiled,
         }
         _check_hyperparameters(defaults)
         super().__init__(params, defaults)
@@ -115,24 +152,24 @@ class DessiLBI(Optimizer):
 
     # -- state -----------------------------------------------------------------------------
 
-    def init_state(self, p: Tensor) -> dict[str, Tensor]:
-        """``p``'s state, with V and Γ created (zeros shaped like ``p``) if ``p`` is structured
-        and they do not exist yet. The momentum buffer is created by the first step (it starts
-        as the first gradient, as in :class:`torch.optim.SGD`).
-
-        V and Γ are laid out like ``p`` (e.g. channels-last), as the fused route needs; growth
-        code calls this for parameters that are new after a growth.
+    def init_state(self, p: Tensor) -> MutableMapping[str, Any]:
+        """``p``'s state, with V and Γ created (zero, laid out like ``p``) if ``p`` is
+        structured and they do not exist yet. The momentum buffer is created by the first step
+        (it starts as the first gradient, as in :class:`torch.optim.SGD`). Growth code calls
+        this for parameters that are new after a growth.
         """
         structure = self._structure_of(p)
+        if structure == "filter":
+            return self._filter_state(p, self.param_groups[self._group_index(p)])
         state = self.state[p]
-        if structure is not None and "V" not in state:
+        if structure == "lasso" and "V" not in state:
             state["V"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["gamma"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
     def gamma(self, p: Tensor) -> Tensor:
-        """Γ of structured parameter ``p``: the live state tensor, shaped like ``p`` (zeros
-        before the first step)."""
+        """Γ of structured parameter ``p``, shaped like ``p`` (zeros before the first step):
+        for ``"lasso"`` the live state tensor, for ``"filter"`` a new tensor computed from V."""
         if self._structure_of(p) is None:
             raise UsageError(
                 f"parameter of shape {tuple(p.shape)} has no Γ: its param group has no 'structure'; "
@@ -143,19 +180,59 @@ class DessiLBI(Optimizer):
     def support(self, p: Tensor) -> Tensor:
         """Bool tensor, one entry per group of ``p``: ``Γ_g != 0``. Shape ``(p.shape[0],)`` for
         ``"filter"`` (one group per output filter), ``p.shape`` for ``"lasso"``."""
-        gamma = self.gamma(p)
         if self._structure_of(p) == "filter":
-            return torch.flatten(gamma, 1).ne(0).any(dim=1)
-        return gamma.ne(0)
+            state = self._filter_state(p, self.param_groups[self._group_index(p)])
+            if "gamma" in state.entries:
+                return torch.flatten(state.entries["gamma"], 1).ne(0).any(dim=1)
+            # Γ_g = scale[g]·V_g, and scale[g] > 0 only where ‖V_g‖ > λ
+            return state.scale.ne(0)  # type: ignore[union-attr]
+        return self.gamma(p).ne(0)
 
-    def _structure_of(self, p: Tensor) -> Structure | None:
-        for group in self.param_groups:
+    def state_dict(self) -> dict[str, Any]:
+        """As :meth:`torch.optim.Optimizer.state_dict`, with every structured parameter's
+        state holding ``"V"``, ``"gamma"`` and (after a step) ``"momentum_buffer"`` as tensors
+        shaped like the parameter, Γ computed for the purpose: the format of grownet's earlier
+        releases, which :meth:`load_state_dict` reads."""
+        sd = super().state_dict()
+        sd["state"] = {k: dict(v) if isinstance(v, _FilterState) else v for k, v in sd["state"].items()}
+        return sd
+
+    def _group_index(self, p: Tensor) -> int:
+        for i, group in enumerate(self.param_groups):
             if any(q is p for q in group["params"]):
-                return group["structure"]
+                return i
         raise UsageError(
             f"tensor of shape {tuple(p.shape)} is not a parameter of this optimizer; "
             "pass one of the tensors given to DessiLBI"
         )
+
+    def _structure_of(self, p: Tensor) -> Structure | None:
+        return self.param_groups[self._group_index(p)]["structure"]
+
+    def _filter_state(self, p: Tensor, group: Mapping[str, Any]) -> _FilterState:
+        """``self.state[p]`` as a :class:`_FilterState`, with V and the scale present and every
+        tensor entry laid out like ``p``. A stored Γ that equals κ·prox(V) exactly (a
+        checkpoint, a growth's carry-over) becomes the scale again; any other stays stored."""
+        state = self.state[p]
+        if not isinstance(state, _FilterState):
+            state = self.state[p] = _FilterState(dict(state))
+        entries = state.entries
+        for key, value in entries.items():  # the fused kernel reads raw memory: one layout
+            if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                entries[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+        if "V" not in entries:
+            entries["V"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state.scale = None
+        if state.scale is None:
+            v = entries["V"]
+            scale = _filter_scale(_group_norms(v), lam=group["lam"], kappa=group["kappa"])
+            gamma = entries.get("gamma")
+            if gamma is None or torch.equal(gamma, v * scale.view(_column(v))):
+                entries.pop("gamma", None)
+                state.scale = scale
+            else:  # a placeholder: the next step starts from the stored Γ and overwrites it
+                state.scale = torch.zeros_like(scale)
+        return state
 
     # -- step ------------------------------------------------------------------------------
 
@@ -166,9 +243,10 @@ class DessiLBI(Optimizer):
         grads: list[Tensor],
         momentum_buffers: list[Tensor | None],
         vs: list[Tensor],
-        gammas: list[Tensor],
+        gammas: list[Tensor | None],
+        scales: list[Tensor],
     ) -> None:
-        structured = group["structure"] is not None
+        structure = group["structure"]
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -179,14 +257,18 @@ class DessiLBI(Optimizer):
                 )
             params.append(p)
             grads.append(p.grad)
-            state = self.state[p]
+            if structure == "filter":
+                state = self._filter_state(p, group)
+                gammas.append(state.entries.get("gamma"))
+                scales.append(state.scale)  # type: ignore[arg-type]
+            else:
+                state = self.init_state(p)
+                if structure == "lasso":
+                    gammas.append(state["gamma"])
+            if structure is not None:
+                vs.append(state["V"])
             if group["momentum"] != 0:
                 momentum_buffers.append(state.get("momentum_buffer"))
-            if structured:
-                if "V" not in state:
-                    self.init_state(p)
-                vs.append(state["V"])
-                gammas.append(state["gamma"])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -204,14 +286,16 @@ class DessiLBI(Optimizer):
             grads: list[Tensor] = []
             momentum_buffers: list[Tensor | None] = []
             vs: list[Tensor] = []
-            gammas: list[Tensor] = []
-            self._init_group(group, params, grads, momentum_buffers, vs, gammas)
+            gammas: list[Tensor | None] = []
+            scales: list[Tensor] = []
+            self._init_group(group, params, grads, momentum_buffers, vs, gammas, scales)
             dessilbi(
                 params,
                 grads,
                 momentum_buffers,
                 vs,
                 gammas,
+                scales,
                 structure=group["structure"],
                 lr=group["lr"],
                 kappa=group["kappa"],
@@ -222,10 +306,15 @@ class DessiLBI(Optimizer):
                 nesterov=group["nesterov"],
                 weight_decay=group["weight_decay"],
                 foreach=group["foreach"],
+                fused=group["fused"],
+                compiled=group["compiled"],
             )
-            if group["momentum"] != 0:
-                for p, buf in zip(params, momentum_buffers):
-                    self.state[p]["momentum_buffer"] = buf
+            for i, p in enumerate(params):
+                state = self.state[p]
+                if group["momentum"] != 0:
+                    state["momentum_buffer"] = momentum_buffers[i]
+                if isinstance(state, _FilterState):
+                    state.entries.pop("gamma", None)  # Γ is scale·V again
         return loss
 
 
@@ -270,17 +359,35 @@ DessiLBI.__doc__ = r"""Implements DessiLBI (Fu et al., "Exploring Structural Spa
             (default: False)
         weight_decay (float, optional): L2 penalty ω added to the gradient before momentum
             (default: 0.0)
-        foreach (bool, optional): True: the multi-tensor path (on CPU torch's fused SGD
-            kernel, elsewhere ``torch._foreach_*`` ops; a few passes over memory per step);
-            False: the per-tensor reference loop; None: the multi-tensor path whenever every
-            tensor is a plain dense tensor (on CPU it measured 1.3-2x faster than the
-            reference loop, benchmarks/optimizer_step.py) (default: None)
+        foreach (bool, optional): True: the multi-tensor path on ``torch._foreach_*`` ops
+            (any device); False: the per-tensor reference loop, unless ``fused`` (default:
+            None)
+        fused (bool, optional): True: the path on torch's fused SGD kernel (one pass for the
+            momentum step), CPU tensors of a floating dtype only; must not be set with
+            ``foreach=True``. With both None, each param group takes ``fused`` when all its
+            tensors are dense CPU tensors of one layout that the kernel takes, else
+            ``foreach`` when all are plain dense tensors, else the reference loop (default:
+            None)
+        compiled (bool, optional): True: ``"filter"`` groups step through one kernel per
+            tensor that :func:`torch.compile` generates (C++ on CPU, Triton on CUDA), reading
+            W, g, b and V once and writing W, b and V once. The first step compiles (about
+            15 s on the development CPU; shapes are dynamic, so most growth reuses the
+            kernel; one that adds layers compiles again); a step that creates momentum
+            buffers or starts from an assigned Γ, and other groups, take the path
+            ``foreach``/``fused`` select; if compilation fails, a warning is logged and that
+            path runs from then on (default: False)
 
-    State, per parameter ``p`` (``optimizer.state[p]``; growth code copies these):
+    State, per parameter ``p`` (``optimizer.state[p]``, a mapping; growth code copies these):
         ``"V"``: :math:`V`, shaped like ``p`` (structured parameters only).
-        ``"gamma"``: :math:`\Gamma`, shaped like ``p`` (structured parameters only).
+        ``"gamma"``: :math:`\Gamma`, shaped like ``p`` (structured parameters only). For
+        ``"filter"``, :math:`\Gamma_t` is :math:`V_t` times one factor per filter,
+        :math:`\kappa\max(0, 1 - \lambda/\lVert V_g\rVert_2)`: the optimizer keeps those
+        factors, not Γ, and reading ``"gamma"`` computes it (a new tensor: write Γ by
+        assigning the entry; the next step starts from what was assigned).
         ``"momentum_buffer"``: :math:`b`, shaped like ``p``; only when momentum != 0, created
         by the first step that sees a gradient for ``p``.
+        :meth:`state_dict` holds these three as tensors, as grownet's earlier releases wrote
+        them; their checkpoints load and resume.
 
     Example:
         >>> # xdoctest: +SKIP
@@ -297,8 +404,9 @@ DessiLBI.__doc__ = r"""Implements DessiLBI (Fu et al., "Exploring Structural Spa
         (the buffer starts as the first gradient; dampening applies from the second step); λ
         is a parameter (the reference code fixes it at 1); V and Γ are created at zero by the
         first step (or :meth:`init_state`); a parameter without a gradient is skipped entirely
-        (its V and Γ do not move). The multi-tensor path computes the same equations in
-        another order, so it matches the reference loop to rounding, not bit for bit.
+        (its V and Γ do not move). Changing κ or λ takes effect from the Γ the next step
+        computes. The multi-tensor and fused paths compute the same equations in another
+        order, so they match the reference loop to rounding, not bit for bit.
     """
 
 
@@ -327,392 +435,13 @@ def _check_hyperparameters(h: Mapping[str, Any]) -> None:
         raise ValueError(f"Invalid nesterov: {h['nesterov']!r} (requires momentum > 0 and dampening == 0)")
     if h["structure"] not in (None, *STRUCTURES):
         raise ValueError(f"Invalid structure: {h['structure']!r} (must be 'filter', 'lasso' or None)")
-    if h["foreach"] not in (None, True, False):
-        raise ValueError(f"Invalid foreach: {h['foreach']!r} (must be True, False or None)")
-
-
-# -- functional core ---------------------------------------------------------------------------
-
-
-def dessilbi(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    vs: list[Tensor],
-    gammas: list[Tensor],
-    *,
-    structure: Structure | None,
-    lr: float,
-    kappa: float,
-    mu: float,
-    lam: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    foreach: bool | None = None,
-) -> None:
-    """Functional DessiLBI: update ``params`` (and ``momentum_buffer_list``, ``vs``, ``gammas``)
-    in place; see :class:`DessiLBI` for the math.
-
-    ``momentum_buffer_list`` has one entry per param when momentum != 0 (``None`` where the
-    buffer does not exist yet; it is created and written back into the list), else is empty.
-    ``vs`` and ``gammas`` have one entry per param when ``structure`` is set, else are empty.
-    """
-    if foreach is None:
-        foreach = _default_foreach(params)
-    func = _multi_tensor_dessilbi if foreach else _single_tensor_dessilbi
-    func(
-        params,
-        grads,
-        momentum_buffer_list,
-        vs,
-        gammas,
-        structure=structure,
-        lr=lr,
-        kappa=kappa,
-        mu=mu,
-        lam=lam,
-        momentum=momentum,
-        dampening=dampening,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-    )
-
-
-def _default_foreach(params: list[Tensor]) -> bool:
-    # Measured on CPU (benchmarks/optimizer_step.py, and a ResNet-20 at CIFAR widths): the
-    # multi-tensor path beats the reference loop; on CUDA foreach kernels are torch's default.
-    return not torch.jit.is_scripting() and all(
-        type(p) in (Tensor, nn.Parameter) and p.layout == torch.strided and not p.is_complex() for p in params
-    )
-
-
-def _single_tensor_dessilbi(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    vs: list[Tensor],
-    gammas: list[Tensor],
-    *,
-    structure: Structure | None,
-    lr: float,
-    kappa: float,
-    mu: float,
-    lam: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-) -> None:
-    for i, param in enumerate(params):
-        d = grads[i]
-        if weight_decay != 0:
-            d = d.add(param, alpha=weight_decay)
-        if momentum != 0:
-            buf = momentum_buffer_list[i]
-            if buf is None:
-                buf = torch.clone(d).detach()
-                momentum_buffer_list[i] = buf
-            else:
-                buf.mul_(momentum).add_(d, alpha=1 - dampening)
-            d = d.add(buf, alpha=momentum) if nesterov else buf
-
-        if structure is None:
-            param.add_(d, alpha=-kappa * lr)
-            continue
-        v, gamma = vs[i], gammas[i]
-        coupling = param - gamma  # W - Γ, before this step
-        param.add_(d + coupling / mu, alpha=-kappa * lr)  # W ← W − κα(d + (W − Γ)/μ)
-        v.add_(coupling, alpha=lr / mu)  # V ← V + (α/μ)(W − Γ)
-        gamma.copy_(_prox(v, structure=structure, lam=lam, kappa=kappa))  # Γ ← κ prox(V)
-
-
-def _prox(v: Tensor, *, structure: Structure, lam: float, kappa: float) -> Tensor:
-    """κ·prox_λ(V), a new tensor shaped like ``v``."""
-    if structure == "lasso":
-        out = torch.sign(v) * torch.clamp(v.abs() - lam, min=0)
-        return out * kappa if kappa != 1 else out
-    scale = _group_scale(_group_norms(v), lam=lam)
-    if kappa != 1:
-        scale = scale * kappa
-    return v * scale.view(_column(v))
-
-
-def _group_norms(v: Tensor) -> Tensor:
-    """||V_g||₂ of each slice ``v[g]`` along dim 0, shape ``(n,)``."""
-    if v.is_contiguous():  # one reduction over a 2-d view is the faster kernel
-        return torch.linalg.vector_norm(v.view(v.shape[0], -1), dim=1)
-    return torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())))
-
-
-def _group_scale(norms: Tensor, *, lam: float) -> Tensor:
-    """max(0, 1 − λ/||V_g||): exactly 0 where ||V_g|| <= λ, including ||V_g|| = 0 (no NaN)."""
-    return torch.where(norms > lam, norms.reciprocal().mul_(-lam).add_(1), 0.0)
-
-
-def _column(v: Tensor) -> tuple[int, ...]:
-    """Shape ``(n, 1, ..., 1)``: one value per slice along dim 0, broadcasting against ``v``."""
-    return (-1,) + (1,) * (v.dim() - 1)
-
-
-def _multi_tensor_dessilbi(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    vs: list[Tensor],
-    gammas: list[Tensor],
-    *,
-    structure: Structure | None,
-    lr: float,
-    kappa: float,
-    mu: float,
-    lam: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-) -> None:
-    # The reference loop's equations, reordered to touch memory as few times as possible: with
-    # D = W_old − Γ_old held in Γ's buffer, on the fused route a structured tensor costs
-    #   weight_decay == 0:  [Γ ← D; W ← W − (κα/μ)·D] one pass;  V ← V + (α/μ)·D;
-    #                       the momentum-SGD step W ← W − κα·d, one pass (torch's SGD kernel);
-    #   weight_decay != 0:  [Γ ← D; V ← V + (α/μ)·D] one pass;  the momentum-SGD step (its
-    #                       decay term needs W_old);  W ← W − (κα/μ)·D;
-    # then per-filter norms of V and Γ ← κ·scale·V (_multi_tensor_prox_).
-    if not params:
-        return
-    structured = structure is not None
-    hyper = dict(lr=lr, kappa=kappa, mu=mu, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                 weight_decay=weight_decay)
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, p in enumerate(params):
-        buckets.setdefault((p.device, p.dtype), []).append(i)
-    min_numel = _FUSED_MIN_NUMEL if torch.get_num_threads() > 1 else 0
-
-    for idx in buckets.values():
-        fused, rest = [], []
-        for i in idx:
-            ok = params[i].numel() >= min_numel and _fusable(
-                params[i], grads[i], momentum_buffer_list[i] if momentum != 0 else None
-            )
-            if ok and structured:
-                ok = _fusable(params[i], vs[i], gammas[i])
-            (fused if ok else rest).append(i)
-        for route, sel in ((_fused_update_, fused), (_foreach_update_, rest)):
-            if sel:
-                route(
-                    [params[i] for i in sel],
-                    [grads[i] for i in sel],
-                    momentum_buffer_list,
-                    sel,
-                    [vs[i] for i in sel] if structured else None,
-                    [gammas[i] for i in sel] if structured else None,
-                    **hyper,
-                )
-        if structured:
-            _multi_tensor_prox_([vs[i] for i in idx], [gammas[i] for i in idx], structure=structure, lam=lam,
-                                kappa=kappa)
-
-
-def _fused_update_(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    idx: list[int],
-    vs: list[Tensor] | None,
-    gammas: list[Tensor] | None,
-    *,
-    lr: float,
-    kappa: float,
-    mu: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-) -> None:
-    """W, V and Γ ← W_old − Γ_old (``vs``/``gammas`` None: plain SGD) with torch's fused kernel."""
-    step = dict(lr=kappa * lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
-    if vs is None or gammas is None:
-        _fused_momentum_step_(params, grads, momentum_buffer_list, idx, **step)
-    elif weight_decay == 0:
-        _fused_sub_and_axpy_(params, params, gammas, alpha=-kappa * lr / mu)  # Γ ← D; W ← W − (κα/μ)·D
-        torch._foreach_add_(vs, gammas, alpha=lr / mu)
-        _fused_momentum_step_(params, grads, momentum_buffer_list, idx, **step)
-    else:
-        _fused_sub_and_axpy_(vs, params, gammas, alpha=lr / mu)  # Γ ← D; V ← V + (α/μ)·D
-        _fused_momentum_step_(params, grads, momentum_buffer_list, idx, **step)
-        torch._foreach_add_(params, gammas, alpha=-kappa * lr / mu)
-
-
-def _foreach_update_(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    idx: list[int],
-    vs: list[Tensor] | None,
-    gammas: list[Tensor] | None,
-    *,
-    lr: float,
-    kappa: float,
-    mu: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-) -> None:
-    """The same as :func:`_fused_update_` with ``torch._foreach_*`` ops (any device, layout)."""
-    if vs is not None and gammas is not None:
-        torch._foreach_sub_(gammas, params)  # Γ ← Γ − W = −D
-        torch._foreach_add_(vs, gammas, alpha=-lr / mu)
-    d = _foreach_direction(
-        params,
-        grads,
-        momentum_buffer_list,
-        idx,
-        momentum=momentum,
-        dampening=dampening,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-    )
-    torch._foreach_add_(params, d, alpha=-kappa * lr)
-    if gammas is not None:
-        torch._foreach_add_(params, gammas, alpha=kappa * lr / mu)
-
-
-def _fusable(a: Tensor, b: Tensor, c: Tensor | None) -> bool:
-    """Whether torch's fused SGD kernel can take ``a``, ``b``, ``c`` (``c`` may be absent). It
-    walks raw memory, so all must share one dense layout: a mix of layouts gives wrong results,
-    not an error."""
-    if not _HAS_FUSED_SGD or a.device.type not in _FUSED_DEVICES or a.dtype not in _FUSED_DTYPES:
-        return False
-    if a.is_contiguous() and b.is_contiguous() and (c is None or c.is_contiguous()):
-        return True
-    cl = torch.channels_last
-    return (
-        a.dim() == 4
-        and a.is_contiguous(memory_format=cl)
-        and b.is_contiguous(memory_format=cl)
-        and (c is None or c.is_contiguous(memory_format=cl))
-    )
-
-
-def _fused_sub_and_axpy_(ps: list[Tensor], qs: list[Tensor], bufs: list[Tensor], *, alpha: float) -> None:
-    """``buf ← q − buf``, then ``p ← p + alpha·buf``, in one pass over memory; ``p`` may be ``q``.
-
-    torch's fused SGD kernel computes, element by element (all reads before the writes),
-    ``buf ← m·buf + grad; p ← p − lr·buf``; this is that kernel with (p, grad, buf) = (p, q,
-    buf), m = −1 and lr = −alpha.
-    """
-    torch._fused_sgd_(  # type: ignore[attr-defined]
-        ps,
-        qs,
-        bufs,
-        weight_decay=0.0,
-        momentum=-1.0,
-        lr=-alpha,
-        dampening=0.0,
-        nesterov=False,
-        maximize=False,
-        is_first_step=False,
-    )
-
-
-def _fused_momentum_step_(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    idx: list[int],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-) -> None:
-    """W ← W − lr·d with torch.optim.SGD's momentum (one fused pass); creates missing buffers
-    in ``momentum_buffer_list`` (indexed by ``idx``)."""
-    kw: dict[str, Any] = dict(
-        weight_decay=weight_decay,
-        momentum=momentum,
-        lr=lr,
-        dampening=dampening,
-        nesterov=nesterov,
-        maximize=False,
-    )
-    if momentum == 0:
-        torch._fused_sgd_(params, grads, [], is_first_step=False, **kw)  # type: ignore[attr-defined]
-        return
-    # A new buffer is set to the (decayed) gradient by the kernel's first-step branch.
-    for first in (False, True):
-        sel = [k for k, i in enumerate(idx) if (momentum_buffer_list[i] is None) == first]
-        if not sel:
-            continue
-        if first:
-            for k in sel:
-                momentum_buffer_list[idx[k]] = torch.empty_like(params[k])
-        bufs = [momentum_buffer_list[idx[k]] for k in sel]
-        torch._fused_sgd_(  # type: ignore[attr-defined]
-            [params[k] for k in sel], [grads[k] for k in sel], bufs, is_first_step=first, **kw
-        )
-
-
-def _foreach_direction(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffer_list: list[Tensor | None],
-    idx: list[int],
-    *,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-) -> list[Tensor]:
-    """d of torch.optim.SGD (weight decay, then momentum) with foreach ops; creates and
-    updates the buffers in ``momentum_buffer_list`` (indexed by ``idx``). Never modifies grads."""
-    d = grads
-    if weight_decay != 0:
-        d = torch._foreach_add(grads, params, alpha=weight_decay)
-    if momentum == 0:
-        return d
-    bufs: list[Tensor] = []
-    if all(momentum_buffer_list[i] is not None for i in idx):
-        bufs = [momentum_buffer_list[i] for i in idx]  # type: ignore[misc]
-        torch._foreach_mul_(bufs, momentum)
-        torch._foreach_add_(bufs, d, alpha=1 - dampening)
-    else:
-        for k, i in enumerate(idx):
-            buf = momentum_buffer_list[i]
-            if buf is None:
-                buf = torch.clone(d[k]).detach()
-                momentum_buffer_list[i] = buf
-            else:
-                buf.mul_(momentum).add_(d[k], alpha=1 - dampening)
-            bufs.append(buf)
-    if not nesterov:
-        return bufs
-    if d is grads:
-        return torch._foreach_add(grads, bufs, alpha=momentum)
-    torch._foreach_add_(d, bufs, alpha=momentum)
-    return d
-
-
-def _multi_tensor_prox_(
-    vs: list[Tensor], gammas: list[Tensor], *, structure: Structure, lam: float, kappa: float
-) -> None:
-    """Γ ← κ·prox_λ(V) for tensors of one device and dtype."""
-    if structure == "lasso":
-        for v, gamma in zip(vs, gammas):
-            gamma.copy_(F.softshrink(v, lam))
-        if kappa != 1:
-            torch._foreach_mul_(gammas, kappa)
-        return
-    # One scale computation for every filter of every tensor (few small kernels, not per tensor).
-    scale = _group_scale(torch.cat([_group_norms(v) for v in vs]), lam=lam)
-    if kappa != 1:
-        scale.mul_(kappa)
-    for v, gamma, s in zip(vs, gammas, scale.split([v.shape[0] for v in vs])):
-        torch.mul(v, s.view(_column(v)), out=gamma)
+    for flag in ("foreach", "fused"):
+        if h[flag] not in (None, True, False):
+            raise ValueError(f"Invalid {flag}: {h[flag]!r} (must be True, False or None)")
+    if h["compiled"] not in (True, False):
+        raise ValueError(f"Invalid compiled: {h['compiled']!r} (must be True or False)")
+    if h["foreach"] and h["fused"]:
+        raise ValueError("Invalid foreach: True with fused=True (choose one of them)")
 
 
 # -- parameter groups and activity -------------------------------------------------------------

@@ -8,14 +8,17 @@ and against each other.
 from __future__ import annotations
 
 import copy
+import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import grownet.optim as optim
+import grownet._dessilbi as functional
+from grownet import seeds
 from grownet.arch import Architecture
 from grownet.errors import UsageError
 from grownet.models import build_model
@@ -73,10 +76,10 @@ def train(model: nn.Module, opt: torch.optim.Optimizer, data: list) -> None:
 
 
 def reference_run(model: nn.Module, groups: list[dict], data: list, *, lr, kappa, mu, lam, momentum,
-                  dampening=0.0, nesterov=False) -> dict:
+                  dampening=0.0, nesterov=False, state: dict | None = None) -> dict:
     """METHOD.md §1 written out literally, with torch.optim.SGD's weight decay and momentum
-    conventions. Returns {param: {"b", "V", "G"}}."""
-    state: dict = {}
+    conventions, from ``state`` (default: none). Returns {param: {"b", "V", "G"}}."""
+    state = {} if state is None else state
     for x, y in data:
         model.zero_grad()
         F.cross_entropy(model(x), y).backward()
@@ -127,52 +130,66 @@ def groups_for(model: nn.Module, **kwargs) -> list[dict]:
     return groups
 
 
-def run_both(foreach, *, linear="lasso", weight_decay=1e-3, steps=50, device="cpu", **hp):
+def run_both(route, *, linear="lasso", weight_decay=1e-3, steps=50, device="cpu", **hp):
     hp = {**HP, **hp}
     data = batches(steps, device=device)
     model = make_model(device=device)
     ref_model = copy.deepcopy(model)
-    opt = DessiLBI(groups_for(model, linear=linear, weight_decay=weight_decay), foreach=foreach, **hp)
+    opt = DessiLBI(groups_for(model, linear=linear, weight_decay=weight_decay), **route, **hp)
     train(model, opt, data)
     ref_state = reference_run(ref_model, groups_for(ref_model, linear=linear, weight_decay=weight_decay), data, **hp)
     return model, opt, ref_model, ref_state
 
 
-@pytest.fixture
-def fused_everywhere(monkeypatch):
-    """Let the fused kernel take the tests' tiny tensors at any thread count (with several
-    threads it skips small ones)."""
-    monkeypatch.setattr(optim, "_FUSED_MIN_NUMEL", 0)
+ROUTES = {
+    "reference": dict(foreach=False),
+    "foreach": dict(foreach=True),
+    "fused": dict(fused=True),
+}
 
 
-@pytest.fixture(params=["reference", "fused", "foreach"])
-def route(request, monkeypatch):
-    """foreach value for DessiLBI: the reference loop, or the multi-tensor path with the fused
-    kernel on every tensor ("fused") or on none ("foreach")."""
-    if request.param == "fused":
-        monkeypatch.setattr(optim, "_FUSED_MIN_NUMEL", 0)
-    if request.param == "foreach":
-        monkeypatch.setattr(optim, "_HAS_FUSED_SGD", False)
-    return request.param != "reference"
+@pytest.fixture(params=list(ROUTES))
+def route(request):
+    """DessiLBI's path selection: the reference loop, the foreach path, the fused path."""
+    return ROUTES[request.param]
 
 
-def test_small_tensors_skip_the_fused_kernel_with_several_threads(monkeypatch):
+def test_the_path_is_chosen_per_group_by_the_flags(monkeypatch):
+    """foreach/fused pick the path as in torch.optim.SGD; with neither set, dense CPU tensors
+    take the fused path and others the foreach path (never a mix inside one group)."""
     calls = []
-    monkeypatch.setattr(optim, "_fused_momentum_step_", lambda params, *a, **k: calls.append(len(params)))
-    monkeypatch.setattr(optim, "_fused_sub_and_axpy_", lambda *a, **k: None)
-    monkeypatch.setattr(optim, "_FUSED_MIN_NUMEL", 300)  # only conv2.weight (432 elements) qualifies
-    model = make_model()
-    opt = DessiLBI(dessilbi_param_groups(model))
+    for name in ("_single_tensor_dessilbi", "_multi_tensor_dessilbi", "_fused_dessilbi"):
+        real = getattr(functional, name)
+        def spy(*a, _real=real, _name=name, **k):
+            calls.append(_name)
+            return _real(*a, **k)
+
+        monkeypatch.setattr(functional, name, spy)
     x, y = batches(1)[0]
-    F.cross_entropy(model(x), y).backward()
-    torch.set_num_threads(2)
-    try:
+    for flags, expected in [
+        (dict(), "_fused_dessilbi"),
+        (dict(foreach=True), "_multi_tensor_dessilbi"),
+        (dict(foreach=False), "_single_tensor_dessilbi"),
+        (dict(fused=True), "_fused_dessilbi"),
+        (dict(fused=False), "_single_tensor_dessilbi"),
+    ]:
+        model = make_model()
+        opt = DessiLBI(dessilbi_param_groups(model), **flags)
+        F.cross_entropy(model(x), y).backward()
+        calls.clear()
         opt.step()
-    finally:
-        torch.set_num_threads(1)
-    assert calls == [1]  # one fused call, for conv2.weight; the smaller tensors took foreach ops
+        assert calls == [expected] * len(opt.param_groups), flags
+    # A gradient laid out unlike its parameter: the fused kernel would read it in the wrong
+    # order, so the default takes the foreach path and fused=True refuses.
+    model = make_model()
+    F.cross_entropy(model(x), y).backward()
+    model.conv2.weight.grad = model.conv2.weight.grad.contiguous(memory_format=torch.channels_last)
+    opt = DessiLBI(dessilbi_param_groups(model))
+    calls.clear()
     opt.step()
-    assert calls == [1, 2, 7]  # with one thread every tensor is fused (the conv group, then the plain one)
+    assert calls == ["_multi_tensor_dessilbi", "_fused_dessilbi"]
+    with pytest.raises(UsageError, match=r"fused=True\) needs dense CPU tensors.*; use foreach=True"):
+        DessiLBI(dessilbi_param_groups(model), fused=True).step()
 
 
 # -- the update equations --------------------------------------------------------------------
@@ -184,6 +201,10 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
 def test_update_matches_method_equations(route, weight_decay, device):
+    if device == "cuda" and route.get("fused"):
+        with pytest.raises(UsageError, match=r"fused=True\) needs dense CPU tensors"):
+            run_both(route, steps=1, device=device)
+        return
     model, opt, ref_model, ref_state = run_both(route, weight_decay=weight_decay, device=device)
     assert_matches_reference(model, opt, ref_model, ref_state, atol=1e-6)
     # The run exercised the prox on both sides of the threshold.
@@ -218,34 +239,37 @@ def test_plain_params_take_momentum_sgd_at_kappa_lr():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fast_and_reference_paths_agree_in_float32(channels_last, fused_everywhere):
-    """foreach=True (fused where layouts allow) and foreach=False give the same trajectory."""
+@pytest.mark.parametrize("fast", ["foreach", "fused"])
+def test_fast_and_reference_paths_agree_in_float32(fast, channels_last):
+    """The foreach and fused paths and the reference loop give the same trajectory."""
     data = batches(30, dtype=torch.float32)
     runs = []
-    for foreach in (True, False):
+    for flags in (ROUTES[fast], ROUTES["reference"]):
         model = make_model(torch.float32)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        opt = DessiLBI(dessilbi_param_groups(model, linear="filter", weight_decay=1e-3), foreach=foreach, **HP)
+        opt = DessiLBI(dessilbi_param_groups(model, linear="filter", weight_decay=1e-3), **flags, **HP)
         train(model, opt, [(x.contiguous(memory_format=torch.channels_last) if channels_last else x, y) for x, y in data])
         runs.append((model, opt))
     (m1, o1), (m2, o2) = runs
     for p, q in zip(m1.parameters(), m2.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        assert o1.state[p].keys() == o2.state[q].keys()
         for key in o1.state[p]:
             torch.testing.assert_close(o1.state[p][key], o2.state[q][key], rtol=1e-5, atol=1e-6)
     if channels_last:
         assert m1.conv2.weight.is_contiguous(memory_format=torch.channels_last)
-        assert o1.state[m1.conv2.weight]["gamma"].is_contiguous(memory_format=torch.channels_last)
+        for key in ("V", "gamma", "momentum_buffer"):
+            assert o1.state[m1.conv2.weight][key].is_contiguous(memory_format=torch.channels_last), key
 
 
-def test_state_in_another_layout_than_its_parameter_is_still_correct(fused_everywhere):
+def test_state_in_another_layout_than_its_parameter_is_still_correct():
     """State laid out unlike its parameter (e.g. written by other code) must not reach the
     fused kernel, which would read it in the wrong order."""
     data = batches(10)
     model = make_model().to(memory_format=torch.channels_last)
     ref_model = copy.deepcopy(model)
-    opt = DessiLBI(dessilbi_param_groups(model), foreach=True, **HP)
+    opt = DessiLBI(dessilbi_param_groups(model), fused=True, **HP)
     train(model, opt, data[:1])
     for p in (model.conv1.weight, model.conv2.weight):
         st = opt.state[p]
@@ -256,14 +280,105 @@ def test_state_in_another_layout_than_its_parameter_is_still_correct(fused_every
     assert_matches_reference(model, opt, ref_model, ref_state, atol=1e-9)
 
 
+FAMILIES = {
+    "vgg": seeds.vgg(4, (1, 2), input_size=8, num_classes=4),
+    "resnet": seeds.resnet((4, 6), 1, input_size=8, num_classes=4),
+}
+
+
+def assert_path_equals_the_reference(
+    flags: dict, family: str, momentum: float, weight_decay: float, device: str = "cpu"
+) -> None:
+    """50 steps of a seeds preset of ``family`` (float64) with ``flags`` and with the reference
+    loop: every parameter and state entry within 1e-6."""
+    g = torch.Generator().manual_seed(3)
+    data = [(torch.randn(8, 3, 8, 8, generator=g, dtype=torch.float64).to(device),
+             torch.randint(0, 4, (8,), generator=g).to(device)) for _ in range(50)]
+    runs = []
+    for route in (flags, ROUTES["reference"]):
+        torch.manual_seed(0)
+        model = build_model(FAMILIES[family]).double().to(device)
+        # λ = 0.6: some filters of every run enter Γ's support within the 50 steps, not all
+        opt = DessiLBI(dessilbi_param_groups(model, weight_decay=weight_decay),
+                       **{**HP, "momentum": momentum, "lam": 0.6}, **route)
+        train(model, opt, data)
+        runs.append((model, opt))
+    (m1, o1), (m2, o2) = runs
+    for (name, p), q in zip(m1.named_parameters(), m2.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=f"parameter {name}")
+        assert o1.state[p].keys() == o2.state[q].keys()
+        for key in o1.state[p]:
+            torch.testing.assert_close(o1.state[p][key], o2.state[q][key], rtol=0, atol=1e-6, msg=f"{key} {name}")
+    supports = torch.cat([o1.support(p) for group in o1.param_groups if group["structure"] for p in group["params"]])
+    assert 0 < supports.sum() < supports.numel()  # the prox acted on both sides of λ
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize(
+    "fast, device", [("foreach", "cpu"), ("fused", "cpu"), pytest.param("foreach", "cuda", marks=CUDA)]
+)
+def test_fast_paths_equal_the_reference_over_50_steps(fast, device, family, momentum, weight_decay):
+    """Both grownet families: the foreach and fused paths against the reference loop."""
+    assert_path_equals_the_reference(ROUTES[fast], family, momentum, weight_decay, device)
+
+
+@pytest.fixture
+def fresh_compile(monkeypatch):
+    """A torch.compile of the test's own: no kernel or failure left by an earlier test."""
+    monkeypatch.setattr(functional, "_COMPILED", None)
+    monkeypatch.setattr(functional, "_COMPILE_FAILED", None)
+
+
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize(
+    "family, momentum, device",
+    [
+        ("resnet", 0.9, "cpu"),
+        pytest.param("resnet", 0.0, "cpu", marks=SLOW),
+        pytest.param("vgg", 0.9, "cpu", marks=SLOW),
+        pytest.param("vgg", 0.0, "cpu", marks=SLOW),
+        pytest.param("resnet", 0.9, "cuda", marks=CUDA),
+    ],
+)
+def test_the_compiled_path_equals_the_reference_over_50_steps(family, momentum, device, weight_decay, fresh_compile):
+    """compiled=True (a torch.compile kernel; each family and momentum on/off compiles anew,
+    about 15 s, so all but one case are marked slow) against the reference loop."""
+    assert_path_equals_the_reference(dict(compiled=True), family, momentum, weight_decay, device)
+    assert functional._COMPILE_FAILED is None and functional._COMPILED is not None
+
+
+def test_a_failed_compilation_falls_back_to_the_eager_path(fresh_compile, caplog):
+    """With no working C++ compiler torch.compile fails: a warning, then the path that
+    foreach/fused select, with the same results."""
+    import torch._inductor.config as inductor
+
+    data = batches(3, dtype=torch.float32)
+    runs = []
+    for flags in (dict(compiled=True), dict()):
+        model = make_model(torch.float32)
+        opt = DessiLBI(dessilbi_param_groups(model), **flags, **HP)
+        with inductor.patch({"cpp.cxx": ("/nonexistent/c++",), "force_disable_caches": True}):
+            train(model, opt, data)
+        runs.append(model)
+    assert "torch.compile failed (InductorError: InvalidCxxCompiler" in caplog.text
+    assert "InvalidCxxCompiler" in functional._COMPILE_FAILED
+    for p, q in zip(*(m.parameters() for m in runs)):
+        assert torch.equal(p, q)
+
+
 # -- the prox ----------------------------------------------------------------------------------
 
 
-def one_step_prox(V0: torch.Tensor, structure: str, *, lam: float, kappa: float, foreach: bool) -> torch.Tensor:
+def one_step_prox(V0: torch.Tensor, structure: str, *, lam: float, kappa: float, route: dict) -> torch.Tensor:
     """Γ after one step from V = V0 with W = Γ = 0 and a zero gradient: exactly κ·prox(V0)."""
     p = nn.Parameter(torch.zeros_like(V0))
     opt = DessiLBI([{"params": [p], "structure": structure}], lr=0.1, kappa=kappa, mu=10.0, lam=lam, momentum=0.0,
-                   foreach=foreach)
+                   **route)
     opt.init_state(p)["V"].copy_(V0)
     p.grad = torch.zeros_like(p)
     opt.step()
@@ -271,14 +386,13 @@ def one_step_prox(V0: torch.Tensor, structure: str, *, lam: float, kappa: float,
     return opt.gamma(p)
 
 
-@pytest.mark.parametrize("foreach", [True, False])
-def test_group_prox_zeroes_small_filters_and_shrinks_the_rest(foreach):
+def test_group_prox_zeroes_small_filters_and_shrinks_the_rest(route):
     lam, kappa = 1.0, 2.0
     V0 = torch.zeros(5, 2, 2, 1, dtype=torch.float64)
     rows = {0: [0.0, 0.0], 1: [0.3, 0.4], 2: [0.6, 0.8], 3: [1.2, 1.6], 4: [-3.0, 4.0]}  # norms 0, .5, 1, 2, 5
     for o, (a, b) in rows.items():
         V0[o, 0, 0, 0], V0[o, 1, 1, 0] = a, b
-    gamma = one_step_prox(V0, "filter", lam=lam, kappa=kappa, foreach=foreach)
+    gamma = one_step_prox(V0, "filter", lam=lam, kappa=kappa, route=route)
     assert not gamma.isnan().any()
     for o in (0, 1, 2):  # ||V_g|| <= λ (including exactly λ and 0): exactly zero
         assert torch.equal(gamma[o], torch.zeros_like(gamma[o]))
@@ -286,17 +400,15 @@ def test_group_prox_zeroes_small_filters_and_shrinks_the_rest(foreach):
     torch.testing.assert_close(gamma[4], kappa * (1 - lam / 5.0) * V0[4], rtol=1e-15, atol=0)
 
 
-@pytest.mark.parametrize("foreach", [True, False])
-def test_group_prox_with_zero_threshold_gives_no_nan(foreach):
+def test_group_prox_with_zero_threshold_gives_no_nan(route):
     V0 = torch.tensor([[0.0, 0.0], [3.0, 4.0]], dtype=torch.float64)
-    gamma = one_step_prox(V0, "filter", lam=0.0, kappa=1.0, foreach=foreach)
+    gamma = one_step_prox(V0, "filter", lam=0.0, kappa=1.0, route=route)
     assert torch.equal(gamma, V0)
 
 
-@pytest.mark.parametrize("foreach", [True, False])
-def test_lasso_prox_is_elementwise_soft_threshold(foreach):
+def test_lasso_prox_is_elementwise_soft_threshold(route):
     V0 = torch.tensor([[-2.5, -1.0, -0.4, 0.0], [0.4, 1.0, 1.5, 3.0]], dtype=torch.float64)
-    gamma = one_step_prox(V0, "lasso", lam=1.0, kappa=2.0, foreach=foreach)
+    gamma = one_step_prox(V0, "lasso", lam=1.0, kappa=2.0, route=route)
     expected = torch.tensor([[-3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 4.0]], dtype=torch.float64)
     assert torch.equal(gamma, expected)
 
@@ -335,6 +447,7 @@ def test_state_names_and_init_state():
     st = opt.init_state(model.conv2.weight)
     assert set(st) == {"V", "gamma"}
     assert torch.equal(st["V"], torch.zeros_like(model.conv2.weight))
+    assert torch.equal(st["gamma"], torch.zeros_like(model.conv2.weight))
     assert opt.init_state(model.conv2.weight) is st  # idempotent
     assert opt.init_state(model.classifier.weight) == {}  # plain: nothing to create
     train(model, opt, batches(1))
@@ -343,9 +456,36 @@ def test_state_names_and_init_state():
         assert set(opt.state[p]) == expected, name
         for value in opt.state[p].values():
             assert value.shape == p.shape
-    assert opt.gamma(model.conv2.weight) is opt.state[model.conv2.weight]["gamma"]
-    assert opt.support(model.conv2.weight).shape == (6,)
-    assert opt.support(model.hidden.weight).shape == (7, 6)
+    conv, hidden = model.conv2.weight, model.hidden.weight
+    assert opt.gamma(hidden) is opt.state[hidden]["gamma"]  # "lasso": Γ is stored
+    assert torch.equal(opt.gamma(conv), opt.state[conv]["gamma"])  # "filter": computed from V on read
+    assert "gamma" not in opt.state[conv].entries and opt.state[conv].scale.shape == (6,)  # one factor per filter
+    assert opt.support(conv).shape == (6,)
+    assert opt.support(hidden).shape == (7, 6)
+    # state_dict holds the documented entries as plain tensors (torch.load(weights_only=True) reads it)
+    sd = opt.state_dict()
+    index = [id(p) for g in opt.param_groups for p in g["params"]].index(id(conv))
+    assert type(sd["state"][index]) is dict and set(sd["state"][index]) == {"V", "gamma", "momentum_buffer"}
+    assert torch.equal(sd["state"][index]["gamma"], opt.gamma(conv))
+
+
+def test_a_gamma_assigned_to_a_filter_state_is_where_the_next_step_starts():
+    """Assigning "gamma" (as growth's carry-over and checkpoint loading do) sets Γ_{t-1} for
+    the next step exactly, on every path."""
+    data = batches(4)
+    for flags in ROUTES.values():
+        model = make_model()
+        ref_model = copy.deepcopy(model)
+        opt = DessiLBI(dessilbi_param_groups(model), **flags, **HP)
+        train(model, opt, data[:2])
+        ref_state = reference_run(ref_model, dessilbi_param_groups(ref_model), data[:2], **HP)
+        for p, q in zip(model.parameters(), ref_model.parameters()):
+            if "V" in ref_state[q]:
+                ref_state[q]["G"] = torch.full_like(q, 0.01)  # not a per-filter scale of V
+                opt.state[p]["gamma"] = torch.full_like(p, 0.01)
+        train(model, opt, data[2:])
+        ref_state = reference_run(ref_model, dessilbi_param_groups(ref_model), data[2:], state=ref_state, **HP)
+        assert_matches_reference(model, opt, ref_model, ref_state, atol=1e-9)
 
 
 def test_gamma_of_a_plain_or_foreign_tensor_is_a_usage_error():
@@ -365,22 +505,21 @@ def test_sparse_gradients_are_rejected():
         opt.step()
 
 
-@pytest.mark.parametrize("foreach", [True, False])
-def test_resume_from_state_dict_is_bit_identical(tmp_path, foreach, fused_everywhere):
+def test_resume_from_state_dict_is_bit_identical(tmp_path, route):
     data = batches(12, dtype=torch.float32)
     groups = dict(linear="lasso", weight_decay=1e-3)
 
     model = make_model(torch.float32)
-    opt = DessiLBI(groups_for(model, **groups), foreach=foreach, **HP)
+    opt = DessiLBI(groups_for(model, **groups), **route, **HP)
     train(model, opt, data)  # uninterrupted
 
     model_a = make_model(torch.float32)
-    opt_a = DessiLBI(groups_for(model_a, **groups), foreach=foreach, **HP)
+    opt_a = DessiLBI(groups_for(model_a, **groups), **route, **HP)
     train(model_a, opt_a, data[:5])
     torch.save({"model": model_a.state_dict(), "opt": opt_a.state_dict()}, tmp_path / "ckpt.pt")
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     model_b = make_model(torch.float32, seed=123)  # other initial weights: all must come from the file
-    opt_b = DessiLBI(groups_for(model_b, **groups), foreach=foreach, **HP)
+    opt_b = DessiLBI(groups_for(model_b, **groups), **route, **HP)
     model_b.load_state_dict(ckpt["model"])
     opt_b.load_state_dict(ckpt["opt"])
     train(model_b, opt_b, data[5:])
@@ -390,6 +529,41 @@ def test_resume_from_state_dict_is_bit_identical(tmp_path, foreach, fused_everyw
         assert opt.state[p].keys() == opt_b.state[q].keys()
         for key, value in opt.state[p].items():
             assert torch.equal(value, opt_b.state[q][key]), (name, key)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("family", ["vgg", "resnet"])
+def test_a_checkpoint_of_the_previous_format_resumes(family, route):
+    """tests/data/dessilbi_v1_checkpoint.pt was written by grownet when Γ was a stored state
+    tensor (see make_dessilbi_v1_checkpoint.py): it loads, reads back as saved, and the 6 steps
+    after it reproduce the old code's run to 1e-6, on every path."""
+    ckpt = torch.load(DATA / "dessilbi_v1_checkpoint.pt", weights_only=True)
+    saved = ckpt[family]
+    model = build_model(Architecture.from_dict(json.loads(saved["arch"])))
+    model.load_state_dict(saved["model"])
+    opt = DessiLBI(dessilbi_param_groups(model, linear="lasso", weight_decay=1e-3), **ckpt["hp"])
+    opt.load_state_dict(saved["opt"])
+    for group in opt.param_groups:
+        assert group["fused"] is None  # a key the old format lacks
+        group.update({"foreach": None, **route})  # the checkpoint names the reference loop
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, entries in saved["opt"]["state"].items():
+        assert opt.state[params[i]].keys() == entries.keys()
+        for key, value in entries.items():
+            assert torch.equal(opt.state[params[i]][key], value), (i, key)
+    train(model, opt, ckpt["batches"][10:])
+    for name, value in saved["final_model"].items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)
+    final = opt.state_dict()["state"]
+    assert final.keys() == saved["final_opt"]["state"].keys()
+    for i, entries in saved["final_opt"]["state"].items():
+        assert final[i].keys() == entries.keys()
+        for key, value in entries.items():
+            torch.testing.assert_close(final[i][key], value, rtol=0, atol=1e-6, msg=f"{key} of parameter {i}")
+    gammas = [v["gamma"] for v in saved["opt"]["state"].values() if "gamma" in v]
+    assert any(g.ne(0).any() and not g.ne(0).all() for g in gammas)  # Γ had a partial support
 
 
 def test_setstate_fills_in_group_keys_of_older_checkpoints():
@@ -461,11 +635,27 @@ def test_filter_activity_on_constructed_state():
     opt = DessiLBI(dessilbi_param_groups(model, linear="lasso"))
     assert filter_activity(model, opt) == {"conv1.weight": 0.0, "conv2.weight": 0.0, "hidden.weight": 0.0}
     with torch.no_grad():
-        opt.gamma(model.conv1.weight)[[1, 4, 6]] = 0.5  # 3 of 8 filters
-        opt.gamma(model.conv2.weight)[2, 0, 0, 0] = -1e-3  # one entry makes the filter active: 1 of 6
-        opt.gamma(model.hidden.weight)[0, :3] = 1.0  # 3 of 42 elements
+        gamma = torch.zeros_like(model.conv1.weight)
+        gamma[[1, 4, 6]] = 0.5  # 3 of 8 filters
+        opt.state[model.conv1.weight]["gamma"] = gamma  # "filter": Γ is written by assignment
+        gamma = torch.zeros_like(model.conv2.weight)
+        gamma[2, 0, 0, 0] = -1e-3  # one entry makes the filter active: 1 of 6
+        opt.state[model.conv2.weight]["gamma"] = gamma
+        opt.gamma(model.hidden.weight)[0, :3] = 1.0  # "lasso": the live tensor; 3 of 42 elements
     assert filter_activity(model, opt) == pytest.approx({"conv1.weight": 3 / 8, "conv2.weight": 1 / 6, "hidden.weight": 3 / 42})
     assert torch.equal(opt.support(model.conv2.weight), torch.tensor([False, False, True, False, False, False]))
+
+
+def test_filter_support_after_steps_is_where_the_scale_is_positive():
+    """After a step a "filter" tensor's Γ is scale·V: its support (read from the scales) is
+    where the computed Γ is non-zero, and filter_activity is its mean."""
+    model, opt, *_ = run_both(ROUTES["fused"])
+    for p in (model.conv1.weight, model.conv2.weight):
+        gamma = opt.state[p]["gamma"]
+        assert torch.equal(opt.support(p), gamma.flatten(1).ne(0).any(dim=1))
+    activity = filter_activity(model, opt)
+    assert activity["conv2.weight"] == opt.state[model.conv2.weight]["gamma"].flatten(1).ne(0).any(1).float().mean().item()
+    assert 0 < activity["conv2.weight"] < 1
 
 
 # -- validation -------------------------------------------------------------------------------------
@@ -486,6 +676,9 @@ def test_filter_activity_on_constructed_state():
         (dict(nesterov=True, momentum=0.0), r"Invalid nesterov: True \(requires momentum > 0"),
         (dict(nesterov=True, dampening=0.1), r"Invalid nesterov: True"),
         (dict(foreach="yes"), r"Invalid foreach: 'yes'"),
+        (dict(fused="no"), r"Invalid fused: 'no'"),
+        (dict(foreach=True, fused=True), r"Invalid foreach: True with fused=True"),
+        (dict(compiled=None), r"Invalid compiled: None \(must be True or False\)"),
         (dict(lr=float("nan")), r"Invalid lr: nan"),
         (dict(lr="0.1"), r"Invalid lr: '0.1'"),
     ],

@@ -1,0 +1,431 @@
+r"""DessiLBI's functional core (METHOD.md §1; the class and the math are in :mod:`grownet.optim`).
+
+:func:`dessilbi` updates lists of tensors in place by one of three paths, chosen as in
+``torch/optim/sgd.py``: ``_single_tensor_dessilbi``, the readable per-tensor reference that the
+others are tested against; ``_multi_tensor_dessilbi`` on ``torch._foreach_*`` ops (any device);
+``_fused_dessilbi`` on torch's fused SGD kernel (CPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import UsageError
+
+Structure = Literal["filter", "lasso"]
+
+logger = logging.getLogger(__name__)
+
+# torch's fused SGD kernel (what ``torch.optim.SGD(fused=True)`` runs) is private: it is the
+# only torch kernel that updates a parameter and its momentum buffer in one pass over memory,
+# which is what the ``fused`` route is for; the public ``torch._foreach_*`` route computes the
+# same (tests/test_optim.py checks both against the reference loop). Feature-detected, so an
+# older torch takes the foreach route by default and refuses ``fused=True``. CPU only: there
+# it is tested and measured.
+_HAS_FUSED_SGD = hasattr(torch, "_fused_sgd_")
+_FUSED_DEVICES = ("cpu",)
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """The hyperparameters of one step of one param group, as the paths read them (the math
+    stays a function of its arguments: no path reads a param group)."""
+
+    structure: Structure | None
+    lr: float
+    kappa: float
+    mu: float
+    lam: float
+    momentum: float
+    dampening: float
+    nesterov: bool
+    weight_decay: float
+
+
+def dessilbi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    gamma_scales: list[Tensor],
+    *,
+    structure: Structure | None,
+    lr: float,
+    kappa: float,
+    mu: float,
+    lam: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+    foreach: bool | None = None,
+    fused: bool | None = None,
+    compiled: bool = False,
+) -> None:
+    """Functional DessiLBI: update ``params`` and the state lists in place; see
+    :class:`DessiLBI` for the math and the ``foreach``/``fused``/``compiled`` choice.
+
+    ``momentum_buffer_list`` has one entry per param when momentum != 0 (``None`` where the
+    buffer does not exist yet; it is created and written back into the list), else is empty.
+    ``vs`` and ``gammas`` have one entry per param when ``structure`` is set, else are empty.
+    ``"lasso"``: ``gammas[i]`` is Γ, updated in place. ``"filter"``: ``gamma_scales[i]``
+    (shape ``(p.shape[0],)``) holds the per-filter factors of Γ = scale·V and is overwritten
+    with those of the new Γ; ``gammas[i]`` is ``None`` (Γ_{t-1} = scale·V_{t-1}) or a tensor
+    to use as Γ_{t-1} instead, left unmodified. ``gamma_scales`` is empty otherwise.
+    """
+    if foreach is None and fused is None:
+        fused = _fusable(params, grads, momentum_buffer_list, vs, gammas)
+        foreach = not fused and _plain(params)
+    elif fused and not _fusable(params, grads, momentum_buffer_list, vs, gammas):
+        raise UsageError(
+            "DessiLBI(fused=True) needs dense CPU tensors of a floating dtype, each state tensor and "
+            "gradient laid out like its parameter; use foreach=True"
+        )
+    if not (fused or foreach):
+        func = _single_tensor_dessilbi
+    else:
+        func = _fused_dessilbi if fused else _multi_tensor_dessilbi
+    h = _Step(structure, lr, kappa, mu, lam, momentum, dampening, nesterov, weight_decay)
+    if compiled and structure == "filter" and _plain(params):
+        func = functools.partial(_compiled_dessilbi, eager=func)
+    elif func is _single_tensor_dessilbi:
+        func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h)
+        return
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, p in enumerate(params):  # one device and dtype per multi-tensor call
+        buckets.setdefault((p.device, p.dtype), []).append(i)
+    for idx in buckets.values():
+        def sub(xs: list) -> list:
+            return [xs[i] for i in idx] if xs else xs
+
+        bufs = sub(momentum_buffer_list)
+        func(sub(params), sub(grads), bufs, sub(vs), sub(gammas), sub(gamma_scales), h)
+        for k, i in enumerate(idx if bufs else ()):
+            momentum_buffer_list[i] = bufs[k]
+
+
+def _plain(params: list[Tensor]) -> bool:
+    """Whether the multi-tensor path takes ``params`` (plain dense real tensors)."""
+    return not torch.jit.is_scripting() and all(
+        type(p) in (Tensor, nn.Parameter) and p.layout == torch.strided and not p.is_complex() for p in params
+    )
+
+
+def _fusable(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+) -> bool:
+    """Whether torch's fused SGD kernel takes these tensors. It walks raw memory, so each
+    parameter must be dense (contiguous or channels-last) and its gradient and state laid out
+    the same way: a mix of layouts gives wrong results, not an error."""
+    if not (_HAS_FUSED_SGD and _plain(params)):
+        return False
+    for i, p in enumerate(params):
+        if p.device.type not in _FUSED_DEVICES or p.dtype not in _FUSED_DTYPES:
+            return False
+        if not (p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))):
+            return False
+        others = [grads[i]] + [xs[i] for xs in (momentum_buffer_list, vs, gammas) if xs]
+        if any(t is not None and (t.stride() != p.stride() or t.dtype != p.dtype) for t in others):
+            return False
+    return True
+
+
+def _single_tensor_dessilbi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    gamma_scales: list[Tensor],
+    h: _Step,
+) -> None:
+    for i, param in enumerate(params):
+        d = grads[i]
+        if h.weight_decay != 0:
+            d = d.add(param, alpha=h.weight_decay)
+        if h.momentum != 0:
+            buf = momentum_buffer_list[i]
+            if buf is None:
+                buf = torch.clone(d).detach()
+                momentum_buffer_list[i] = buf
+            else:
+                buf.mul_(h.momentum).add_(d, alpha=1 - h.dampening)
+            d = d.add(buf, alpha=h.momentum) if h.nesterov else buf
+
+        if h.structure is None:
+            param.add_(d, alpha=-h.kappa * h.lr)
+            continue
+        v, gamma = vs[i], gammas[i]
+        if gamma is None:  # "filter": Γ_{t-1} = scale·V_{t-1}, one factor per filter
+            gamma = v * gamma_scales[i].view(_column(v))
+        coupling = param - gamma  # W - Γ, before this step
+        param.add_(d + coupling / h.mu, alpha=-h.kappa * h.lr)  # W ← W − κα(d + (W − Γ)/μ)
+        v.add_(coupling, alpha=h.lr / h.mu)  # V ← V + (α/μ)(W − Γ)
+        if h.structure == "filter":  # Γ ← κ prox(V) = κ·max(0, 1 − λ/‖V_g‖)·V_g: keep the factors
+            gamma_scales[i].copy_(_filter_scale(_group_norms(v), lam=h.lam, kappa=h.kappa))
+        else:
+            gamma.copy_(_lasso_prox(v, lam=h.lam, kappa=h.kappa))  # Γ ← κ sign(V) max(|V| − λ, 0)
+
+
+def _lasso_prox(v: Tensor, *, lam: float, kappa: float) -> Tensor:
+    """κ·sign(V)·max(|V| − λ, 0), a new tensor shaped like ``v``."""
+    out = F.softshrink(v, lam) if lam > 0 else v.clone()
+    return out.mul_(kappa) if kappa != 1 else out
+
+
+def _group_norms(v: Tensor) -> Tensor:
+    """||V_g||₂ of each slice ``v[g]`` along dim 0, shape ``(n,)``."""
+    if v.is_contiguous():  # one reduction over a 2-d view is the faster kernel
+        return torch.linalg.vector_norm(v.view(v.shape[0], -1), dim=1)
+    return torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())))
+
+
+def _filter_scale(norms: Tensor, *, lam: float, kappa: float) -> Tensor:
+    """κ·max(0, 1 − λ/||V_g||): exactly 0 where ||V_g|| <= λ, including ||V_g|| = 0 (no NaN)."""
+    scale = torch.where(norms > lam, norms.reciprocal().mul_(-lam).add_(1), 0.0)
+    return scale.mul_(kappa) if kappa != 1 else scale
+
+
+def _column(v: Tensor) -> tuple[int, ...]:
+    """Shape ``(n, 1, ..., 1)``: one value per slice along dim 0, broadcasting against ``v``."""
+    return (-1,) + (1,) * (v.dim() - 1)
+
+
+def _couplings(
+    params: list[Tensor], vs: list[Tensor], gammas: list[Tensor | None], scales: list[Tensor]
+) -> list[Tensor]:
+    """D = W − Γ_{t-1} for each tensor (new tensors); Γ from ``gammas[i]``, else scale·V."""
+    return [
+        torch.addcmul(w, v, s.view(_column(v)), value=-1) if g is None else torch.sub(w, g)
+        for w, v, g, s in zip(params, vs, gammas, scales or [None] * len(params))  # type: ignore[list-item]
+    ]
+
+
+def _prox_(
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    scales: list[Tensor],
+    *,
+    structure: Structure,
+    lam: float,
+    kappa: float,
+) -> None:
+    """Γ ← κ·prox_λ(V): the factors into ``scales`` ("filter"), or Γ into ``gammas`` ("lasso")."""
+    if structure == "lasso":
+        for v, gamma in zip(vs, gammas):
+            gamma.copy_(_lasso_prox(v, lam=lam, kappa=kappa))  # type: ignore[union-attr]
+        return
+    # One scale computation for every filter of every tensor (few small kernels, not per tensor).
+    all_norms = torch.cat([_group_norms(v) for v in vs])
+    for scale, new in zip(scales, _filter_scale(all_norms, lam=lam, kappa=kappa).split([s.numel() for s in scales])):
+        scale.copy_(new)
+
+
+def _multi_tensor_dessilbi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    gamma_scales: list[Tensor],
+    h: _Step,
+) -> None:
+    # The reference loop's equations with torch._foreach_* ops, for tensors of one device and dtype.
+    def momentum_step() -> None:
+        d = _foreach_direction(params, grads, momentum_buffer_list, list(range(len(params))), momentum=h.momentum,
+                               dampening=h.dampening, nesterov=h.nesterov, weight_decay=h.weight_decay)
+        torch._foreach_add_(params, d, alpha=-h.kappa * h.lr)
+
+    _coupled_step_(params, vs, gammas, gamma_scales, h, momentum_step)
+
+
+def _fused_dessilbi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    gamma_scales: list[Tensor],
+    h: _Step,
+) -> None:
+    # The reference loop's equations on CPU tensors of one dtype, the momentum-SGD step one
+    # pass of torch's fused SGD kernel (reads W, g, b; writes W, b).
+    first = [False] * len(params)
+    if h.momentum != 0:
+        for i, buf in enumerate(momentum_buffer_list):
+            if buf is None:  # set to the (decayed) gradient by the kernel's first-step branch
+                momentum_buffer_list[i] = torch.empty_like(params[i])
+                first[i] = True
+    bufs: list[Tensor] = momentum_buffer_list  # type: ignore[assignment]
+    step = dict(lr=h.kappa * h.lr, momentum=h.momentum, dampening=h.dampening, nesterov=h.nesterov,
+                weight_decay=h.weight_decay)
+    _coupled_step_(params, vs, gammas, gamma_scales, h,
+                   lambda: _fused_momentum_step_(params, grads, bufs, first, **step))
+
+
+def _coupled_step_(
+    params: list[Tensor],
+    vs: list[Tensor],
+    gammas: list[Tensor | None],
+    gamma_scales: list[Tensor],
+    h: _Step,
+    momentum_step: Callable[[], None],
+) -> None:
+    """W ← W − κα(d + D/μ), V ← V + (α/μ)D with D = W − Γ computed once, then Γ ← κ prox(V);
+    ``momentum_step`` does W ← W − κα·d (and the buffers) and may read W_{t-1} (weight decay)."""
+    if not params:
+        return
+    if h.structure is None:
+        momentum_step()
+        return
+    couplings = _couplings(params, vs, gammas, gamma_scales)
+    torch._foreach_add_(vs, couplings, alpha=h.lr / h.mu)
+    momentum_step()
+    torch._foreach_add_(params, couplings, alpha=-h.kappa * h.lr / h.mu)
+    _prox_(vs, gammas, gamma_scales, structure=h.structure, lam=h.lam, kappa=h.kappa)
+
+
+def _compiled_dessilbi(*args: Any, eager: Callable[..., None]) -> None:
+    # ``args``: a path's arguments (params, grads, momentum_buffer_list, vs, gammas,
+    # gamma_scales, h), for "filter" tensors of one device and dtype, which go through
+    # _filter_update compiled by torch.compile: one generated kernel per tensor reads W, g,
+    # b, V (and the factors) and writes W, b, V: the fewest passes over memory, which no
+    # sequence of torch's eager kernels reaches (none writes two tensors with a per-filter
+    # coefficient). A step that creates momentum buffers or starts from a stored Γ, and every
+    # step after compilation failed, takes the ``eager`` path instead.
+    global _COMPILED, _COMPILE_FAILED
+    params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h = args
+    if (
+        _COMPILE_FAILED is not None
+        or any(b is None for b in momentum_buffer_list)
+        or any(g is not None for g in gammas)
+    ):
+        eager(*args)
+        return
+    if _COMPILED is None:  # shapes dynamic: a growth that changes widths does not recompile
+        _COMPILED = torch.compile(_filter_update, dynamic=True, fullgraph=True)
+    # Hyperparameters as a tensor, so that a new learning rate does not recompile.
+    hyper = torch.tensor([h.lr, h.kappa, h.mu, h.lam, h.momentum, h.dampening, h.weight_decay],
+                         dtype=torch.float64, device=params[0].device)
+    try:
+        _COMPILED(params, grads, momentum_buffer_list, vs, gamma_scales, hyper, h.nesterov)
+    except Exception as e:  # compilation fails before the kernel touches a tensor
+        if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise
+        _COMPILE_FAILED = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        logger.warning("DessiLBI(compiled=True): torch.compile failed (%s); the eager path runs instead",
+                       _COMPILE_FAILED)
+        eager(*args)
+
+
+# The compiled _filter_update (made on first use), and why compilation failed if it did.
+_COMPILED: Callable[..., None] | None = None
+_COMPILE_FAILED: str | None = None
+
+
+def _filter_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor],
+    vs: list[Tensor],
+    scales: list[Tensor],
+    hyper: Tensor,
+    nesterov: bool,
+) -> None:
+    """The reference loop's "filter" step for tensors whose momentum buffers exist (or
+    momentum is 0: ``bufs`` empty) and whose Γ is scale·V, written for torch.compile.
+    ``hyper`` = [lr, kappa, mu, lam, momentum, dampening, weight_decay]."""
+    lr, kappa, mu, lam, momentum, dampening, weight_decay = hyper.unbind()
+    for i, (w, v, s) in enumerate(zip(params, vs, scales)):
+        coupling = w - s.view(_column(v)) * v  # W − Γ, Γ = scale·V
+        d = grads[i] + weight_decay * w
+        if bufs:
+            b = bufs[i]
+            b.copy_(momentum * b + (1 - dampening) * d)
+            d = d + momentum * b if nesterov else b
+        v.add_(coupling * (lr / mu))
+        w.sub_((d + coupling / mu) * (kappa * lr))
+        norms = torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())))
+        s.copy_(torch.where(norms > lam, 1 - lam / norms, 0.0) * kappa)
+
+
+def _fused_momentum_step_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor],
+    first: list[bool],
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+) -> None:
+    """W ← W − lr·d with torch.optim.SGD's weight decay and momentum, one fused pass; ``bufs``
+    (empty when momentum == 0) are set to the first (decayed) gradient where ``first``."""
+    kw: dict[str, Any] = dict(
+        weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov, maximize=False
+    )
+    if momentum == 0:
+        torch._fused_sgd_(params, grads, [], is_first_step=False, **kw)  # type: ignore[attr-defined]
+        return
+    for flag in (False, True):
+        sel = [k for k, f in enumerate(first) if f == flag]
+        if sel:
+            torch._fused_sgd_(  # type: ignore[attr-defined]
+                [params[k] for k in sel], [grads[k] for k in sel], [bufs[k] for k in sel], is_first_step=flag, **kw
+            )
+
+
+def _foreach_direction(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    idx: list[int],
+    *,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+) -> list[Tensor]:
+    """d of torch.optim.SGD (weight decay, then momentum) with foreach ops; creates and
+    updates the buffers in ``momentum_buffer_list`` (indexed by ``idx``). Never modifies grads."""
+    d = grads
+    if weight_decay != 0:
+        d = torch._foreach_add(grads, params, alpha=weight_decay)
+    if momentum == 0:
+        return d
+    bufs: list[Tensor] = []
+    if all(momentum_buffer_list[i] is not None for i in idx):
+        bufs = [momentum_buffer_list[i] for i in idx]  # type: ignore[misc]
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, d, alpha=1 - dampening)
+    else:
+        for k, i in enumerate(idx):
+            buf = momentum_buffer_list[i]
+            if buf is None:
+                buf = torch.clone(d[k]).detach()
+                momentum_buffer_list[i] = buf
+            else:
+                buf.mul_(momentum).add_(d[k], alpha=1 - dampening)
+            bufs.append(buf)
+    if not nesterov:
+        return bufs
+    if d is grads:
+        return torch._foreach_add(grads, bufs, alpha=momentum)
+    torch._foreach_add_(d, bufs, alpha=momentum)
+    return d
