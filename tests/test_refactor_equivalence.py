@@ -114,18 +114,28 @@ def _golden(run: Path) -> dict[str, Any]:
     return recorded[key]
 
 
-def _same(got: Any, want: Any, where: str = "") -> None:
-    """Exactly equal, except floats, which may differ by 1e-9, and the keys of ``_ADDED``."""
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _same(got: Any, want: Any, where: str = "", *, tol: float = 1e-9) -> None:
+    """Exactly equal, except floats, which may differ by ``tol``, and the keys of ``_ADDED``."""
+    if isinstance(want, str) and isinstance(got, str) and tol > 1e-9 and _is_number(want) and _is_number(got):
+        want, got = float(want), float(got)  # history.csv cells
     if isinstance(want, float) and isinstance(got, float):
-        assert got == pytest.approx(want, rel=0, abs=1e-9), where
+        assert got == pytest.approx(want, rel=0, abs=tol), where
     elif isinstance(want, dict) and isinstance(got, dict):
         assert set(want) <= set(got) and set(got) - set(want) <= _ADDED, where
         for k in want:
-            _same(got[k], want[k], f"{where}.{k}")
+            _same(got[k], want[k], f"{where}.{k}", tol=tol)
     elif isinstance(want, list) and isinstance(got, list):
         assert len(got) == len(want), where
         for i, (g, w) in enumerate(zip(got, want)):
-            _same(g, w, f"{where}[{i}]")
+            _same(g, w, f"{where}[{i}]", tol=tol)
     else:
         assert got == want, where
 

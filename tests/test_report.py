@@ -118,7 +118,7 @@ def test_report_holds_every_section(report: str) -> None:
     for anchor, label in SECTIONS:
         assert f'<section id="{anchor}">' in report
         assert f'<a href="#{anchor}">{esc(label)}</a>' in report
-    for text in ("Summary", "Growth timeline", "Γ filter activity", "Training curves", "MACs and parameters per round",
+    for text in ("Summary", "Growth timeline", "Filter activity", "Training curves", "MACs and parameters per round",
                  "Final architecture", "Controls", "Decision log", "Reproducibility"):
         assert f"<h2>{text}</h2>" in report
 
@@ -449,7 +449,7 @@ def test_report_of_a_real_smoke_run(smoke: Path) -> None:
     page = write_report(smoke).read_text(encoding="utf-8")
     for anchor, _ in SECTIONS:
         assert f'<section id="{anchor}">' in page
-    assert len(figures(page)) == 5 and external_urls(page) == []
+    assert len(figures(page)) == 6 and external_urls(page) == []  # the importance signal adds activity-along-the-round
     assert XSS not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script" not in page.lower()
 

@@ -390,7 +390,9 @@ def test_a_checkpoint_written_before_the_one_loop_resumes_to_the_same_run(tmp_pa
     """tests/data/issue14/v1-run: a search by the code before issue 14 (commit d631e73) on the generated
     npz set, stopped in its fine-tune (epoch 6 of 6; its last checkpoint holds epoch 5, the best
     fine-tune state and DessiLBI's V/Γ). Resumed now, it ends as that code's uninterrupted run did
-    (tests/data/issue14/v1-run-final.json, per torch version)."""
+    (tests/data/issue14/v1-run-final.json, per torch version, recorded with one thread). Floats
+    compare to 1e-4: DessiLBI now keeps Γ as per-filter factors of V (issue 17), whose fused
+    step rounds differently from the stored-Γ code in the 7th digit."""
     from test_refactor_equivalence import _folder, _same
 
     golden = json.loads((REPO / "tests" / "data" / "issue14" / "v1-run-final.json").read_text())
@@ -403,9 +405,17 @@ def test_a_checkpoint_written_before_the_one_loop_resumes_to_the_same_run(tmp_pa
     config = json.loads((out / "config.json").read_text())
     config["dataset"] = dataset  # the set was generated in another temporary folder
     (out / "config.json").write_text(json.dumps(config))
-    result = search(out=out, resume=True, device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = search(out=out, resume=True, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
     assert result.epochs == 6 and len(result.events) == 0
-    _same(_folder(out, "rounds.json"), golden[key], "v1-run")
+    got = _folder(out, "rounds.json")
+    got.pop("weights_sha256", None)  # bytes of floats: not comparable once the 7th digit differs
+    want = {k: v for k, v in golden[key].items() if k != "weights_sha256"}
+    _same(got, want, "v1-run", tol=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
