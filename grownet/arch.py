@@ -260,7 +260,8 @@ def _validated(arch: Architecture) -> dict[str, Any]:
     return out
 
 
-_NO_STEM = "stem: only " + " and ".join(f"family {n!r}" for n, f in _RULES.items() if f.has_stem) + " has a stem; remove it"
+_NO_STEM = "stem: only " + " and ".join(f"family {n!r}" for n, f in _RULES.items() if f.has_stem) + \
+    " has a stem; remove it"
 
 
 def _parse(data: Any) -> Architecture:

@@ -200,8 +200,9 @@ def _check_shortcuts(old: Architecture, new: Architecture, widths: Mapping[str, 
         if sc.projection and sc.block not in kept:
             grown = ", ".join(f"{k}={v}" for k, v in widths.items())
             raise UsageError(
-                f"growing {grown} makes block {sc.block}'s input and output equally wide ({new.width(sc.out_layer)}) and "
-                f"would remove its projection shortcut, which cannot preserve the function; choose other widths"
+                f"growing {grown} makes block {sc.block}'s input and output equally wide "
+                f"({new.width(sc.out_layer)}) and would remove its projection shortcut, which cannot preserve the "
+                "function; choose other widths"
             )
 
 

@@ -341,7 +341,8 @@ def _keep_one(
     old, new = arch.width(layer), widen[layer] - 1
     widen, rows = dict(widen), dict(rows)
     r = rows[layer]
-    why = f"one filter short of {other} ({widen.get(other, arch.width(other))}) to keep stage {stage}'s projection shortcut"
+    why = (f"one filter short of {other} ({widen.get(other, arch.width(other))}) to keep stage {stage}'s "
+           "projection shortcut")
     if new > old:
         widen[layer] = new
         rows[layer] = LayerDecision(layer, r.width, r.activity, r.tau, "clipped", new, f"{r.reason}; {why}")

@@ -64,7 +64,8 @@ class ImportanceMeter:
         self.layers = [layer.name for layer in arch.layers]
         self._bn = {layer.name: [params[n] for n in layer.bn_weights] for layer in arch.layers}
         device = next(iter(self._bn.values()))[0].device
-        self.importance = {layer.name: torch.zeros(layer.width, dtype=torch.float64, device=device) for layer in arch.layers}
+        self.importance = {layer.name: torch.zeros(layer.width, dtype=torch.float64, device=device)
+                           for layer in arch.layers}
         self.steps = 0
         self.entry: dict[str, list[int | None]] = {layer.name: [None] * layer.width for layer in arch.layers}
         self.trace: list[dict[str, Any]] = []

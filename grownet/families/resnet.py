@@ -143,7 +143,8 @@ class ResNetFamily(Family):
             if (s, 0) in shortcut:
                 convs.append(f"{shortcut[s, 0].module}.conv")
                 bns.append(f"{shortcut[s, 0].module}.bn")
-            out.append(Layer(layer_name(s), s, None, "residual", stage.width, cin, f"stages[{s}].width", tuple(convs), tuple(bns)))
+            out.append(Layer(layer_name(s), s, None, "residual", stage.width, cin, f"stages[{s}].width",
+                             tuple(convs), tuple(bns)))
             cin = stage.width
         return tuple(out)
 
@@ -159,7 +160,8 @@ class ResNetFamily(Family):
                 out.append(Conv(f"{blk}.conv1", f"{blk}.bn1", res_in, blk, cin, inner, 3, stride, side))
                 out.append(Conv(f"{blk}.conv2", f"{blk}.bn2", blk, res, inner, stage.width, 3, 1, side))
                 if _projects(cin, stage.width, stride):
-                    out.append(Conv(f"{blk}.shortcut.conv", f"{blk}.shortcut.bn", res_in, res, cin, stage.width, 1, stride, side))
+                    short = f"{blk}.shortcut"
+                    out.append(Conv(f"{short}.conv", f"{short}.bn", res_in, res, cin, stage.width, 1, stride, side))
                 res_in, cin = res, stage.width
         return tuple(out)
 
@@ -169,7 +171,8 @@ class ResNetFamily(Family):
         for s, stage in enumerate(arch.stages):
             for b in range(len(stage.blocks)):
                 stride = _stride(s, b)
-                out.append(Shortcut(layer_name(s, b), s, b, res_in, layer_name(s), stride, _projects(cin, stage.width, stride)))
+                projects = _projects(cin, stage.width, stride)
+                out.append(Shortcut(layer_name(s, b), s, b, res_in, layer_name(s), stride, projects))
                 res_in, cin = layer_name(s), stage.width
         return tuple(out)
 
@@ -192,12 +195,14 @@ class ResNetFamily(Family):
     def new_units(self, old: Architecture, new: Architecture) -> list[NewUnit]:
         units = []
         for s, (o, n) in enumerate(zip(old.stages, new.stages)):
-            units += [NewUnit(layer_name(s, b), "zero", bn=f"{layer_name(s, b)}.bn2") for b in range(len(o.blocks), len(n.blocks))]
+            blocks = [layer_name(s, b) for b in range(len(o.blocks), len(n.blocks))]
+            units += [NewUnit(blk, "zero", bn=f"{blk}.bn2") for blk in blocks]
         projected = {sc.block for sc in old.shortcuts if sc.projection}
         for sc in new.shortcuts:
             if sc.projection and sc.index < old.depth(sc.stage) and sc.block not in projected:
                 # Without a projection the old block's input and output widths were equal.
-                units.append(NewUnit(sc.module, "identity", bn=f"{sc.module}.bn", conv=f"{sc.module}.conv",  # type: ignore[arg-type]
+                module = f"{sc.block}.shortcut"
+                units.append(NewUnit(module, "identity", bn=f"{module}.bn", conv=f"{module}.conv",
                                      channels=old.stages[sc.stage].width))
         return units
 

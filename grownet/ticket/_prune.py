@@ -135,7 +135,8 @@ def keep_sets(
         if sc.by_width and len(keep[first]) == len(keep[second]):
             layer = first if len(keep[first]) < widths[first] else second
             keep[layer] = sorted(keep[layer] + [_best(scores, layer, keep[layer])])
-            log.info("layer %s keeps one filter outside the support so stage %d keeps its projection shortcut", layer, sc.stage)
+            log.info("layer %s keeps one filter outside the support so stage %d keeps its projection shortcut",
+                     layer, sc.stage)
     return keep
 
 
