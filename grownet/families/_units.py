@@ -18,6 +18,9 @@ class ConvBN(nn.Module):
         return self.bn(self.conv(x))
 
 
+ConvBN.__module__ = "grownet.models"  # its public home: pickles and error messages name grownet.models.ConvBN
+
+
 def init_weights(model: nn.Module) -> None:
     """Kaiming-normal convs (fan-out, ReLU); BatchNorm weight 1, bias 0."""
     for m in model.modules():

@@ -41,6 +41,9 @@ class ResStage:
     blocks: tuple[int, ...]
 
 
+ResStage.__module__ = "grownet.arch"  # its public home, where Architecture's users import it from
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``.
 
@@ -88,6 +91,10 @@ class ResNet(nn.Module):
             for block in stage:
                 x = block(x)
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+# Their public home: pickles and error messages name grownet.models.BasicBlock and .ResNet.
+BasicBlock.__module__ = ResNet.__module__ = "grownet.models"
 
 
 def _stride(stage: int, block: int) -> int:

@@ -53,6 +53,9 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+VGG.__module__ = "grownet.models"  # its public home: pickles and error messages name grownet.models.VGG
+
+
 class VGGFamily(Family):
     """The VGG rules."""
 
