@@ -4,7 +4,9 @@ An :class:`Architecture` is plain, immutable data (the "adaptive filter configur
 :func:`grownet.models.build_model` turns it into modules; :mod:`grownet.grow` returns new
 architectures with one layer wider or one stage deeper.
 
-Layer names, used everywhere (activity tables, JSON, reports):
+Its layers are records (:attr:`Architecture.layers`, :class:`~grownet.families.Layer`) built
+once from the family's rules (:mod:`grownet.families`); their names, used everywhere
+(activity tables, JSON, reports), are:
 
 - ``stages.S.L``: VGG conv ``L`` of stage ``S``, or the inner width (first conv) of ResNet
   basic block ``L`` of stage ``S``;
@@ -18,10 +20,14 @@ import json
 import math
 import os
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ArchitectureError
+from .families import FAMILIES as _RULES
+from .families import MAX_LAYERS, MAX_WIDTH, Conv, Family, Layer, ResStage, Shortcut, family_of, layer_name
+from .families._base import check_int, check_width, is_list
 from .files import atomic_write_text
 from .validate import check_tree, read_json, show
 
@@ -29,24 +35,10 @@ __all__ = ["Architecture", "ResStage", "FAMILIES", "FORMAT", "VERSION", "MAX_WID
 
 FORMAT = "grownet.architecture"
 VERSION = 1
-FAMILIES = ("vgg", "resnet")
-#: Largest accepted width: far above any CIFAR-scale net, small enough to catch typos
-#: (a width of 10**9 would allocate terabytes).
-MAX_WIDTH = 65536
-#: Most layers (VGG convs, ResNet blocks) in one stage: ResNet-1202 has 200; a million would
-#: take hours only to cost.
-MAX_LAYERS = 1024
+FAMILIES = tuple(_RULES)
 #: Most classifier outputs (ImageNet-21k has 21,841 classes).
 MAX_CLASSES = 1_000_000
 _TOP_KEYS = {"format", "version", "family", "in_channels", "input_size", "num_classes", "stages", "meta"}
-
-
-@dataclass(frozen=True)
-class ResStage:
-    """One ResNet stage: residual width and each basic block's inner width."""
-
-    width: int
-    blocks: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -118,11 +110,9 @@ class Architecture:
             "input_size": self.input_size,
             "num_classes": self.num_classes,
         }
-        if self.family == "vgg":
-            out["stages"] = [list(s) for s in self.stages]
-        else:
+        if self.rules.has_stem:
             out["stem"] = self.stem
-            out["stages"] = [{"width": s.width, "blocks": list(s.blocks)} for s in self.stages]
+        out["stages"] = [self.rules.stage_json(s) for s in self.stages]
         out["meta"] = _jsonable(dict(self.meta))
         return out
 
@@ -138,58 +128,79 @@ class Architecture:
         return path
 
     # ---- structure ---------------------------------------------------------------------
+    # The records are built once per Architecture, on first use (an Architecture is immutable;
+    # cached_property keeps them out of equality, hashing and the JSON).
 
     @property
     def num_stages(self) -> int:
         return len(self.stages)
 
+    @property
+    def rules(self) -> Family:
+        """The family's rules (:mod:`grownet.families`)."""
+        return family_of(self.family)
+
+    @cached_property
+    def layers(self) -> tuple[Layer, ...]:
+        """Every growable layer as a :class:`~grownet.families.Layer` record, in network order."""
+        return self.rules.layers(self)
+
+    @cached_property
+    def convs(self) -> tuple[Conv, ...]:
+        """Every conv of the built model as a :class:`~grownet.families.Conv` record, in
+        forward order."""
+        return self.rules.convs(self)
+
+    @cached_property
+    def shortcuts(self) -> tuple[Shortcut, ...]:
+        """Every block's skip connection (:class:`~grownet.families.Shortcut`); none for VGG."""
+        return self.rules.shortcuts(self)
+
+    @cached_property
+    def _by_name(self) -> dict[str, Layer]:
+        return {layer.name: layer for layer in self.layers}
+
+    def layer(self, name: str) -> Layer:
+        """The record of one layer; raises ArchitectureError for an unknown name."""
+        found = self._by_name.get(name)
+        if found is None:
+            raise ArchitectureError(f"unknown layer {name!r}; known layers: {', '.join(self._by_name)}")
+        return found
+
     def layer_widths(self) -> dict[str, int]:
         """Every growable layer's width, keyed by layer name, in network order."""
-        if self.family == "vgg":
-            return {f"stages.{s}.{l}": w for s, stage in enumerate(self.stages) for l, w in enumerate(stage)}
-        widths: dict[str, int] = {"stem": int(self.stem)}  # type: ignore[arg-type]
-        for s, stage in enumerate(self.stages):
-            for b, inner in enumerate(stage.blocks):
-                widths[f"stages.{s}.{b}"] = inner
-            widths[f"stages.{s}"] = stage.width
-        return widths
+        return {layer.name: layer.width for layer in self.layers}
 
     def stage_layers(self, stage: int) -> list[str]:
         """Layer names belonging to a stage (for ResNet: the blocks' inner widths and the
-        stage's residual width)."""
-        prefix = f"stages.{stage}"
-        return [n for n in self.layer_widths() if n == prefix or n.startswith(prefix + ".")]
+        stage's residual width; not the stem)."""
+        return [layer.name for layer in self.layers if layer.stage == stage and layer.kind != "stem"]
+
+    def depth(self, stage: int) -> int:
+        """Layers (VGG convs, ResNet blocks) in one stage."""
+        return self.rules.depth(self.stages[stage])
+
+    def extra_layer_name(self, stage: int) -> str:
+        """The name of the layer :meth:`with_extra_layer` adds to ``stage``."""
+        return layer_name(stage, self.depth(stage))
 
     def width(self, layer: str) -> int:
         """Width of one layer; raises ArchitectureError for an unknown name."""
-        widths = self.layer_widths()
-        if layer not in widths:
-            raise ArchitectureError(f"unknown layer {layer!r}; known layers: {', '.join(widths)}")
-        return widths[layer]
+        return self.layer(layer).width
 
     def with_width(self, layer: str, width: int) -> "Architecture":
         """A copy with one layer set to ``width`` (meta dropped: it described the old net)."""
-        self.width(layer)  # validates the name
+        record = self.layer(layer)  # validates the name
         if not isinstance(width, int) or isinstance(width, bool) or not 0 < width <= MAX_WIDTH:
             raise ArchitectureError(f"{layer}: width must be a positive integer <= {MAX_WIDTH}, got {show(width)}")
-        parts = layer.split(".")
-        if layer == "stem":
-            return replace(self, stem=width, meta={})
-        s = int(parts[1])
-        stages = list(self.stages)
-        if self.family == "vgg":
-            l = int(parts[2])
-            stage = list(stages[s])
-            stage[l] = width
-            stages[s] = tuple(stage)
-        elif len(parts) == 2:
-            stages[s] = ResStage(width, stages[s].blocks)
-        else:
-            b = int(parts[2])
-            blocks = list(stages[s].blocks)
-            blocks[b] = width
-            stages[s] = ResStage(stages[s].width, tuple(blocks))
-        return replace(self, stages=tuple(stages), meta={})
+        return replace(self, **self.rules.with_width(self, record, width), meta={})
+
+    def with_widths(self, widths: Mapping[str, int]) -> "Architecture":
+        """A copy with every layer of ``widths`` set (in order, as :meth:`with_width`)."""
+        out = self
+        for layer, width in widths.items():
+            out = out.with_width(layer, width)
+        return out if widths else replace(self, meta={})
 
     def with_extra_layer(self, stage: int) -> "Architecture":
         """A copy with one more layer at the end of ``stage``: a VGG conv of the stage's last
@@ -197,11 +208,7 @@ class Architecture:
         if not isinstance(stage, int) or not 0 <= stage < self.num_stages:
             raise ArchitectureError(f"stage must be an integer in [0, {self.num_stages - 1}], got {show(stage)}")
         stages = list(self.stages)
-        if self.family == "vgg":
-            stages[stage] = tuple(stages[stage]) + (stages[stage][-1],)
-        else:
-            st = stages[stage]
-            stages[stage] = ResStage(st.width, st.blocks + (st.blocks[-1],))
+        stages[stage] = self.rules.with_extra_layer(stages[stage])
         return replace(self, stages=tuple(stages), meta={})
 
     def with_meta(self, **meta: Any) -> "Architecture":
@@ -216,61 +223,29 @@ class Architecture:
 # the same field-path messages.
 
 
-def _int(value: Any, path: str, what: str, *, low: int = 1, high: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        bound = f" <= {high}" if high is not None else ""
-        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ArchitectureError(f"{path}: {what} must be {kind}{bound}, got {show(value)}")
-    return value
-
-
-def _width(value: Any, path: str) -> int:
-    return _int(value, path, "width", high=MAX_WIDTH)
-
-
-def _is_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple))
-
-
 def _validated(arch: Architecture) -> dict[str, Any]:
     """The normalised field values of ``arch``; raises ArchitectureError naming the field."""
     family = arch.family
     if family not in FAMILIES:
         raise ArchitectureError(f"family: must be one of {', '.join(FAMILIES)}, got {show(family)}")
+    rules = family_of(family)
     out: dict[str, Any] = {
-        "in_channels": _int(arch.in_channels, "in_channels", "value", high=4096),
-        "input_size": _int(arch.input_size, "input_size", "value", high=8192),
-        "num_classes": _int(arch.num_classes, "num_classes", "value", high=MAX_CLASSES),
+        "in_channels": check_int(arch.in_channels, "in_channels", "value", high=4096),
+        "input_size": check_int(arch.input_size, "input_size", "value", high=8192),
+        "num_classes": check_int(arch.num_classes, "num_classes", "value", high=MAX_CLASSES),
     }
-    if family == "vgg":
+    if not rules.has_stem:
         if arch.stem is not None:
-            raise ArchitectureError("stem: only family 'resnet' has a stem; remove it")
+            raise ArchitectureError(_NO_STEM)
     else:
         if arch.stem is None:
-            raise ArchitectureError("stem: missing required key for family 'resnet'")
-        out["stem"] = _width(arch.stem, "stem")
+            raise ArchitectureError(f"stem: missing required key for family {family!r}")
+        out["stem"] = check_width(arch.stem, "stem")
     raw = arch.stages
-    if not _is_list(raw) or not raw:
+    if not is_list(raw) or not raw:
         raise ArchitectureError("stages: must be a non-empty list")
-    stages: list = []
-    for s, stage in enumerate(raw):
-        if family == "vgg":
-            if not _is_list(stage) or not stage:
-                raise ArchitectureError(f"stages[{s}]: must be a non-empty list of widths")
-            _max_layers(stage, f"stages[{s}]")
-            stages.append(tuple(_width(w, f"stages[{s}][{l}]") for l, w in enumerate(stage)))
-            continue
-        if isinstance(stage, Mapping):
-            stage = _res_stage(stage, f"stages[{s}]")
-        if not isinstance(stage, ResStage):
-            raise ArchitectureError(f"stages[{s}]: must be an object with 'width' and 'blocks'")
-        width = _width(stage.width, f"stages[{s}].width")
-        if not _is_list(stage.blocks) or not stage.blocks:
-            raise ArchitectureError(f"stages[{s}].blocks: must be a non-empty list of widths")
-        _max_layers(stage.blocks, f"stages[{s}].blocks")
-        blocks = tuple(_width(w, f"stages[{s}].blocks[{b}]") for b, w in enumerate(stage.blocks))
-        stages.append(ResStage(width, blocks))
-    out["stages"] = tuple(stages)
+    stages = tuple(rules.check_stage(stage, f"stages[{s}]") for s, stage in enumerate(raw))
+    out["stages"] = stages
     # Each stage after the first halves the resolution (pool or stride 2).
     if out["input_size"] < 2 ** (len(stages) - 1):
         raise ArchitectureError(
@@ -285,23 +260,8 @@ def _validated(arch: Architecture) -> dict[str, Any]:
     return out
 
 
-def _max_layers(layers: Any, path: str) -> None:
-    if len(layers) > MAX_LAYERS:
-        raise ArchitectureError(f"{path}: {len(layers)} layers; a stage holds at most {MAX_LAYERS}")
-
-
-def _res_stage(stage: Mapping[str, Any], path: str) -> ResStage:
-    """A ResNet stage object ``{"width": w, "blocks": [...]}`` with its keys checked (values are
-    checked by ``_validated``)."""
-    extra = sorted(map(str, set(stage) - {"width", "blocks"}))
-    if extra:
-        raise ArchitectureError(f"{path}.{extra[0]}: unknown key (a stage has only 'width' and 'blocks')")
-    for key in ("width", "blocks"):
-        if key not in stage:
-            raise ArchitectureError(f"{path}.{key}: missing required key")
-    if not _is_list(stage["blocks"]) or not stage["blocks"]:
-        raise ArchitectureError(f"{path}.blocks: must be a non-empty list of widths")
-    return ResStage(stage["width"], tuple(stage["blocks"]))
+_NO_STEM = "stem: only " + " and ".join(f"family {n!r}" for n, f in _RULES.items() if f.has_stem) + \
+    " has a stem; remove it"
 
 
 def _parse(data: Any) -> Architecture:
@@ -317,12 +277,13 @@ def _parse(data: Any) -> Architecture:
     family = data.get("family")
     if not isinstance(family, str) or family not in FAMILIES:
         raise ArchitectureError(f"family: must be one of {', '.join(FAMILIES)}, got {show(family)}")
-    if family == "vgg" and "stem" in data:
-        raise ArchitectureError("stem: only family 'resnet' has a stem; remove it")
+    rules = family_of(family)
+    if not rules.has_stem and "stem" in data:
+        raise ArchitectureError(_NO_STEM)
     unknown = sorted(map(str, set(data) - _TOP_KEYS - {"stem"}))
     if unknown:
         raise ArchitectureError(f"{unknown[0]}: unknown key (extra information belongs under 'meta')")
-    required = ("in_channels", "input_size", "num_classes") + (("stem",) if family == "resnet" else ()) + ("stages",)
+    required = ("in_channels", "input_size", "num_classes") + (("stem",) if rules.has_stem else ()) + ("stages",)
     for key in required:
         if key not in data:
             raise ArchitectureError(f"{key}: missing required key")
@@ -330,16 +291,11 @@ def _parse(data: Any) -> Architecture:
     if not isinstance(meta, Mapping):
         raise ArchitectureError(f"meta: must be an object, got {type(meta).__name__}")
     raw = data["stages"]
-    if not _is_list(raw) or not raw:
+    if not is_list(raw) or not raw:
         raise ArchitectureError("stages: must be a non-empty list")
-    if family == "resnet":
-        for s, stage in enumerate(raw):
-            if not isinstance(stage, Mapping):
-                raise ArchitectureError(f"stages[{s}]: must be an object with 'width' and 'blocks'")
-        raw = [_res_stage(stage, f"stages[{s}]") for s, stage in enumerate(raw)]
     return Architecture(
         family=family,
-        stages=tuple(raw),
+        stages=tuple(rules.read_stage(stage, f"stages[{s}]") for s, stage in enumerate(raw)),
         in_channels=data["in_channels"],
         input_size=data["input_size"],
         num_classes=data["num_classes"],

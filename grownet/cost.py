@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .arch import Architecture
-from .models import as_architecture, build_model, layer_modules
+from .models import as_architecture, build_model
 
 __all__ = ["Cost", "LayerCost", "cost"]
 
@@ -109,7 +109,7 @@ def _count(arch: Architecture) -> Cost:
             params=sum(p.numel() for n in names for p in modules[n].parameters()),
         )
 
-    layers = {layer: layer_cost(layer_modules(arch, layer)) for layer in arch.layer_widths()}
+    layers = {layer.name: layer_cost(layer.modules) for layer in arch.layers}
     layers["classifier"] = layer_cost(["classifier"])
     return Cost(
         macs=forward_flops // 2,

@@ -47,7 +47,7 @@ from torch import nn
 
 from .arch import MAX_WIDTH, Architecture
 from .errors import UsageError
-from .models import build_model, has_shortcut
+from .models import build_model
 
 __all__ = ["Grown", "apply", "widen", "deepen", "grown_arch"]
 
@@ -195,14 +195,14 @@ def grown_arch(arch: Architecture, widths: Mapping[str, int] | None = None, deep
 
 def _check_shortcuts(old: Architecture, new: Architecture, widths: Mapping[str, int]) -> None:
     """A learned projection shortcut cannot become an identity without changing the function."""
-    if old.family != "resnet":
-        return
-    for s in range(old.num_stages):
-        if has_shortcut(old, s, 0) and not has_shortcut(new, s, 0):
+    kept = {sc.block for sc in new.shortcuts if sc.projection}
+    for sc in old.shortcuts:
+        if sc.projection and sc.block not in kept:
             grown = ", ".join(f"{k}={v}" for k, v in widths.items())
             raise UsageError(
-                f"growing {grown} makes block stages.{s}.0's input and output equally wide ({new.stages[s].width}) and "
-                f"would remove its projection shortcut, which cannot preserve the function; choose other widths"
+                f"growing {grown} makes block {sc.block}'s input and output equally wide "
+                f"({new.width(sc.out_layer)}) and would remove its projection shortcut, which cannot preserve the "
+                "function; choose other widths"
             )
 
 
@@ -245,23 +245,6 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return dict(itertools.chain(model.named_parameters(), model.named_buffers()))
 
 
-def _new_parts(old: Architecture, new: Architecture) -> tuple[list[str], list[str], list[tuple[str, int]]]:
-    """Module names of new VGG layers, new ResNet blocks, and new shortcuts with the number
-    of old channels they pass through."""
-    layers: list[str] = []
-    blocks: list[str] = []
-    shortcuts: list[tuple[str, int]] = []
-    for s, (o, n) in enumerate(zip(old.stages, new.stages)):
-        if new.family == "vgg":
-            layers += [f"stages.{s}.{l}" for l in range(len(o), len(n))]
-            continue
-        blocks += [f"stages.{s}.{b}" for b in range(len(o.blocks), len(n.blocks))]
-        if has_shortcut(new, s, 0) and not has_shortcut(old, s, 0):
-            # Without a projection the old block's input and output widths were equal.
-            shortcuts.append((f"stages.{s}.0.shortcut", o.width))
-    return layers, blocks, shortcuts
-
-
 def _dirac_(weight: torch.Tensor, n: int) -> None:
     """Identity kernel on the first ``n`` channels, zero elsewhere."""
     weight.zero_()
@@ -295,21 +278,19 @@ def _transfer(model: nn.Module, new_model: nn.Module, arch: Architecture, new_ar
         if isinstance(t, nn.Parameter):
             t.requires_grad_(src.requires_grad)
 
-    layers, blocks, shortcuts = _new_parts(arch, new_arch)
-    for prefix in layers:
-        unit = new_model.get_submodule(prefix)
-        _dirac_(unit.conv.weight, min(unit.conv.weight.shape[:2]))
-        _bn_identity_(unit.bn)
-    for prefix in blocks:
-        unit = new_model.get_submodule(prefix)
-        unit.bn2.weight.zero_()
-        unit.bn2.bias.zero_()
-    for prefix, n in shortcuts:
-        unit = new_model.get_submodule(prefix)
-        _dirac_(unit.conv.weight, n)
-        _bn_identity_(unit.bn)
+    # The family says which modules are new and how each starts (grownet.families.NewUnit).
+    units = new_arch.rules.new_units(arch, new_arch)
+    for unit in units:
+        bn = new_model.get_submodule(unit.bn)
+        if unit.init == "zero":
+            bn.weight.zero_()
+            bn.bias.zero_()
+            continue
+        weight = new_model.get_submodule(unit.conv).weight
+        _dirac_(weight, min(weight.shape[:2]) if unit.channels is None else unit.channels)
+        _bn_identity_(bn)
 
-    prefixes = tuple(p + "." for p in itertools.chain(layers, blocks, (p for p, _ in shortcuts)))
+    prefixes = tuple(u.module + "." for u in units)
     stray = [n for n in fresh if not n.startswith(prefixes)]
     if stray:
         raise RuntimeError(f"bug: new tensors without an initialisation rule: {', '.join(stray)}")

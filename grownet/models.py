@@ -7,6 +7,9 @@ Parameter names are stable (weights load by them) and follow the layer names:
   ``.conv2.weight``, ``.bn2.*``; ``stages.S.B.shortcut.conv.weight`` and
   ``stages.S.B.shortcut.bn.*`` only where the block's input width or stride differs from its
   output; ``classifier.*``.
+
+The module classes live with their family's rules (:mod:`grownet.families`); which modules
+produce a layer is the layer record's (:attr:`Architecture.layers`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .arch import Architecture
 from .errors import ArchitectureError, UsageError
+from .families._units import ConvBN
+from .families.resnet import BasicBlock, ResNet
+from .families.vgg import VGG
 
 __all__ = [
     "ConvBN",
@@ -39,107 +43,7 @@ __all__ = [
 ]
 
 
-class ConvBN(nn.Module):
-    """Conv (no bias) followed by BatchNorm; no activation."""
-
-    def __init__(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
-
-
-class BasicBlock(nn.Module):
-    """ResNet basic block: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``.
-
-    ``conv1`` maps ``cin -> inner`` (stride ``stride``), ``conv2`` maps ``inner -> cout``; the
-    shortcut is a 1x1 conv + BN projection when ``cin != cout`` or ``stride != 1``, else identity.
-    """
-
-    def __init__(self, cin: int, inner: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, inner, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(inner)
-        self.conv2 = nn.Conv2d(inner, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = ConvBN(cin, cout, 1, stride) if (cin != cout or stride != 1) else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
-
-
-class VGG(nn.Module):
-    """Stages of 3x3 conv-BN-ReLU layers, 2x2 max-pool between stages, global average pool,
-    linear classifier. Input ``(N, in_channels, H, W)``, output logits ``(N, num_classes)``."""
-
-    def __init__(self, arch: Architecture) -> None:
-        super().__init__()
-        self.arch = arch
-        cin = arch.in_channels
-        stages = []
-        for widths in arch.stages:
-            layers = []
-            for w in widths:
-                layers.append(ConvBN(cin, w))
-                cin = w
-            stages.append(nn.ModuleList(layers))
-        self.stages = nn.ModuleList(stages)
-        self.classifier = nn.Linear(cin, arch.num_classes)
-        _init(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.stages) - 1
-        for s, stage in enumerate(self.stages):
-            for layer in stage:
-                x = F.relu(layer(x))
-            if s < last:
-                x = F.max_pool2d(x, 2)
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-class ResNet(nn.Module):
-    """CIFAR-style ResNet: 3x3 stem, stages of basic blocks (the first block of every stage
-    after the first has stride 2), global average pool, linear classifier."""
-
-    def __init__(self, arch: Architecture) -> None:
-        super().__init__()
-        self.arch = arch
-        self.stem = ConvBN(arch.in_channels, int(arch.stem))  # type: ignore[arg-type]
-        cin = int(arch.stem)  # type: ignore[arg-type]
-        stages = []
-        for s, stage in enumerate(arch.stages):
-            blocks = []
-            for b, inner in enumerate(stage.blocks):
-                stride = 2 if (s > 0 and b == 0) else 1
-                blocks.append(BasicBlock(cin, inner, stage.width, stride))
-                cin = stage.width
-            stages.append(nn.ModuleList(blocks))
-        self.stages = nn.ModuleList(stages)
-        self.classifier = nn.Linear(cin, arch.num_classes)
-        _init(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.stem(x))
-        for stage in self.stages:
-            for block in stage:
-                x = block(x)
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-def _init(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-def build_model(arch: Architecture | Mapping[str, Any]) -> nn.Module:
+def build_model(arch: Architecture | Mapping[str, Any]) -> torch.nn.Module:
     """Build the module for ``arch`` (an Architecture or its JSON dict), in training mode,
     with weights freshly initialised from torch's global RNG on the current default device
     (build under ``with torch.device("meta"):`` to allocate nothing).
@@ -154,7 +58,7 @@ def build_model(arch: Architecture | Mapping[str, Any]) -> nn.Module:
     device = torch.get_default_device()
     if device.type != "meta":
         check_memory(arch, device=device)
-    return VGG(arch) if arch.family == "vgg" else ResNet(arch)
+    return arch.rules.model(arch)
 
 
 # ---- memory ---------------------------------------------------------------------------------------
@@ -194,12 +98,12 @@ def estimate_memory(arch: Architecture, *, batch_size: int = 1) -> MemoryEstimat
 
     c = cost(arch)
     layer = max(arch.layer_widths(), key=lambda name: c.layers[name].params)
-    elements = arch.in_channels * arch.input_size**2 + sum(w * side**2 for w, side in _conv_outputs(arch))
+    elements = arch.in_channels * arch.input_size**2 + sum(c.out_channels * c.size**2 for c in arch.convs)
     return MemoryEstimate(
         params=c.params,
         param_bytes=4 * _PARAM_COPIES * c.params,
         activation_bytes=4 * _ACTIVATION_COPIES * elements * batch_size,
-        largest=_field_path(arch, layer),
+        largest=arch.layer(layer).field,
     )
 
 
@@ -263,38 +167,6 @@ def _gib(n: float) -> str:
     return f"{n / 2**unit:,.1f} {dict([(40, 'TiB'), (30, 'GiB'), (20, 'MiB')])[unit]}"
 
 
-def _conv_outputs(arch: Architecture) -> list[tuple[int, int]]:
-    """``(channels, side)`` of every conv output for one sample, as the modules above compute them."""
-    side, out = arch.input_size, []
-    if arch.family == "vgg":
-        for s, widths in enumerate(arch.stages):
-            side = side if s == 0 else side // 2  # 2x2 max-pool between stages
-            out += [(w, side) for w in widths]
-        return out
-    out.append((int(arch.stem), side))  # type: ignore[arg-type]
-    cin = arch.stem
-    for s, stage in enumerate(arch.stages):
-        for b, inner in enumerate(stage.blocks):
-            if s > 0 and b == 0:
-                side = (side + 1) // 2  # 3x3 conv, stride 2, padding 1
-            out += [(inner, side), (stage.width, side)]
-            if cin != stage.width or (s > 0 and b == 0):
-                out.append((stage.width, side))  # projection shortcut
-            cin = stage.width
-    return out
-
-
-def _field_path(arch: Architecture, layer: str) -> str:
-    """The architecture JSON field of a layer name: ``stages.2.1`` -> ``stages[2][1]`` (VGG) or
-    ``stages[2].blocks[1]`` (ResNet); ``stages.2`` -> ``stages[2].width``."""
-    if layer == "stem":
-        return "stem"
-    parts = layer.split(".")
-    if len(parts) == 2:
-        return f"stages[{parts[1]}].width"
-    return f"stages[{parts[1]}][{parts[2]}]" if arch.family == "vgg" else f"stages[{parts[1]}].blocks[{parts[2]}]"
-
-
 def as_architecture(arch: Architecture | Mapping[str, Any]) -> Architecture:
     """``arch`` itself, or the Architecture of a JSON dict (validated)."""
     if isinstance(arch, Architecture):
@@ -305,44 +177,22 @@ def as_architecture(arch: Architecture | Mapping[str, Any]) -> Architecture:
 
 
 def has_shortcut(arch: Architecture, stage: int, block: int) -> bool:
-    """Whether ResNet block ``stages.stage.block`` has a projection shortcut."""
-    if block > 0:
-        return False
-    cin = arch.stem if stage == 0 else arch.stages[stage - 1].width
-    return stage > 0 or cin != arch.stages[stage].width
+    """Whether ResNet block ``stages.stage.block`` has a projection shortcut (never, for VGG)."""
+    return any(sc.projection for sc in arch.shortcuts if (sc.stage, sc.index) == (stage, block))
 
 
 def layer_conv_weights(arch: Architecture, layer: str) -> list[str]:
-    """Names of the conv weights whose output filters make up ``layer``.
+    """Names of the conv weights whose output filters make up ``layer`` (its record's
+    :attr:`~grownet.families.Layer.conv_weights`).
 
     A ResNet stage's residual width (``stages.S``) is produced by every block's ``conv2`` and
     by the stage's projection shortcut, so all of them are returned.
     """
-    arch.width(layer)  # validates the name
-    if layer == "stem":
-        return ["stem.conv.weight"]
-    parts = layer.split(".")
-    s = int(parts[1])
-    if arch.family == "vgg":
-        return [f"{layer}.conv.weight"]
-    if len(parts) == 3:
-        return [f"{layer}.conv1.weight"]
-    names = [f"stages.{s}.{b}.conv2.weight" for b in range(len(arch.stages[s].blocks))]
-    if has_shortcut(arch, s, 0):
-        names.append(f"stages.{s}.0.shortcut.conv.weight")
-    return names
-
-
-#: BatchNorm that normalises each conv's output (same parent module).
-_BN_OF = {"conv": "bn", "conv1": "bn1", "conv2": "bn2"}
+    return arch.layer(layer).conv_weights
 
 
 def layer_modules(arch: Architecture, layer: str) -> list[str]:
     """Names of the modules that produce ``layer``: each conv of
     :func:`layer_conv_weights` followed by its BatchNorm, e.g. ``["stages.0.1.conv",
     "stages.0.1.bn"]`` for VGG layer ``stages.0.1``."""
-    names = []
-    for weight in layer_conv_weights(arch, layer):
-        parent, conv = weight.removesuffix(".weight").rsplit(".", 1)
-        names += [f"{parent}.{conv}", f"{parent}.{_BN_OF[conv]}"]
-    return names
+    return arch.layer(layer).modules

@@ -44,7 +44,7 @@ from typing import Callable, Mapping, Sequence
 
 from .arch import Architecture
 from .errors import ConfigError
-from .models import layer_conv_weights
+from .families import STEM, parse_layer_name
 
 __all__ = [
     "DECISIONS",
@@ -120,10 +120,16 @@ def widen_width(width: int, *, ratio: float, min_add: int) -> int:
 
 
 def stage_of(layer: str) -> int:
-    """Stage index of a layer name (``stem`` counts as stage 0)."""
-    if layer == "stem":
-        return 0
-    return int(layer.split(".")[1])
+    """Stage index of a layer name (``stem`` counts as stage 0); the records of an
+    Architecture carry it as :attr:`~grownet.families.Layer.stage`.
+
+    Raises:
+        ValueError: for a name that is neither ``stem`` nor ``stages.S[.L]``.
+    """
+    parsed = (0, None) if layer == STEM else parse_layer_name(layer)
+    if parsed is None:
+        raise ValueError(f"not a layer name: {layer!r}")
+    return parsed[0]
 
 
 def stage_taus(tau: float | Sequence[float], num_stages: int) -> tuple[float, ...]:
@@ -144,19 +150,14 @@ def layer_activity(arch: Architecture, param_activity: Mapping[str, float]) -> d
     """Activity per layer name from activity per conv weight name
     (:func:`grownet.optim.filter_activity`), in network order."""
     out: dict[str, float] = {}
-    for layer in arch.layer_widths():
-        names = layer_conv_weights(arch, layer)
+    for record in arch.layers:
+        layer, names = record.name, record.conv_weights
         missing = [n for n in names if n not in param_activity]
         if missing:
             raise KeyError(f"no filter activity for {missing[0]!r} (is it a structured parameter of the optimizer?)")
         # Rounded to 6 decimals: float32 means (0.4166666567...) read as the fractions they are.
         out[layer] = round(sum(float(param_activity[n]) for n in names) / len(names), 6)
     return out
-
-
-def _depth(arch: Architecture, stage: int) -> int:
-    st = arch.stages[stage]
-    return len(st) if arch.family == "vgg" else len(st.blocks)
 
 
 def _target(arch: Architecture, widen: Mapping[str, int], deepen: Sequence[int]) -> Architecture:
@@ -217,15 +218,15 @@ def plan_growth(
         The :class:`GrowthPlan`.
     """
     taus = stage_taus(tau, arch.num_stages)
-    widths = arch.layer_widths()
-    missing = [l for l in widths if l not in activity]
+    missing = [r.name for r in arch.layers if r.name not in activity]
     if missing:
         raise KeyError(f"no activity for layer {missing[0]!r}")
 
     wanted: dict[str, int] = {}
     rows: dict[str, LayerDecision] = {}
-    for layer, width in widths.items():
-        a, t = float(activity[layer]), taus[stage_of(layer)]
+    for record in arch.layers:
+        layer, width = record.name, record.width
+        a, t = float(activity[layer]), taus[record.stage]
         if a < t:
             rows[layer] = LayerDecision(layer, width, a, t, "keep", width, f"activity {a:.3f} < tau {t:g}")
             continue
@@ -256,8 +257,7 @@ def plan_growth(
         before = min((float(previous[l]) if previous and l in previous else -1.0) for l in layers)
         if now < t or before < t:
             continue
-        depth = _depth(arch, s)
-        name = f"stages.{s}.{depth}"
+        depth, name = arch.depth(s), arch.extra_layer_name(s)
         if depth >= max_layers_per_stage:
             deep_rows[s] = LayerDecision(name, 0, None, t, "skipped", 0, f"stage {s} saturated twice but already has {depth} layers (grow.max_layers_per_stage {max_layers_per_stage})")
             continue
@@ -321,21 +321,28 @@ def plan_growth(
 def _keep_projection(
     arch: Architecture, widen: dict[str, int], rows: dict[str, LayerDecision]
 ) -> tuple[dict[str, int], dict[str, LayerDecision]]:
-    """A ResNet whose stem and stage 0 differ in width has a learned projection shortcut in
-    block ``stages.0.0``; equal widths would turn it into an identity, which no function-
-    preserving growth can do. The widened one of the two then stops one filter short of the
-    other (fewer MACs and params: the budget still holds)."""
-    if arch.family != "resnet":
+    """A projection shortcut that exists only because its two layers differ in width (a
+    ResNet's stem and stage 0, block ``stages.0.0``) would turn into an identity if they became
+    equal, which no function-preserving growth can do. The widened one of the two then stops
+    one filter short of the other (fewer MACs and params: the budget still holds)."""
+    for sc in arch.shortcuts:
+        if sc.by_width:
+            widen, rows = _keep_one(arch, widen, rows, sc.in_layer, sc.out_layer, sc.stage)
+    return widen, rows
+
+
+def _keep_one(
+    arch: Architecture, widen: dict[str, int], rows: dict[str, LayerDecision], first: str, second: str, stage: int
+) -> tuple[dict[str, int], dict[str, LayerDecision]]:
+    a, b = arch.width(first), arch.width(second)
+    if a == b or widen.get(first, a) != widen.get(second, b):
         return widen, rows
-    stem, stage0 = arch.width("stem"), arch.width("stages.0")
-    new_stem, new_stage0 = widen.get("stem", stem), widen.get("stages.0", stage0)
-    if stem == stage0 or new_stem != new_stage0:
-        return widen, rows
-    layer, other = ("stages.0", "stem") if "stages.0" in widen else ("stem", "stages.0")
+    layer, other = (second, first) if second in widen else (first, second)
     old, new = arch.width(layer), widen[layer] - 1
     widen, rows = dict(widen), dict(rows)
     r = rows[layer]
-    why = f"one filter short of {other} ({widen.get(other, arch.width(other))}) to keep stage 0's projection shortcut"
+    why = (f"one filter short of {other} ({widen.get(other, arch.width(other))}) to keep stage {stage}'s "
+           "projection shortcut")
     if new > old:
         widen[layer] = new
         rows[layer] = LayerDecision(layer, r.width, r.activity, r.tau, "clipped", new, f"{r.reason}; {why}")

@@ -29,7 +29,7 @@ from torch import nn
 from .arch import Architecture
 from .cost import cost
 from .errors import ArchitectureError, RunError
-from .models import build_model, layer_modules
+from .models import build_model
 
 __all__ = ["LayerRow", "WidthChange", "ShowInfo", "show_info", "draw_show", "show_tsv"]
 
@@ -181,15 +181,17 @@ def _count(count: int) -> str:
 def _info(arch: Architecture, source: Path | None, **extra: Any) -> ShowInfo:
     c = cost(arch)
     modules, shapes = _modules_and_shapes(arch)
-    widths = arch.layer_widths()
+    records = {layer.name: layer for layer in arch.layers}
     rows = []
     for layer, lc in c.layers.items():
-        names = ["classifier"] if layer == "classifier" else layer_modules(arch, layer)
+        record = records.get(layer)  # None for the classifier
+        names = ["classifier"] if record is None else record.modules
         convs = [modules[n] for n in names if isinstance(modules[n], (nn.Conv2d, nn.Linear))]
+        role = "residual: " if record is not None and record.kind == "residual" else ""
         rows.append(LayerRow(
             layer=layer,
-            kind=_role(arch, layer) + " + ".join(f"{n}×{k}" if n > 1 else k for k, n in Counter(map(_kind, convs)).items()),
-            width=widths.get(layer, arch.num_classes),
+            kind=role + " + ".join(f"{n}×{k}" if n > 1 else k for k, n in Counter(map(_kind, convs)).items()),
+            width=arch.num_classes if record is None else record.width,
             output=shapes[names[-1]],  # the last module: BatchNorm (all of a layer's share one shape), or the linear
             macs=lc.macs,
             params=lc.params,
@@ -222,12 +224,6 @@ def _kind(module: nn.Module) -> str:
         return "linear"
     k, s = module.kernel_size, module.stride
     return f"conv{k[0]}x{k[1]}" + (f"/{s[0]}" if s[0] > 1 else "")
-
-
-def _role(arch: Architecture, layer: str) -> str:
-    """``"residual: "`` for a ResNet stage's residual width (``stages.S``: the sum of its
-    blocks' outputs and its shortcut), else nothing."""
-    return "residual: " if arch.family == "resnet" and layer.count(".") == 1 else ""
 
 
 def _number(value: Any) -> float | None:

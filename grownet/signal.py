@@ -35,14 +35,13 @@ import torch
 from torch import nn
 
 from .arch import Architecture
-from .models import layer_modules
 
 __all__ = ["ImportanceMeter", "layer_bn_weights"]
 
 
 def layer_bn_weights(arch: Architecture, layer: str) -> list[str]:
     """Names of the BatchNorm weights (γ) that scale the filters of ``layer``."""
-    return [f"{m}.weight" for m in layer_modules(arch, layer) if m.rsplit(".", 1)[-1].startswith("bn")]
+    return arch.layer(layer).bn_weights
 
 
 class ImportanceMeter:
@@ -62,12 +61,13 @@ class ImportanceMeter:
         params = dict(model.named_parameters())
         self.rho = float(rho)
         self.trace_every = int(trace_every)
-        self.layers = list(arch.layer_widths())
-        self._bn = {layer: [params[n] for n in layer_bn_weights(arch, layer)] for layer in self.layers}
+        self.layers = [layer.name for layer in arch.layers]
+        self._bn = {layer.name: [params[n] for n in layer.bn_weights] for layer in arch.layers}
         device = next(iter(self._bn.values()))[0].device
-        self.importance = {layer: torch.zeros(arch.width(layer), dtype=torch.float64, device=device) for layer in self.layers}
+        self.importance = {layer.name: torch.zeros(layer.width, dtype=torch.float64, device=device)
+                           for layer in arch.layers}
         self.steps = 0
-        self.entry: dict[str, list[int | None]] = {layer: [None] * arch.width(layer) for layer in self.layers}
+        self.entry: dict[str, list[int | None]] = {layer.name: [None] * layer.width for layer in arch.layers}
         self.trace: list[dict[str, Any]] = []
 
     @torch.no_grad()

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 from ..arch import Architecture
 from ..cost import cost
 from ..errors import ArchitectureError
+from ..families import STEM, parse_layer_name
 from ._run import CONTROL_NAMES, RunRecord
 
 __all__ = [
@@ -64,14 +65,13 @@ def layer_order_key(layer: str) -> tuple[float, ...]:
     """Sort key putting layer names in network order: ``stem``, then per stage its
     ``stages.S.L`` layers by index, then the ResNet stage width ``stages.S``
     (the order of :meth:`Architecture.layer_widths`)."""
-    if layer == "stem":
+    if layer == STEM:
         return (-1.0,)
-    parts = layer.split(".")
-    try:
-        s = float(parts[1])
-        return (s, float(parts[2]) if len(parts) > 2 else math.inf)
-    except (IndexError, ValueError):
+    parsed = parse_layer_name(layer)
+    if parsed is None:
         return (math.inf, math.inf)
+    stage, index = parsed
+    return (float(stage), math.inf if index is None else float(index))
 
 
 # ---- summary ---------------------------------------------------------------------------------

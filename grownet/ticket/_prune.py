@@ -12,7 +12,7 @@ from torch import nn
 
 from ..arch import Architecture
 from ..errors import UsageError
-from ..models import build_model, has_shortcut, layer_conv_weights
+from ..models import build_model
 
 log = logging.getLogger("grownet.ticket")
 
@@ -41,46 +41,25 @@ class Consumer:
 
 
 def wiring(arch: Architecture) -> list[Consumer]:
-    """Every conv and the classifier of ``arch``'s model, in forward order."""
-    out: list[Consumer] = []
-    if arch.family == "vgg":
-        prev: str | None = None
-        for s, stage in enumerate(arch.stages):
-            for l in range(len(stage)):
-                name = f"stages.{s}.{l}"
-                out.append(Consumer(f"{name}.conv", name, prev, f"{name}.bn", False))
-                prev = name
-        out.append(Consumer("classifier", None, prev, None, True))
-        return out
-    out.append(Consumer("stem.conv", "stem", None, "stem.bn", False))
-    res_in = "stem"
-    for s, stage in enumerate(arch.stages):
-        res = f"stages.{s}"
-        for b in range(len(stage.blocks)):
-            blk = inner = f"stages.{s}.{b}"
-            out.append(Consumer(f"{blk}.conv1", inner, res_in, f"{blk}.bn1", False))
-            out.append(Consumer(f"{blk}.conv2", res, inner, f"{blk}.bn2", False))
-            if has_shortcut(arch, s, b):
-                out.append(Consumer(f"{blk}.shortcut.conv", res, res_in, f"{blk}.shortcut.bn", True))
-            res_in = res
-    out.append(Consumer("classifier", None, res_in, None, True))
+    """Every conv and the classifier of ``arch``'s model, in forward order (from its conv
+    records, :attr:`Architecture.convs`)."""
+    out = [Consumer(c.module, c.out_layer, c.in_layer, c.bn, c.kernel == 1) for c in arch.convs]
+    out.append(Consumer("classifier", None, arch.convs[-1].out_layer, None, True))  # after global average pooling
     return out
 
 
 def tied_layers(arch: Architecture) -> list[tuple[str, ...]]:
     """Groups of layers whose channels are the same residual channels (they must keep the same
     indices): ``("stem", "stages.0")`` when stage 0's first block has an identity shortcut."""
-    if arch.family == "resnet" and not has_shortcut(arch, 0, 0):
-        return [("stem", "stages.0")]
-    return []
+    return [(sc.in_layer, sc.out_layer) for sc in arch.shortcuts if sc.tied]
 
 
 def _producers(arch: Architecture, layer: str) -> list[str]:
     """Conv weight names whose output filters write ``layer``'s channels (tied layers included)."""
     for group in tied_layers(arch):
         if layer in group:
-            return [w for member in group for w in layer_conv_weights(arch, member)]
-    return layer_conv_weights(arch, layer)
+            return [w for member in group for w in arch.layer(member).conv_weights]
+    return arch.layer(layer).conv_weights
 
 
 # ---- supports and keep sets ----------------------------------------------------------------------
@@ -151,10 +130,13 @@ def keep_sets(
         union = sorted(set().union(*(keep[m] for m in group)))
         for m in group:
             keep[m] = union
-    if arch.family == "resnet" and has_shortcut(arch, 0, 0) and len(keep["stem"]) == len(keep["stages.0"]):
-        layer = "stem" if len(keep["stem"]) < widths["stem"] else "stages.0"
-        keep[layer] = sorted(keep[layer] + [_best(scores, layer, keep[layer])])
-        log.info("layer %s keeps one filter outside the support so stage 0 keeps its projection shortcut", layer)
+    for sc in arch.shortcuts:  # a projection that equal widths would remove (ResNet stem and stage 0)
+        first, second = sc.in_layer, sc.out_layer
+        if sc.by_width and len(keep[first]) == len(keep[second]):
+            layer = first if len(keep[first]) < widths[first] else second
+            keep[layer] = sorted(keep[layer] + [_best(scores, layer, keep[layer])])
+            log.info("layer %s keeps one filter outside the support so stage %d keeps its projection shortcut",
+                     layer, sc.stage)
     return keep
 
 
@@ -172,10 +154,7 @@ def _best(scores: Mapping[str, torch.Tensor] | None, layer: str, taken: Sequence
 
 def reduced_arch(arch: Architecture, keep: Mapping[str, Sequence[int]]) -> Architecture:
     """``arch`` with every layer's width set to its keep set's size (meta dropped)."""
-    out = arch
-    for layer in arch.layer_widths():
-        out = out.with_width(layer, len(keep[layer]))
-    return out
+    return arch.with_widths({layer: len(keep[layer]) for layer in arch.layer_widths()})
 
 
 def mask_model(model: nn.Module, keep: Mapping[str, Sequence[int]]) -> nn.Module:
@@ -364,8 +343,11 @@ def prune_model(model: nn.Module, keep: Mapping[str, Sequence[int]], *, fold: st
         if any(keep[m] != keep[group[0]] for m in group):
             raise UsageError(f"keep: layers {', '.join(group)} share residual channels and must keep the same indices")
     small_arch = reduced_arch(arch, keep)
-    if arch.family == "resnet" and has_shortcut(arch, 0, 0) != has_shortcut(small_arch, 0, 0):
-        raise UsageError("keep: stem and stages.0 must keep different numbers of filters (stage 0 has a projection shortcut)")
+    kept = {sc.block for sc in small_arch.shortcuts if sc.projection}
+    for sc in arch.shortcuts:
+        if sc.projection and sc.block not in kept:
+            raise UsageError(f"keep: {sc.in_layer} and {sc.out_layer} must keep different numbers of filters "
+                             f"(stage {sc.stage} has a projection shortcut)")
 
     p0 = next(model.parameters())
     dev = p0.device
