@@ -82,6 +82,9 @@ def test_study_runs_every_arm_writes_its_files_and_continues(tmp_path):
     assert float(rows[0]["test_acc"]) == grown["test_acc"]
     page = (out / "study.html").read_text()
     assert "<svg" in page and "random" in page
+    from grownet.report import write_report
+
+    assert "random allocation, equal MACs" in write_report(out / "seed-0").read_text()  # every arm in the run's report
     # a rerun trains nothing that is finished, and retrains a control that did not finish
     weights = {p: p.stat().st_mtime_ns for p in out.rglob("weights.pt")}
     (out / "seed-0" / "controls" / "random" / "summary.json").unlink()

@@ -50,6 +50,7 @@ CONTROL_LABELS = {
     "grown": "grown (this run)",
     "scratch": "final widths from scratch",
     "uniform": "uniform width, equal MACs",
+    "random": "random allocation, equal MACs",
     "seed": "seed net alone",
 }
 
