@@ -155,7 +155,7 @@ class RichReporter(Reporter):
     # -- hooks ----------------------------------------------------------------------------------
     def plan(self, plan: RunPlan) -> None:
         self._plan, self._forecast = plan, Forecast(plan)
-        self._wall = plan.elapsed
+        self._wall, self._macs = plan.elapsed, plan.macs
         lines = plan.lines()
         if self.recipe_line:
             lines = [line for line in lines if not line.startswith("recipe ")]
@@ -180,7 +180,8 @@ class RichReporter(Reporter):
             logger.info("%s", self.recipe_line, extra=FILE_ONLY)
         what = "resuming" if resumed else "growing"
         widths = arch.layer_widths() if arch is not None else {}
-        self.console.print(f"[bold]grownet search[/bold]: {what} in {escape(str(run_dir))} from {escape(str(widths))}")
+        self.console.print(f"[bold]grownet search[/bold]: {what} in {escape(str(run_dir))} from {escape(str(widths))}",
+                           soft_wrap=True)
         self._mark = time.monotonic()
         if self.live:
             from rich.progress import BarColumn, Progress, TextColumn
