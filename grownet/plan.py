@@ -46,9 +46,10 @@ from .policy import widen_width
 from .recipe import Recipe, resolve_recipe
 from .train import amp_dtype, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
 
-__all__ = ["Forecast", "PhaseEstimate", "RunPlan", "estimate_run", "plan_run"]
+__all__ = ["Forecast", "PhaseEstimate", "RunPlan", "duration", "estimate_run", "plan_run", "probe", "schedule"]
 
-#: Probe limits: timed steps at most, and seconds of timed steps at most (2 steps at least).
+#: Probe limits: timed steps at most (after the warm-up step), and seconds of training after
+#: which it stops (once one step is timed): under ~5 s on a 2-core CPU, warm-up included.
 PROBE_STEPS = 8
 PROBE_SECONDS = 3.0
 #: Rounds the estimate follows at most (a recipe without budgets widens for a long time).
@@ -155,7 +156,8 @@ class RunPlan:
             f"data      {self.dataset}: {self.train_images:,} train / {self.val_images:,} val / {self.test_images:,} "
             f"test images; batch {self.batch_size}, {self.steps_per_epoch} steps per epoch",
             f"budget    {', '.join(budget)}",
-            f"estimate  about {duration(self.estimated_seconds)} to go ({duration(self.elapsed)} so far): "
+            f"estimate  about {duration(self.estimated_seconds)} to go"
+            + (f" ({duration(self.elapsed)} so far)" if self.elapsed >= 1 else "") + ": "
             f"{'; '.join(parts) or 'the closing evaluation only'}",
             f"          (probe: {self.probe_steps} steps at {self.macs / m:.1f}M MACs, {self.step_seconds:.3g} s each; "
             "assumes every layer widens each round)",
