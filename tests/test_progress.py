@@ -9,7 +9,6 @@ import csv
 import io
 import math
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,7 @@ from rich.console import Console
 import grownet
 from _smoke import FAST, SMOKE, smoke_dataset
 from grownet.cost import cost
-from grownet.data import make_loaders
-from grownet.data._dataset import Dataset
+from grownet.data import Dataset, make_loaders
 from grownet.job import seed_arch
 from grownet.models import build_model
 from grownet.plan import Forecast, PhaseEstimate, RunPlan, duration, plan_run, probe, schedule
