@@ -32,6 +32,7 @@ from .job import (finetune_schedule, make_data, make_dessilbi, make_finetune_opt
 from .loop import Divergence, LoopState, Phase, Trainee, fit
 from .models import build_model
 from .optim import filter_activity
+from .plan import estimate_run
 from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
 from .progress import Reporter
 from .recipe import Recipe
@@ -273,6 +274,12 @@ class SearchJob:
                 return result_of(self.run_folder, s.result)
         else:
             self._seed()
+        if getattr(self.reporter, "wants_plan", False):  # a short timed probe on a copy: the run is unchanged
+            s = self.state
+            self.reporter.plan(estimate_run(
+                self.net.model, self.arch, self.data, r, device=self.device, dataset=self.config["dataset"],  # type: ignore[union-attr]
+                amp=self.amp, phase=s.phase, round=s.round, done=s.round_epoch if s.phase == "grow" else s.ft_epoch,
+                elapsed=s.wall_time))
         self.reporter.start(run_dir=self.run_folder.path, arch=self.arch, recipe=r, resumed=resume)
         self._mark = time.perf_counter()
         while self.state.phase == "grow":

@@ -156,7 +156,7 @@ class SearchCommand(Command):
             logger.setLevel(logging.WARNING)  # rank 0 reports
         overrides = recipe_overrides(args)
         recipe: Recipe | str | None = args.recipe
-        reporter = None if args.quiet or (dist is not None and not dist.is_main) else RichReporter(args.console)
+        said = f"recipe {recipe} (given with --recipe)" if recipe else "the run's own recipe (resumed)" if args.resume else ""
         if recipe is None and not args.resume:  # a resumed run keeps its own recipe
             from .train import resolve_device
 
@@ -164,8 +164,13 @@ class SearchCommand(Command):
             recipe, why = default_recipe(dev)
             if "model.seed_arch" in overrides:  # the user's own seed: the default recipe's seed shape is not for it
                 overrides = {"model.seed_width": "0", "model.seed_depths": "0", **overrides}
-            if dist is None or dist.is_main:
-                reporter = _SayFirst(reporter, args, f"recipe {recipe} (no --recipe given; {why})")
+            said = f"recipe {recipe} (no --recipe given; {why})"
+        reporter: Reporter | None = None
+        if dist is None or dist.is_main:  # rank 0 reports
+            if not args.quiet:
+                reporter = RichReporter(args.console, recipe=said)  # the plan says it
+            elif args.recipe is None and not args.resume:
+                reporter = _SayFirst(args, said)
         try:
             return self._search(search, args, recipe, overrides, reporter, dist, device)
         finally:
@@ -193,25 +198,16 @@ class SearchCommand(Command):
         return 0
 
 
-class _SayFirst:
-    """A search reporter that says ``line`` when the run starts, then passes every hook on to
-    ``inner`` (``None``: no hooks). Said at the start, not before the call, so that a refused
-    start stays one line on the console."""
+class _SayFirst(Reporter):
+    """A search reporter (``--quiet``) that only says ``line`` when the run starts (in the log
+    and the run's grownet.log). Said at the start, not before the call, so that a refused start
+    stays one line on the console."""
 
-    def __init__(self, inner: Any, args: argparse.Namespace, line: str) -> None:
-        self._inner, self._args, self._line = inner, args, line
+    def __init__(self, args: argparse.Namespace, line: str) -> None:
+        self._args, self._line = args, line
 
     def start(self, **kwargs: Any) -> None:
         _say(self._args, self._line)
-        if self._args.console is not None:
-            from .job import FILE_ONLY
-
-            logger.info("%s", self._line, extra=FILE_ONLY)  # into the run's grownet.log too
-        if self._inner is not None:
-            self._inner.start(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name) if self._inner is not None else (lambda *args, **kwargs: None)
 
 
 def _without_ddp(argv: Sequence[str]) -> list[str]:

@@ -1,10 +1,11 @@
 """The command line (grownet.cli): generated recipe flags, one-line errors with exit status 2,
-the run-folder guard, a quiet and a rich search, and Ctrl-C."""
+the run-folder guard, a quiet and a rich search (plan, progress, summary), and Ctrl-C."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -110,22 +111,38 @@ def test_commands_are_a_table_of_small_classes():
     assert [c.name for c in COMMANDS][0] == "search"
 
 
-def test_search_prints_progress_tables_and_a_summary(tmp_path, data, capsys):
+def test_search_prints_a_plan_progress_tables_and_a_summary(tmp_path, data, capsys):
     out = tmp_path / "run"
     assert main(search_argv(out, data)) == 0
     err = capsys.readouterr().err
-    assert "growth check 1" in err and "decision" in err and "widen" in err
-    assert "grownet search: done" in err and "test acc" in err
+    plan, rest = err.split("grownet search: growing in ", 1)
+    assert plan.startswith("grownet search: plan\n  device    cpu, ")
+    assert f"\n  recipe    {SMOKE} (given with --recipe)\n" in plan
+    assert "700 train / 300 val / 300 test images" in plan and "at most 3 rounds" in plan and "\n  estimate  about " in plan
+    assert "growth check 1" in rest and "decision" in rest and "widen" in rest
+    assert "round 2 of at most 3" in rest and " ETA " in rest  # the plain lines (capsys is no terminal)
+    assert "grownet search: done" in rest and "test acc" in rest
+    assert f"report:     {out / 'report.html'}" in rest
+    assert rest.rstrip().endswith(f"import grownet\n    model = grownet.load_model({json.dumps(str(out))})")
+    assert "plan: estimate  about " in (out / "grownet.log").read_text(encoding="utf-8")  # the log keeps the plan
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 7 and summary["rounds"] == 3
     config = json.loads((out / "config.json").read_text())
     assert config["command"].startswith("grownet search --dataset ")
 
 
-def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tmp_path, data):
+def test_quiet_shows_no_plan_and_no_progress(tmp_path, data, capsys):
+    assert main(search_argv(tmp_path / "run", data, "--quiet", "--budget.max_rounds", "1", "--grow.local_epochs", "1")) == 0
+    err = capsys.readouterr().err
+    assert "grownet search: plan" not in err and "ETA" not in err and "growth check" not in err and "grownet search: done" not in err
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tmp_path, data, quiet):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "grownet", *search_argv(out, data, "--quiet")], cwd=REPO, env=env,
+    extra = ["--quiet"] if quiet else []
+    proc = subprocess.Popen([sys.executable, "-m", "grownet", *search_argv(out, data, *extra)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -139,6 +156,7 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tmp_path, data):
             proc.kill()
     assert proc.returncode == 130
     last = err.strip().splitlines()[-1]
-    assert last.startswith("grownet: interrupted; the last checkpoint is in ") and last.endswith("--resume")
+    resume = shlex.join(["grownet", *search_argv(out, data, *extra), "--resume"])  # the exact command to continue
+    assert last == f"grownet: interrupted; the last checkpoint is in {out / 'checkpoints'}; continue with: {resume}"
     assert "Traceback" not in err
     assert (out / "checkpoints" / "latest.json").is_file()

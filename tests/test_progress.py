@@ -1,0 +1,291 @@
+"""A search's plan (grownet.plan) and console (grownet.progress.RichReporter): the estimate's
+schedule against its stated assumptions, the probe leaving the run untouched (a run with a
+plan trains exactly as one without), the live line and the plain lines, and the summary whose
+two lines of Python load the net."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+import grownet
+from _smoke import FAST, SMOKE, smoke_dataset
+from grownet.cost import cost
+from grownet.data import Dataset, make_loaders
+from grownet.job import seed_arch
+from grownet.models import build_model
+from grownet.plan import Forecast, PhaseEstimate, RunPlan, duration, plan_run, probe, schedule
+from grownet.policy import widen_width
+from grownet.progress import Reporter, RichReporter, summary_lines
+from grownet.recipe import load_recipe
+from grownet.search import search
+
+#: Shorter than FAST: rounds of one epoch, two rounds (the first check grows, the second is held).
+QUICK = {**FAST, "grow.local_epochs": 1, "budget.max_rounds": 2}
+
+
+class _Dims:
+    num_classes, in_channels, input_size = 10, 3, 32
+
+
+def _per_epoch(macs: int) -> float:
+    return macs / 1e6  # one second per million MACs: the schedule's seconds read off its MACs
+
+
+def _widened(arch, recipe):
+    g = recipe.grow
+    for layer, width in arch.layer_widths().items():
+        arch = arch.with_width(layer, min(widen_width(width, ratio=g.ratio, min_add=g.min_add), g.max_width))
+    return arch
+
+
+# ---- the schedule --------------------------------------------------------------------------------
+
+
+def test_the_cpu_recipe_widens_twice_then_clips_to_its_macs_budget():
+    r = load_recipe("cifar10-cpu").with_overrides({"budget.time_budget": "0"})
+    seed = seed_arch(r, _Dims)
+    once = _widened(seed, r)
+    phases = schedule(seed, r, _per_epoch)
+    m0, m1 = cost(seed).macs, cost(once).macs
+    assert [(p.phase, p.round, p.epochs, p.macs) for p in phases] == [
+        ("grow", 1, 2, m0), ("grow", 2, 2, m1), ("grow", 3, 2, 28_000_000), ("finetune", 3, 12, 28_000_000)]
+    assert all(p.seconds == pytest.approx(p.epochs * p.macs / 1e6) for p in phases)
+    # the recipe's own comment: 6.6M -> ~15M -> clipped to 28M
+    assert round(m0 / 1e5) == 66 and 14e6 < m1 < 16e6
+
+
+def test_max_rounds_holds_growth_and_a_params_budget_clips_it():
+    r = load_recipe("cifar10-cpu").with_overrides({"budget.time_budget": "0", "budget.max_rounds": "1"})
+    seed = seed_arch(r, _Dims)
+    assert [p.phase for p in schedule(seed, r, _per_epoch)] == ["grow", "finetune"]
+    c0, c1 = cost(seed), cost(_widened(seed, r))
+    limit = (c0.params + c1.params) // 2
+    r = r.with_overrides({"budget.max_rounds": "0", "budget.max_macs": "0", "budget.max_params": str(limit)})
+    grow = [p for p in schedule(seed, r, _per_epoch) if p.phase == "grow"]
+    t = (limit - c0.params) / (c1.params - c0.params)  # the share of the widening that fits
+    assert len(grow) == 2 and grow[1].macs == round(c0.macs + t * (c1.macs - c0.macs))
+
+
+def test_the_time_budget_holds_growth_as_the_search_does():
+    """The search holds at the check when elapsed + the next round and the fine-tune at the
+    grown MACs would pass budget.time_budget (grownet._search_job.time_hold)."""
+    r = load_recipe("cifar10-cpu")
+    seed = seed_arch(r, _Dims)
+    m0, m1 = cost(seed).macs / 1e6, cost(_widened(seed, r)).macs / 1e6
+    need = 2 * m0 + m1 * (2 + 12)  # round 1, then round 2 and the fine-tune at m1
+    at = r.with_overrides({"budget.time_budget": str(math.ceil(need))})
+    below = r.with_overrides({"budget.time_budget": str(math.floor(need) - 1)})
+    assert [p.round for p in schedule(seed, at, _per_epoch) if p.phase == "grow"][:2] == [1, 2]
+    assert [p.round for p in schedule(seed, below, _per_epoch) if p.phase == "grow"] == [1]
+
+
+def test_a_resumed_run_is_planned_from_where_it_stands():
+    r = load_recipe("cifar10-cpu").with_overrides({"budget.time_budget": "0"})
+    seed = seed_arch(r, _Dims)
+    mid = schedule(seed, r, _per_epoch, phase="grow", round=3, done=1)
+    assert [(p.phase, p.round, p.epochs) for p in mid] == [("grow", 3, 1), ("finetune", 3, 12)]  # max_rounds 3
+    assert [(p.phase, p.epochs) for p in schedule(seed, r, _per_epoch, phase="finetune", round=3, done=5)] == [("finetune", 7)]
+    assert schedule(seed, r, _per_epoch, phase="done") == []
+
+
+# ---- the plan and the forecast -------------------------------------------------------------------
+
+
+def _plan(**kw) -> RunPlan:
+    base = dict(device="cpu", threads=2, recipe="cifar10-cpu", dataset="cifar10", train_images=45_000, val_images=5_000,
+                test_images=10_000, batch_size=256, steps_per_epoch=175, max_macs=28_000_000, max_params=0, max_rounds=3,
+                time_budget=2000.0, macs=7_000_000, params=1, step_seconds=0.2, eval_image_seconds=1e-4, probe_steps=8,
+                probe_seconds=3.0, elapsed=10.0,
+                phases=(PhaseEstimate("grow", 1, 2, 7_000_000, 71.0), PhaseEstimate("grow", 2, 2, 14_000_000, 142.0),
+                        PhaseEstimate("finetune", 2, 12, 14_000_000, 852.0)),
+                final_eval_seconds=3.0)
+    return RunPlan(**{**base, **kw})
+
+
+def test_a_plan_states_its_seconds_and_reads_as_a_few_lines():
+    p = _plan()
+    assert p.epoch_seconds(7_000_000) == pytest.approx(175 * 0.2 + 5000 * 1e-4)
+    assert p.epoch_seconds(14_000_000) == pytest.approx(2 * (175 * 0.2 + 5000 * 1e-4))
+    assert p.eval_seconds(14_000_000) == pytest.approx(2 * 15_000 * 1e-4)
+    assert p.estimated_seconds == 71 + 142 + 852 + 3 and p.rounds == 2
+    text = str(p)
+    assert "cpu, 2 CPU threads" in text and "45,000 train / 5,000 val / 10,000 test images" in text
+    assert "max 28.0M MACs, no params limit, at most 3 rounds, time budget 33 min" in text
+    assert "about 18 min to go (10 s so far): 2 rounds at 7.0M -> 14.0M MACs 4 min; fine-tune 12 epochs at 14.0M MACs 14 min" in text
+    assert [duration(s) for s in (45, 600, 9000)] == ["45 s", "10 min", "2.5 h"]
+
+
+def test_the_forecast_counts_what_is_left_and_learns_the_machine_s_speed():
+    p = _plan()
+    f = Forecast(p)
+    e7 = p.epoch_seconds(7_000_000)
+    # halfway through round 1's first epoch: 1.5 epochs at 7M, round 2, the fine-tune, the evaluation
+    assert f.remaining(phase="grow", round=1, epochs_left=1.5, macs=7_000_000) == pytest.approx(1.5 * e7 + 142 + 852 + 3)
+    f.epoch_done(2 * e7, 7_000_000)  # this machine is twice as slow as the probe said
+    assert f.speed == pytest.approx(2.0)
+    left = f.remaining(phase="finetune", round=2, epochs_left=3, macs=10_000_000)
+    assert left == pytest.approx(2 * (3 * p.epoch_seconds(10_000_000) + p.eval_seconds(10_000_000)))
+
+
+# ---- the probe -----------------------------------------------------------------------------------
+
+
+def test_the_probe_leaves_the_net_the_rngs_and_the_loaders_as_they_were():
+    gen = torch.Generator().manual_seed(0)
+    ds = Dataset(name="random", x_train=torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8, generator=gen),
+                 y_train=torch.randint(0, 10, (300,), generator=gen),
+                 x_test=torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8, generator=gen),
+                 y_test=torch.randint(0, 10, (50,), generator=gen), classes=[str(i) for i in range(10)], mean=(0.5,) * 3,
+                 std=(0.25,) * 3)
+    loaders = make_loaders(ds, batch_size=32, val_fraction=0.2, seed=1)
+    loaders.train.set_epoch(3)
+    model = build_model(grownet.seeds.preset("vgg", num_classes=10))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = (random.random(), np.random.rand(), torch.rand(2))
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    step, per_image, steps, _ = probe(model, lambda m: torch.optim.SGD(m.parameters(), lr=0.5), loaders,
+                                      device=torch.device("cpu"), steps=3)
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(2), expected[2])
+    assert loaders.train.epoch == 3 and loaders.val.epoch == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert steps == 3 and step > 0 and per_image > 0
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return smoke_dataset(tmp_path_factory.mktemp("data"))
+
+
+class _Planned(Reporter):
+    """Records the hooks' order and the plan."""
+
+    wants_plan = True
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.plans: list[RunPlan] = []
+
+    def plan(self, plan: RunPlan) -> None:
+        self.calls.append("plan")
+        self.plans.append(plan)
+
+    def start(self, **kwargs) -> None:
+        self.calls.append("start")
+
+
+def _run(tmp_path: Path, data, name: str, reporter) -> grownet.SearchResult:
+    dataset, data_dir = data
+    return search(dataset, data_dir=data_dir, recipe=SMOKE, overrides=QUICK, out=tmp_path / name, seed=3, device="cpu",
+                  reporter=reporter)
+
+
+def test_a_run_with_a_plan_trains_exactly_as_one_without(tmp_path, data):
+    planned = _Planned()
+    with_plan = _run(tmp_path, data, "with", planned)
+    without = _run(tmp_path, data, "without", None)
+    assert planned.calls == ["plan", "start"]
+    p = planned.plans[0]
+    assert (p.train_images, p.val_images, p.test_images, p.batch_size) == (700, 300, 300, 64)
+    assert (p.max_rounds, p.rounds, p.macs) == (2, 2, cost(seed_arch(load_recipe(SMOKE), _Dims)).macs)
+    assert [ph.phase for ph in p.phases] == ["grow", "grow", "finetune"] and p.probe_steps >= 1
+    rows = []
+    for run in (with_plan.run_dir, without.run_dir):
+        with open(run / "history.csv", newline="") as f:
+            rows.append([{k: v for k, v in row.items() if k != "wall_time"} for row in csv.DictReader(f)])
+    assert len(rows[0]) == 3 and rows[0] == rows[1]
+    assert (with_plan.test_acc, with_plan.val_acc, with_plan.arch.layer_widths()) == \
+        (without.test_acc, without.val_acc, without.arch.layer_widths())
+    a = torch.load(with_plan.paths["weights"], weights_only=True)
+    b = torch.load(without.paths["weights"], weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_plan_run_plans_a_search_without_running_it(tmp_path, data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dataset, data_dir = data
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    p = plan_run(dataset, recipe=SMOKE, overrides=QUICK, data_dir=data_dir, seed=3, device="cpu")
+    assert torch.equal(torch.rand(3), expected)  # the caller's RNG is left as it was
+    assert (p.train_images, p.val_images, p.test_images, p.recipe) == (700, 300, 300, str(SMOKE))
+    assert p.macs == cost(seed_arch(load_recipe(SMOKE), _Dims)).macs and p.estimated_seconds > 0
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+# ---- the console -------------------------------------------------------------------------------
+
+
+def _row(epoch: int, phase: str, wall: float, macs: int, val: float) -> dict:
+    return {"epoch": epoch, "phase": phase, "round": 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "val_acc": val,
+            "macs": macs, "wall_time": wall}
+
+
+def test_plain_lines_carry_the_round_elapsed_time_and_eta():
+    buf = io.StringIO()
+    rep = RichReporter(Console(file=buf, force_terminal=False, width=200), recipe="recipe cifar10-cpu (no --recipe given; why)")
+    assert not rep.live
+    p = _plan(elapsed=0.0)
+    rep.plan(p)
+    rep.start(run_dir=Path("runs/x"), arch=None, recipe=load_recipe("cifar10-cpu"), resumed=False)
+    rep.epoch_start(phase="grow", round=1, epoch=1, index=1, total=2, batches=175)
+    rep.batch(100, 175)
+    e7 = p.epoch_seconds(7_000_000)
+    rep.epoch_end(_row(1, "grow", 2 * e7, 7_000_000, 0.41))  # twice the estimate
+    out = buf.getvalue()
+    assert "\x1b[" not in out  # no escape codes: a file or a pipe gets text
+    assert "  recipe    cifar10-cpu (no --recipe given; why)\n" in out and out.count("cifar10-cpu") == 1
+    eta = 2 * (e7 + 142 + 852 + 3)  # the rest of round 1, round 2, the fine-tune, the evaluation, at the speed seen
+    line = out.strip().splitlines()[-1]
+    assert line.endswith(f"val 0.4100  7.00M MACs  round 1 of at most 3  {_clock(2 * e7)} elapsed  ETA {_clock(eta)}")
+
+
+def _clock(s: float) -> str:
+    m, s = divmod(int(s), 60)
+    return f"{m}:{s:02d}"
+
+
+def test_the_live_line_says_round_epoch_step_macs_accuracy_and_eta():
+    buf = io.StringIO()
+    rep = RichReporter(Console(file=buf, force_terminal=True, width=200))
+    assert rep.live
+    p = _plan(elapsed=0.0)
+    rep.plan(p)
+    rep.start(run_dir=Path("runs/x"), arch=None, recipe=load_recipe("cifar10-cpu"), resumed=False)
+    try:
+        rep.epoch_start(phase="grow", round=1, epoch=1, index=1, total=2, batches=175)
+        rep.epoch_end(_row(1, "grow", p.epoch_seconds(7_000_000), 7_000_000, 0.41))
+        rep.round_end({"round": 1, "epoch": 2, "val_acc": 0.5, "layers": [], "grew": True, "macs": 7_000_000,
+                       "new_macs": 14_000_000})
+        rep.epoch_start(phase="grow", round=2, epoch=3, index=1, total=2, batches=175)
+        rep.batch(35, 175)
+        left = 1.8 * p.epoch_seconds(14_000_000) + 852 + 3
+        head = "round 2 of at most 3 · epoch 3 (1/2) · step 35/175 · 14.00M MACs · val 0.4100 · "
+        assert rep.status().startswith(head) and rep.status().endswith(f" elapsed · ETA {_clock(left)}")
+        rep.epoch_start(phase="finetune", round=2, epoch=5, index=1, total=12, batches=175)
+        assert rep.status().startswith("fine-tune · epoch 5 (1/12) · step 0/175")
+    finally:
+        rep.close()
+    assert rep.progress is not None and not rep.progress.live.is_started
+
+
+def test_the_summary_s_python_lines_load_the_net(tmp_path, data):
+    result = _run(tmp_path, data, "run", None)
+    lines = summary_lines(result)
+    assert lines[0] == f"test acc {result.test_acc:.4f}   val acc {result.val_acc:.4f}"
+    assert f"run folder: {result.run_dir}" in lines and f"report:     {result.run_dir / 'report.html'}" in lines
+    code = "\n".join(line.strip() for line in lines[lines.index("load the net in Python:") + 1:])
+    assert code == f'import grownet\nmodel = grownet.load_model("{result.run_dir}")'
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["model"].arch.layer_widths() == result.arch.layer_widths()
