@@ -317,9 +317,10 @@ CASES: dict[str, Case] = {
     "toml tables nested 3000 deep": Case(RECIPE, "r.toml: nested deeper than 64 levels",
                                          text("r.toml", "[" + ".".join(["grow"] * 3000) + "]\n")),
     # nets and arrays larger than the machine
-    "json net needing terabytes": Case(NPZ_ARCH, "the net has 2,435,257,270,282 parameters",
+    # --max-macs 0: without --recipe the CPU default's 28M MACs budget would refuse these first
+    "json net needing terabytes": Case((*NPZ_ARCH, "--max-macs", "0"), "the net has 2,435,257,270,282 parameters",
                                        both(npz(), text("a.json", arch_json(stages=[[65536] * 64])))),
-    "preset far too wide": Case((*NPZ, "--model.seed_width", "65536"), "parameters, needing", npz()),
+    "preset far too wide": Case((*NPZ, "--max-macs", "0", "--model.seed_width", "65536"), "parameters, needing", npz()),
     "npz label past a million classes": Case(NPZ, "y_train: label 1099511627776 is too large",
                                              npz(y_train=np.where(np.arange(120) == 7, 2**40, np.arange(120) % 10))),
     "npz uint64 label": Case(NPZ, "y_test: label 18446744073709551615 is too large",
