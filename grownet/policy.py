@@ -222,50 +222,12 @@ def plan_growth(
     if missing:
         raise KeyError(f"no activity for layer {missing[0]!r}")
 
-    wanted: dict[str, int] = {}
-    rows: dict[str, LayerDecision] = {}
-    for record in arch.layers:
-        layer, width = record.name, record.width
-        a, t = float(activity[layer]), taus[record.stage]
-        if a < t:
-            rows[layer] = LayerDecision(layer, width, a, t, "keep", width, f"activity {a:.3f} < tau {t:g}")
-            continue
-        full = widen_width(width, ratio=ratio, min_add=min_add)
-        frac = 1.0 if importance is None or t >= 1 else min(1.0, max(0.0, (a - t) / (1 - t)))
-        rule = f"max({width} + {min_add}, ceil({ratio:g} x {width}))"
-        if frac < 1.0:
-            full = max(width + min_add, width + math.ceil(round((ratio - 1) * width * frac, 9)))
-            rule = f"{width} + max({min_add}, ceil(({ratio:g} - 1) x {width} x {frac:.3f})), f = (a - tau) / (1 - tau)"
-        new = min(full, max_width)
-        if new <= width:
-            rows[layer] = LayerDecision(layer, width, a, t, "skipped", width, f"activity {a:.3f} >= tau {t:g} but width {width} is at grow.max_width {max_width}")
-            continue
-        why = f"activity {a:.3f} >= tau {t:g}: {width} -> {new} = {rule}"
-        if new == max_width:
-            why += f", capped at grow.max_width {max_width}"
-        rows[layer] = LayerDecision(layer, width, a, t, "widen", new, why)
-        wanted[layer] = new
+    wanted, rows = _widen_rows(arch, activity, taus, ratio=ratio, min_add=min_add, max_width=max_width,
+                               proportional=importance is not None)
     saturated = any(r.decision != "keep" for r in rows.values())
 
-    # Deepening candidates: every layer of the stage saturated now and at the previous check.
-    deep_rows: dict[int, LayerDecision] = {}
-    deep_wanted: list[int] = []
-    for s in range(arch.num_stages if deepen else 0):
-        layers = arch.stage_layers(s)
-        t = taus[s]
-        now = min(float(activity[l]) for l in layers)
-        before = min((float(previous[l]) if previous and l in previous else -1.0) for l in layers)
-        if now < t or before < t:
-            continue
-        depth, name = arch.depth(s), arch.extra_layer_name(s)
-        if depth >= max_layers_per_stage:
-            deep_rows[s] = LayerDecision(name, 0, None, t, "skipped", 0, f"stage {s} saturated twice but already has {depth} layers (grow.max_layers_per_stage {max_layers_per_stage})")
-            continue
-        deep_wanted.append(s)
-        deep_rows[s] = LayerDecision(
-            name, 0, None, t, "deepen", 0,
-            f"every layer of stage {s} saturated at this check (min activity {now:.3f}) and the previous one (min {before:.3f}), tau {t:g}",
-        )
+    deep_wanted, deep_rows = _deepen_rows(arch, activity, previous, taus, deepen=deepen,
+                                          max_layers_per_stage=max_layers_per_stage)
 
     if hold is not None:
         rows = {l: _skip(r, hold) if r.decision == "widen" else r for l, r in rows.items()}
@@ -316,6 +278,64 @@ def plan_growth(
         deep_rows[s] = LayerDecision(name, 0, None, r.tau, "deepen", target.width(name), r.reason)
     decisions = tuple(rows.values()) + tuple(deep_rows[s] for s in sorted(deep_rows))
     return GrowthPlan(target, decisions, widen, tuple(kept), saturated, *_cost(cost_fn, target))
+
+
+def _widen_rows(
+    arch: Architecture, activity: Mapping[str, float], taus: Sequence[float], *, ratio: float, min_add: int,
+    max_width: int, proportional: bool,
+) -> tuple[dict[str, int], dict[str, LayerDecision]]:
+    """Every layer's widening decision before any budget: ``({layer: wanted width}, rows)``;
+    with ``proportional`` the increment follows f = (a - tau) / (1 - tau)."""
+    wanted: dict[str, int] = {}
+    rows: dict[str, LayerDecision] = {}
+    for record in arch.layers:
+        layer, width = record.name, record.width
+        a, t = float(activity[layer]), taus[record.stage]
+        if a < t:
+            rows[layer] = LayerDecision(layer, width, a, t, "keep", width, f"activity {a:.3f} < tau {t:g}")
+            continue
+        full = widen_width(width, ratio=ratio, min_add=min_add)
+        frac = 1.0 if not proportional or t >= 1 else min(1.0, max(0.0, (a - t) / (1 - t)))
+        rule = f"max({width} + {min_add}, ceil({ratio:g} x {width}))"
+        if frac < 1.0:
+            full = max(width + min_add, width + math.ceil(round((ratio - 1) * width * frac, 9)))
+            rule = f"{width} + max({min_add}, ceil(({ratio:g} - 1) x {width} x {frac:.3f})), f = (a - tau) / (1 - tau)"
+        new = min(full, max_width)
+        if new <= width:
+            rows[layer] = LayerDecision(layer, width, a, t, "skipped", width, f"activity {a:.3f} >= tau {t:g} but width {width} is at grow.max_width {max_width}")
+            continue
+        why = f"activity {a:.3f} >= tau {t:g}: {width} -> {new} = {rule}"
+        if new == max_width:
+            why += f", capped at grow.max_width {max_width}"
+        rows[layer] = LayerDecision(layer, width, a, t, "widen", new, why)
+        wanted[layer] = new
+    return wanted, rows
+
+
+def _deepen_rows(
+    arch: Architecture, activity: Mapping[str, float], previous: Mapping[str, float] | None, taus: Sequence[float], *,
+    deepen: bool, max_layers_per_stage: int,
+) -> tuple[list[int], dict[int, LayerDecision]]:
+    """Deepening candidates: every layer of the stage saturated now and at the previous check."""
+    deep_rows: dict[int, LayerDecision] = {}
+    deep_wanted: list[int] = []
+    for s in range(arch.num_stages if deepen else 0):
+        layers = arch.stage_layers(s)
+        t = taus[s]
+        now = min(float(activity[l]) for l in layers)
+        before = min((float(previous[l]) if previous and l in previous else -1.0) for l in layers)
+        if now < t or before < t:
+            continue
+        depth, name = arch.depth(s), arch.extra_layer_name(s)
+        if depth >= max_layers_per_stage:
+            deep_rows[s] = LayerDecision(name, 0, None, t, "skipped", 0, f"stage {s} saturated twice but already has {depth} layers (grow.max_layers_per_stage {max_layers_per_stage})")
+            continue
+        deep_wanted.append(s)
+        deep_rows[s] = LayerDecision(
+            name, 0, None, t, "deepen", 0,
+            f"every layer of stage {s} saturated at this check (min activity {now:.3f}) and the previous one (min {before:.3f}), tau {t:g}",
+        )
+    return deep_wanted, deep_rows
 
 
 def _keep_projection(
