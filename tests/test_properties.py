@@ -31,7 +31,7 @@ from grownet.errors import GrownetError
 from grownet.models import build_model, estimate_memory
 from grownet.recipe import load_recipe, recipe_keys
 
-PUBLISHED = Path(__file__).resolve().parent.parent / "reports" / "cifar10-cpu"
+PUBLISHED = Path(__file__).resolve().parent.parent / "reports" / "cifar10-cpu-v1"
 #: Derandomized: the same examples every run (a failure reproduces); about 30 s in all on 2 cores.
 SETTINGS = settings(max_examples=200, deadline=5000, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

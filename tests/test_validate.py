@@ -16,7 +16,7 @@ from grownet.runfolder import RunFolder
 
 from _runfolder import write_control, write_synthetic_run, SEED
 
-PUBLISHED = Path(__file__).resolve().parent.parent / "reports" / "cifar10-cpu"
+PUBLISHED = Path(__file__).resolve().parent.parent / "reports" / "cifar10-cpu-v1"
 
 
 # ---- reading ------------------------------------------------------------------------------------------
