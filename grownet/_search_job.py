@@ -25,7 +25,7 @@ from ._version import __version__
 from .arch import Architecture
 from .cost import Cost, cost
 from .distributed import LOCAL, DistContext
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .grow import apply as grow_apply
 from .job import (finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, rng_state, seed_all, seed_arch,
                   set_rng_state)
@@ -38,9 +38,10 @@ from .recipe import Recipe
 from .runfolder import JobFolder, RunFolder
 from .signal import ImportanceMeter
 from .train import amp_dtype, evaluate, prepare_model, wants_channels_last
+from .validate import check_bool, check_int, check_list, check_number, check_object, check_str, cut, show
 from .weights import save_model
 
-__all__ = ["SearchJob", "SearchResult", "SearchState", "growth_check", "result_of", "time_hold"]
+__all__ = ["SearchJob", "SearchResult", "SearchState", "growth_check", "result_of", "stored_state", "time_hold"]
 
 logger = logging.getLogger("grownet.search")
 
@@ -101,6 +102,50 @@ class SearchState(LoopState):
     rounds: list[dict[str, Any]] = field(default_factory=list)
     seed_arch: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
+
+
+def stored_state(data: Mapping[str, Any], where: Path) -> SearchState:
+    """A checkpoint's ``state`` as a :class:`SearchState`, each field of the type its default
+    has (a field the checkpoint lacks takes its default: older checkpoints resume).
+
+    Raises:
+        RunError: an unknown field, or a field of another type, naming ``state.<field>``.
+    """
+    known = {f.name: f for f in fields(SearchState)}
+    default = SearchState()
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise RunError(f"{where}: checkpoint.state.{cut(key)}: unknown field; start again with --force")
+        path = f"checkpoint.state.{key}"
+        try:
+            out[key] = _typed(value, getattr(default, key), path, optional=key in _OPTIONAL_STATE)
+        except RunError as exc:
+            raise RunError(f"{where}: {exc}; start again with --force") from None
+    if out.get("phase", "grow") not in ("grow", "finetune", "done"):
+        raise RunError(f"{where}: checkpoint.state.phase: must be grow, finetune or done, got {show(out['phase'])}")
+    return SearchState(**out)
+
+
+#: SearchState fields that may be None.
+_OPTIONAL_STATE = ("prev_activity", "signal", "result")
+
+
+def _typed(value: Any, like: Any, path: str, *, optional: bool) -> Any:
+    """``value`` checked to be of the type of ``like`` (a SearchState default)."""
+    if value is None and optional:
+        return None
+    if isinstance(like, bool):
+        return check_bool(value, path, error=RunError)
+    if isinstance(like, int):
+        return check_int(value, path, error=RunError, low=-1)
+    if isinstance(like, float):
+        return check_number(value, path, error=RunError)
+    if isinstance(like, str):
+        return check_str(value, path, error=RunError, max_len=64)
+    if isinstance(like, list):
+        return [check_object(row, f"{path}[{i}]", error=RunError) for i, row in enumerate(check_list(value, path, error=RunError))]
+    return check_object(value, path, error=RunError)
 
 
 # ---- the growth check ---------------------------------------------------------------------------
@@ -402,15 +447,22 @@ class SearchJob:
     def restore(self, payload: Mapping[str, Any]) -> None:
         """Take the net, optimizer, counters, RNGs and loader position of a checkpoint."""
         r = self.recipe
-        ck = read_payload(payload, self.run_folder.checkpoints)
-        loaded = SearchState(**ck.state)
+        where = self.run_folder.checkpoints
+        ck = read_payload(payload, where)
+        loaded = stored_state(ck.state, where)
         for f in fields(loaded):  # in place: the loop holds this object; before the model: the meter reads it
             setattr(self.state, f.name, getattr(loaded, f.name))
         kind = ck.optimizer_kind
-        self._set_model(ck.model, ck.arch, lambda m: make_dessilbi(m, r) if kind == "dessilbi" else make_finetune_optimizer(m, r))
-        self.net.optimizer.load_state_dict(ck.optimizer)  # type: ignore[union-attr]
+        try:
+            self._set_model(ck.model, ck.arch, lambda m: make_dessilbi(m, r) if kind == "dessilbi" else make_finetune_optimizer(m, r))
+            self.net.optimizer.load_state_dict(ck.optimizer)  # type: ignore[union-attr]
+            set_rng_state(ck.rng, self.device)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, TypeError, ValueError, KeyError, IndexError) as exc:  # a payload edited and re-hashed
+            raise RunError(f"{where}: the checkpoint's optimizer, signal or RNG state cannot be restored "
+                           f"({type(exc).__name__}); start again with --force") from None
         self.net.best = ck.best_model  # type: ignore[union-attr]
-        set_rng_state(ck.rng, self.device)
         self.data.train.set_epoch(ck.loader_epoch)
 
     # -- the end --------------------------------------------------------------------------------

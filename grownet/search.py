@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import re
@@ -44,11 +43,11 @@ from typing import Any, Callable, Mapping
 
 from ._search_job import SearchJob, SearchResult
 from .distributed import LOCAL, DistContext, FollowerFolder
-from .errors import ConfigError, RunError, UsageError
+from .errors import RunError, UsageError
 from .job import provenance, rng_scope, seed_arch_file
 from .progress import Reporter
-from .recipe import Recipe, resolve_recipe, upgrade_stored
-from .runfolder import JobFolder, RunFolder, job_folder
+from .recipe import Recipe, resolve_recipe
+from .runfolder import JobFolder, RunFolder, job_folder, read_config
 from .seeds import PRESETS
 from .train import resolve_device
 
@@ -265,15 +264,9 @@ def _resume_config(
 
 
 def _read_config(run: RunFolder) -> dict[str, Any]:
-    try:
-        config = json.loads(run.config.read_text(encoding="utf-8"))
-        config["recipe"] = upgrade_stored(config["recipe"])
-        Recipe.from_dict(config["recipe"]), int(config["seed"]), str(config["dataset"])
-    except FileNotFoundError:
-        raise RunError(f"{run.config}: missing; the folder cannot be resumed (start again with --force)") from None
-    except (ValueError, KeyError, TypeError, ConfigError) as exc:
-        raise RunError(f"{run.config}: unreadable or invalid ({exc}); the folder cannot be resumed") from None
-    return config
+    """The run's config.json, its stored recipe upgraded (:func:`grownet.recipe.upgrade_stored`)
+    and checked (:func:`grownet.validate.check_config`)."""
+    return read_config(run.config, missing="missing; the folder cannot be resumed (start again with --force)")
 
 
 def _resume_hint(command: str | None, path: Path) -> str:

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import RunError
 from ..files import atomic_write_bytes, atomic_write_text
+from ..validate import check_manifest, read_run_file
 
 __all__ = ["HISTORY_COLUMNS", "RunFolder", "RunLock", "make_folder", "remove_created", "to_jsonable"]
 
@@ -281,15 +282,14 @@ class RunFolder:
         return path, data
 
     def _manifest(self) -> dict[str, Any] | None:
+        """The manifest, checked (:func:`grownet.validate.check_manifest`), or None when absent."""
         path = self.checkpoints / _MANIFEST
         if not path.is_file():
             return None
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-            int(manifest["seq"]), str(manifest["file"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise RunError(f"{path}: checkpoint manifest is corrupt; the run cannot be resumed (start again with --force)") from None
-        return manifest
+            return read_run_file(path, check_manifest, missing="missing")
+        except RunError as exc:
+            raise RunError(f"checkpoint manifest {exc}; the run cannot be resumed (start again with --force)") from None
 
 
 def _delete(entries: Iterable[Path]) -> None:
