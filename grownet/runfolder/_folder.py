@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -37,6 +38,9 @@ HISTORY_COLUMNS = (
 )
 _MANIFEST = "latest.json"
 _KEEP_CHECKPOINTS = 2
+_CHECKPOINT = re.compile(r"ckpt-(\d{6,})\.pt")
+#: A temporary file of :mod:`grownet.files`' atomic writers: ``.<name>.<8 random characters>.tmp``.
+_TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 #: Files a search writes; their presence marks a folder as a grownet run (safe to --force).
 _RUN_MARKERS = ("config.json", "checkpoints", "grownet.log", "summary.json")
 
@@ -216,6 +220,27 @@ class RunFolder:
         for entry in self.replaced.iterdir():
             entry.rename(self.path / entry.name)
         self.replaced.rmdir()
+
+    def remove_stale(self) -> list[Path]:
+        """Delete what writes killed mid-way left behind (call holding the lock): the atomic
+        writers' temporary files in the folder and in ``checkpoints/``, and the checkpoint
+        files an uninterrupted run would not hold (one written but never named by the
+        manifest; more than the newest two). Other jobs' folders (``controls/<name>/``) are
+        theirs to clean.
+
+        Returns:
+            The files removed.
+        """
+        removed = [p for folder in (self.path, self.checkpoints) if folder.is_dir()
+                   for p in sorted(folder.iterdir()) if _TEMP.fullmatch(p.name) and p.is_file()]
+        manifest = self._manifest()
+        if manifest is not None:
+            files = {int(m.group(1)): p for p in self.checkpoints.iterdir() if (m := _CHECKPOINT.fullmatch(p.name))}
+            kept = sorted(seq for seq in files if seq <= manifest["seq"])[-_KEEP_CHECKPOINTS:]
+            removed += [files[seq] for seq in sorted(files) if seq not in kept]
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
 
     # ---- outputs ------------------------------------------------------------------------
     def write_json(self, path: Path, obj: Any) -> None:
