@@ -328,7 +328,7 @@ CASES: dict[str, Case] = {
     "npz array header of 29 TiB": Case(NPZ, "x_train is a 10000000x3x1024x1024 uint8 array", npz_header_only),
     "json seed too big at the batch size": Case((*NPZ_ARCH, "--data.batch_size", "65536"), "at batch size 65536, more than",
                                                 both(npz(), text("a.json", arch_json(stages=[[4096], [16], [16, 16], [16, 16], [16, 16]])))),
-    "preset too big at the batch size": Case((*SEARCH, "--model.seed_width", "4096", "--data.batch_size", "65536"),
+    "preset too big at the batch size": Case((*SEARCH, "--model.seed_width", "256", "--data.batch_size", "65536"),
                                              "lower data.batch_size"),
     # issue 18, class 3: names
     "output folder not UTF-8": Case((*SEARCH[:-1], "{tmp}/run" + NOT_UTF8), "/run\\udcff' is not valid UTF-8"),
