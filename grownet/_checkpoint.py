@@ -22,14 +22,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from .arch import Architecture
-from .errors import RunError
+from .errors import ArchitectureError, RunError
 from .models import build_model
+from .validate import check_fields, check_int, check_object, cut, show
 
 __all__ = ["FORMAT", "VERSION", "Checkpoint", "make_payload", "read_payload"]
 
@@ -70,21 +71,69 @@ def make_payload(*, arch: Architecture, model: nn.Module, optimizer: torch.optim
     }
 
 
-def read_payload(payload: Mapping[str, Any], where: Path) -> Checkpoint:
-    """Check a loaded payload's format and rebuild its net.
+def read_payload(payload: Any, where: Path) -> Checkpoint:
+    """Check a loaded payload's format and fields (:mod:`grownet.validate`) and rebuild its net.
 
     Raises:
-        RunError: not a grownet checkpoint of this version (``where`` names the folder).
+        RunError: not a grownet checkpoint of this version, a field of the wrong type, or
+            weights that do not fit the stored architecture (``where`` names the folder).
     """
-    if payload.get("format") != FORMAT or payload.get("version") != VERSION:
+    if not isinstance(payload, Mapping) or payload.get("format") != FORMAT or payload.get("version") != VERSION:
         raise RunError(f"{where}: not a grownet checkpoint of version {VERSION}")
-    arch = Architecture.from_dict(payload["arch"])
-    with torch.device("meta"):
-        model = build_model(arch)
-    model = model.to_empty(device="cpu")
-    model.load_state_dict(payload["model"])
-    return Checkpoint(arch, model, payload["optimizer_kind"], payload["optimizer"], payload.get("best_model"),
-                      dict(payload["state"]), payload["rng"], int(payload["loader"]["epoch"]))
+    try:
+        p = check_fields(payload, _PAYLOAD, path="checkpoint", error=RunError, required=_REQUIRED)
+        arch = Architecture.from_dict(p["arch"])
+        with torch.device("meta"):
+            model = build_model(arch)
+        model = model.to_empty(device="cpu")
+        model.load_state_dict(p["model"])
+    except ArchitectureError as exc:
+        raise RunError(f"{where}: checkpoint.arch: {exc}; start again with --force") from None
+    except RunError as exc:
+        raise RunError(f"{where}: {exc}; start again with --force") from None
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:  # load_state_dict: missing keys, other shapes
+        raise RunError(f"{where}: checkpoint.model does not fit checkpoint.arch ({_first_line(exc)}); "
+                       "start again with --force") from None
+    return Checkpoint(arch, model, p["optimizer_kind"], p["optimizer"], p.get("best_model"), p["state"], p["rng"],
+                      p["loader"]["epoch"])
+
+
+def _state_dict(v: Any, path: str) -> Any:
+    """A state dict: an object of tensors (None passes for ``best_model``)."""
+    if v is None:
+        return None
+    obj = check_object(v, path, error=RunError)
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise RunError(f"{path}.{cut(key)}: must be a tensor, got {type(value).__name__}")
+    return obj
+
+
+def _kind(v: Any, path: str) -> str:
+    if v not in ("dessilbi", "sgd"):
+        raise RunError(f"{path}: must be 'dessilbi' or 'sgd', got {show(v)}")
+    return v
+
+
+def _object(v: Any, path: str) -> dict[str, Any]:
+    return check_object(v, path, error=RunError)
+
+
+def _loader(v: Any, path: str) -> dict[str, Any]:
+    return check_fields(v, {"epoch": lambda e, p: check_int(e, p, error=RunError)}, path=path, error=RunError,
+                        required=("epoch",))
+
+
+def _first_line(exc: BaseException) -> str:
+    return cut(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, 200)
+
+
+#: The payload's fields and their checks (``arch`` is checked by Architecture.from_dict).
+_PAYLOAD: dict[str, Callable[[Any, str], Any]] = {
+    "arch": _object, "model": _state_dict, "optimizer": _object, "optimizer_kind": _kind,
+    "best_model": _state_dict, "state": _object, "rng": _object, "loader": _loader,
+}
+_REQUIRED = tuple(key for key in _PAYLOAD if key != "best_model")
 
 
 def _plain(value: Any) -> Any:

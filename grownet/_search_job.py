@@ -25,12 +25,12 @@ from ._version import __version__
 from .arch import Architecture
 from .cost import Cost, cost
 from .distributed import LOCAL, DistContext
-from .errors import ConfigError
+from .errors import ArchitectureError, ConfigError, RunError
 from .grow import apply as grow_apply
 from .job import (finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, rng_state, seed_all, seed_arch,
                   set_rng_state)
 from .loop import Divergence, LoopState, Phase, Trainee, fit
-from .models import build_model
+from .models import build_model, check_memory
 from .optim import filter_activity
 from .plan import estimate_run
 from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
@@ -39,9 +39,10 @@ from .recipe import Recipe
 from .runfolder import JobFolder, RunFolder
 from .signal import ImportanceMeter
 from .train import amp_dtype, evaluate, prepare_model, wants_channels_last
+from .validate import check_bool, check_int, check_list, check_number, check_object, check_str, check_summary, cut, show
 from .weights import save_model
 
-__all__ = ["SearchJob", "SearchResult", "SearchState", "growth_check", "result_of", "time_hold"]
+__all__ = ["SearchJob", "SearchResult", "SearchState", "growth_check", "check_payload", "result_of", "stored_state", "time_hold"]
 
 logger = logging.getLogger("grownet.search")
 
@@ -102,6 +103,60 @@ class SearchState(LoopState):
     rounds: list[dict[str, Any]] = field(default_factory=list)
     seed_arch: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
+
+
+def check_payload(payload: Any, where: Path) -> None:
+    """Check a checkpoint payload as :meth:`SearchJob.restore` will read it (its format, its
+    fields, its net, its state), so a resume can refuse it before it writes anything.
+
+    Raises:
+        RunError: naming the field (``checkpoint.state.epoch``, ...).
+    """
+    stored_state(read_payload(payload, where).state, where)
+
+
+def stored_state(data: Mapping[str, Any], where: Path) -> SearchState:
+    """A checkpoint's ``state`` as a :class:`SearchState`, each field of the type its default
+    has (a field the checkpoint lacks takes its default: older checkpoints resume).
+
+    Raises:
+        RunError: an unknown field, or a field of another type, naming ``state.<field>``.
+    """
+    known = {f.name: f for f in fields(SearchState)}
+    default = SearchState()
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise RunError(f"{where}: checkpoint.state.{cut(key)}: unknown field; start again with --force")
+        path = f"checkpoint.state.{key}"
+        try:
+            out[key] = _typed(value, getattr(default, key), path, optional=key in _OPTIONAL_STATE)
+        except RunError as exc:
+            raise RunError(f"{where}: {exc}; start again with --force") from None
+    if out.get("phase", "grow") not in ("grow", "finetune", "done"):
+        raise RunError(f"{where}: checkpoint.state.phase: must be grow, finetune or done, got {show(out['phase'])}")
+    return SearchState(**out)
+
+
+#: SearchState fields that may be None.
+_OPTIONAL_STATE = ("prev_activity", "signal", "result")
+
+
+def _typed(value: Any, like: Any, path: str, *, optional: bool) -> Any:
+    """``value`` checked to be of the type of ``like`` (a SearchState default)."""
+    if value is None and optional:
+        return None
+    if isinstance(like, bool):
+        return check_bool(value, path, error=RunError)
+    if isinstance(like, int):
+        return check_int(value, path, error=RunError, low=-1)
+    if isinstance(like, float):
+        return check_number(value, path, error=RunError)
+    if isinstance(like, str):
+        return check_str(value, path, error=RunError, max_len=64)
+    if isinstance(like, list):
+        return [check_object(row, f"{path}[{i}]", error=RunError) for i, row in enumerate(check_list(value, path, error=RunError))]
+    return check_object(value, path, error=RunError)
 
 
 # ---- the growth check ---------------------------------------------------------------------------
@@ -258,20 +313,23 @@ class SearchJob:
         self.on_step: Callable[[int, int], None] | None = None
         self._mark = time.perf_counter()
 
-    def run(self, *, resume: bool) -> SearchResult:
+    def run(self, *, resume: bool, checkpoint: Mapping[str, Any] | None = None) -> SearchResult:
         """Train from the seed (or resume from the last checkpoint) to the end; write the
-        final files and return the result."""
+        final files and return the result. ``checkpoint``: the payload to resume from when the
+        caller has loaded and checked it (:func:`check_payload`); else it is loaded here."""
         r = self.recipe
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         seed_all(int(self.config["seed"]))
         self.data = self.dist.shard_data(make_data(self.config, r, self.device, channels_last=self.channels_last))
         if resume:
-            self.restore(self.dist.share(self.run_folder.load_checkpoint))
+            self.restore(self.dist.share(self.run_folder.load_checkpoint if checkpoint is None else lambda: checkpoint))
             s = self.state
             logger.info("resumed %s at epoch %d (%s phase, round %d)", self.run_folder.path, s.epoch, s.phase, s.round)
-            if s.phase == "done" and s.result is not None and self.dist.share(self.run_folder.summary.exists):
-                return result_of(self.run_folder, s.result)
+            if isinstance(self.run_folder, JobFolder):  # rank 0's folder: every check passed, the resume starts
+                self.run_folder.start()  # (a failure before this point left the folder as it was)
+            if s.phase == "done" and s.result is not None:
+                return self._complete(s.result)
         else:
             self._seed()
         if getattr(self.reporter, "wants_plan", False):  # a short timed probe on a copy: the run is unchanged
@@ -295,6 +353,7 @@ class SearchJob:
         """A new run: the seed net, its DessiLBI optimizer, config.json and the first checkpoint."""
         r = self.recipe
         arch = seed_arch(r, self.data)
+        check_memory(arch, batch_size=r.data.batch_size, device=self.device)  # at the dataset's own shape
         stage_taus(r.grow.tau, arch.num_stages)  # a per-stage tau must match the seed
         check_budget(arch, r)
         self.run_folder.write_json(self.run_folder.config, self.config)
@@ -409,18 +468,57 @@ class SearchJob:
     def restore(self, payload: Mapping[str, Any]) -> None:
         """Take the net, optimizer, counters, RNGs and loader position of a checkpoint."""
         r = self.recipe
-        ck = read_payload(payload, self.run_folder.checkpoints)
-        loaded = SearchState(**ck.state)
+        where = self.run_folder.checkpoints
+        ck = read_payload(payload, where)
+        loaded = stored_state(ck.state, where)
         for f in fields(loaded):  # in place: the loop holds this object; before the model: the meter reads it
             setattr(self.state, f.name, getattr(loaded, f.name))
         kind = ck.optimizer_kind
-        self._set_model(ck.model, ck.arch, lambda m: make_dessilbi(m, r) if kind == "dessilbi" else make_finetune_optimizer(m, r))
-        self.net.optimizer.load_state_dict(ck.optimizer)  # type: ignore[union-attr]
+        try:
+            self._set_model(ck.model, ck.arch, lambda m: make_dessilbi(m, r) if kind == "dessilbi" else make_finetune_optimizer(m, r))
+            self.net.optimizer.load_state_dict(ck.optimizer)  # type: ignore[union-attr]
+            set_rng_state(ck.rng, self.device)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, TypeError, ValueError, KeyError, IndexError) as exc:  # a payload edited and re-hashed
+            raise RunError(f"{where}: the checkpoint's optimizer, signal or RNG state cannot be restored "
+                           f"({type(exc).__name__}); start again with --force") from None
         self.net.best = ck.best_model  # type: ignore[union-attr]
-        set_rng_state(ck.rng, self.device)
         self.data.train.set_epoch(ck.loader_epoch)
 
     # -- the end --------------------------------------------------------------------------------
+    def _complete(self, summary: Mapping[str, Any]) -> SearchResult:
+        """A finished run resumed: write the final files that a kill between the last
+        checkpoint and the report left missing, as :meth:`_finish` wrote them (from the
+        checkpoint: the kept weights, the summary and the rounds; nothing is trained or
+        evaluated again)."""
+        run, s = self.run_folder, self.state
+        where = f"{run.checkpoints}: checkpoint.state.result"
+        try:
+            summary = check_summary(summary, where)
+            result = result_of(run, summary)
+        except (KeyError, TypeError, ArchitectureError) as exc:
+            raise RunError(f"{where}: incomplete or invalid ({cut(str(exc))}); start again with --force") from None
+        if not self.dist.is_main:
+            return result
+        missing = [p for p in (run.architecture, run.weights, run.history, run.summary, run.rounds, run.report) if not p.exists()]
+        if run.architecture in missing:
+            result.arch.save(run.architecture)
+        if run.weights in missing:
+            save_model(self.net.model, run.weights)  # type: ignore[union-attr]
+        if run.history in missing:
+            run.write_history(s.history)
+        if run.summary in missing:
+            run.write_json(run.summary, summary)
+        if run.rounds in missing:
+            run.write_json(run.rounds, s.rounds)
+        if missing:
+            logger.info("the run was complete; wrote the missing %s", ", ".join(p.name for p in missing))
+            from .report import write_report
+
+            write_report(run.path)
+        return result
+
     def _finish(self) -> SearchResult:
         """Evaluate the kept weights on validation and test, write the final files and report."""
         s, run, net = self.state, self.run_folder, self.net

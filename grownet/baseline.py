@@ -45,10 +45,11 @@ from .cost import cost
 from .errors import ArchitectureError, RunError, UsageError
 from .job import finetune_schedule, make_data, make_finetune_optimizer, seed_all
 from .loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit
-from .models import build_model
+from .models import build_model, check_memory
 from .recipe import Recipe
 from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, job_folder, load_run
 from .train import amp_dtype, evaluate, prepare_model, resolve_device, wants_channels_last
+from .validate import check_int, check_text
 from .weights import save_model
 
 __all__ = ["CONTROLS", "ControlResult", "control_architecture", "random_architecture", "scale_widths", "uniform_architecture",
@@ -211,8 +212,8 @@ def run_control(
             another process is writing it.
         DivergenceError: the loss stayed non-finite past ``run.max_retries`` retries.
     """
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-        raise UsageError(f"epochs: must be a positive integer, got {epochs!r}")
+    check_int(epochs, "--epochs", error=UsageError, low=1, optional=True)
+    check_text(os.fspath(run_dir), "RUN_DIR")
     run = load_run(run_dir)
     arch = control_architecture(run, control)
     if control != "scratch" and run.arch is not None and arch == run.arch:
@@ -225,6 +226,8 @@ def run_control(
     if data_dir is not None:
         config["data_dir"] = str(data_dir)
     dev = resolve_device(device)
+    recipe = Recipe.from_dict(config["recipe"])
+    check_memory(arch, batch_size=recipe.data.batch_size, device=dev)  # before the control's folder is made
 
     def refuse(out: JobFolder) -> None:
         if out.summary.exists() and not force:
@@ -232,7 +235,7 @@ def run_control(
 
     with job_folder(run.path / "controls" / control, device=dev, check=refuse, flag="RUN_DIR") as out:
         seed_all(int(config["seed"]))
-        result = _train(out, control, arch, Recipe.from_dict(config["recipe"]), config, dev, total, progress)
+        result = _train(out, control, arch, recipe, config, dev, total, progress)
         logger.info("control %s: val acc %.4f, test acc %.4f, %.2fM MACs, %.0f s -> %s",
                     control, result.val_acc, result.test_acc, result.macs / 1e6, result.wall_time, out.path)
     return result

@@ -13,6 +13,7 @@ from .files import atomic_write_text
 from .report import ModelPoint, RunRecord, controls_info, load_run, pareto_front, plots
 from .report.formatting import duration, pct, si
 from .report.html import figure, join, page, render, section, table
+from .validate import check_text
 
 __all__ = ["compare_points", "render_compare", "write_compare"]
 
@@ -88,7 +89,9 @@ def render_compare(run_dirs: Sequence[str | os.PathLike], *, controls: bool = Tr
 
 def write_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, controls: bool = True) -> Path:
     """Write :func:`render_compare` to ``out`` atomically; return its path."""
-    path = Path(out)
+    path = Path(check_text(os.fspath(out), "--out"))
+    for run_dir in run_dirs:
+        check_text(os.fspath(run_dir), "RUN_DIR")
     if path.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"--out: {path} should be an .html file")
     if not path.parent.is_dir():

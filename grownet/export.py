@@ -40,6 +40,7 @@ from .files import atomic_write_bytes, atomic_write_text
 from .job import provenance
 from .models import layer_modules
 from .recipe import Recipe
+from .runfolder import read_config
 from .weights import load_model
 
 __all__ = ["FORMATS", "TOLERANCE", "ExportError", "ExportResult", "export", "fold_batchnorm"]
@@ -122,7 +123,7 @@ def export(
                          "or --out FILE")
     runtime = _RUNTIMES[format]()  # missing packages are refused before any work
     model = load_model(run)
-    config = _read_config(run)
+    config = read_config(run / "config.json")
     x, inputs = _test_images(config, model, data_dir, samples)
     with torch.no_grad():
         expected = model(x)
@@ -179,17 +180,6 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 # ---- the run's inputs ----------------------------------------------------------------------------
-
-
-def _read_config(run: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-        Recipe.from_dict(config["recipe"]), str(config["dataset"])
-    except FileNotFoundError:
-        raise RunError(f"{run / 'config.json'}: missing; is {run} a finished grownet run folder?") from None
-    except (OSError, ValueError, KeyError, TypeError, GrownetError) as exc:
-        raise RunError(f"{run / 'config.json'}: unreadable or incomplete ({exc}); is {run} a grownet run folder?") from None
-    return config
 
 
 def _test_images(config: Mapping[str, Any], model: nn.Module, data_dir: Any, samples: int) -> tuple[torch.Tensor, dict]:

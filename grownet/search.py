@@ -34,23 +34,25 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import re
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
-from ._search_job import SearchJob, SearchResult
+from ._search_job import SearchJob, SearchResult, check_payload
 from .distributed import LOCAL, DistContext, FollowerFolder
-from .errors import ConfigError, RunError, UsageError
-from .job import provenance, rng_scope, seed_arch_file
+from .errors import RunError, UsageError
+from .job import provenance, rng_scope, seed_arch, seed_arch_file
+from .models import check_memory
 from .progress import Reporter
-from .recipe import Recipe, resolve_recipe, upgrade_stored
-from .runfolder import JobFolder, RunFolder, job_folder
+from .recipe import Recipe, resolve_recipe
+from .runfolder import JobFolder, RunFolder, job_folder, read_config
 from .seeds import PRESETS
 from .train import resolve_device
+from .validate import check_int, check_text
 
 __all__ = ["search", "SearchResult", "Reporter", "SearchInterrupted", "default_out"]
 
@@ -168,8 +170,9 @@ def search(
     """
     if resume and force:
         raise UsageError("--resume and --force contradict each other: resume keeps the run folder, force deletes it")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-        raise UsageError(f"--seed: must be a non-negative integer, got {seed!r}")
+    check_int(seed, "--seed", error=UsageError, optional=True)
+    if out is not None:
+        check_text(os.fspath(out), "--out")
     if out is None:
         if resume:
             raise UsageError("--resume needs --out: the run folder to continue")
@@ -180,21 +183,26 @@ def search(
     config = None if resume else _new_config(dataset, recipe=recipe, overrides=overrides, seed=seed, data_dir=data_dir,
                                              device=device, command=command)
     dev = resolve_device(device)
+    if config is not None:
+        _check_seed_memory(Recipe.from_dict(config["recipe"]), dev)
     reporter = reporter or Reporter()
-    stored: list[dict[str, Any]] = []
+    stored: list[dict[str, Any]] = []  # on resume: the stored config, the checkpoint's payload
 
     def check(run: JobFolder) -> None:
         run.prepare(resume=resume, force=force)
-        if resume:  # a refused resume leaves the folder as it was, its log included
+        if resume:  # refused here, before the log opens, a resume leaves the folder as it was
             stored.append(_resume_config(run, dataset, recipe=recipe, overrides=overrides, seed=seed, data_dir=data_dir,
                                          device=device))
-            run.check_checkpoint()
+            payload = run.load_checkpoint()
+            check_payload(payload, run.checkpoints)
+            stored.append(payload)
 
     try:
-        with job_folder(out, device=dev, check=check, started=resume) as run:
+        with job_folder(out, device=dev, check=check) as run:  # a resume starts once its checkpoint is restored
             config = (dist or LOCAL).share(lambda: (config or stored[0], str(run.path)))[0]  # data-parallel ranks wait
             try:
-                return SearchJob(run, config, dev, reporter, dist or LOCAL).run(resume=resume)
+                job = SearchJob(run, config, dev, reporter, dist or LOCAL)
+                return job.run(resume=resume, checkpoint=stored[1] if resume else None)
             except KeyboardInterrupt:
                 msg = f"interrupted; the last checkpoint is in {run.checkpoints}; continue with: {_resume_hint(command, run.path)}"
                 if not resume and not run.has_checkpoint():
@@ -232,6 +240,20 @@ def _new_config(
     }
 
 
+#: The data's shape assumed for a preset seed before the data is read (CIFAR's): the job checks
+#: the seed again at the dataset's own shape before it builds the net.
+_PRESET_DIMS = SimpleNamespace(num_classes=10, in_channels=3, input_size=32)
+
+
+def _check_seed_memory(recipe: Recipe, device: Any) -> None:
+    """Refuse, before any folder is made, a seed net whose parameters or activations at
+    ``data.batch_size`` would not fit ``device`` (:func:`grownet.models.check_memory`): an
+    architecture JSON at its own input shape, a preset at :data:`_PRESET_DIMS`."""
+    name = recipe.model.seed_arch
+    arch = seed_arch(recipe, _PRESET_DIMS) if name in PRESETS else seed_arch_file(recipe)
+    check_memory(arch, batch_size=recipe.data.batch_size, device=device)
+
+
 def _resume_config(
     run: RunFolder,
     dataset: str | None,
@@ -265,15 +287,9 @@ def _resume_config(
 
 
 def _read_config(run: RunFolder) -> dict[str, Any]:
-    try:
-        config = json.loads(run.config.read_text(encoding="utf-8"))
-        config["recipe"] = upgrade_stored(config["recipe"])
-        Recipe.from_dict(config["recipe"]), int(config["seed"]), str(config["dataset"])
-    except FileNotFoundError:
-        raise RunError(f"{run.config}: missing; the folder cannot be resumed (start again with --force)") from None
-    except (ValueError, KeyError, TypeError, ConfigError) as exc:
-        raise RunError(f"{run.config}: unreadable or invalid ({exc}); the folder cannot be resumed") from None
-    return config
+    """The run's config.json, its stored recipe upgraded (:func:`grownet.recipe.upgrade_stored`)
+    and checked (:func:`grownet.validate.check_config`)."""
+    return read_config(run.config, missing="missing; the folder cannot be resumed (start again with --force)")
 
 
 def _resume_hint(command: str | None, path: Path) -> str:

@@ -37,6 +37,7 @@ from .errors import RunError, UsageError
 from .files import atomic_write_text
 from .recipe import resolve_recipe
 from .search import search
+from .validate import check_int, check_summary, check_text, read_json, read_run_file
 
 __all__ = ["ARMS", "StudyResult", "run_study", "summarize", "growth_factors"]
 
@@ -82,10 +83,9 @@ def run_study(
         UsageError: bad ``seeds``.
         RunError: ``out`` holds a study of another configuration.
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
-        raise UsageError(f"--seeds: must be an integer in [1, 100], got {seeds!r}")
+    check_int(seeds, "--seeds", error=UsageError, low=1, high=100)
+    path = Path(check_text(os.fspath(out), "--out"))
     resolved = resolve_recipe(recipe, overrides)
-    path = Path(out)
     config = {"dataset": dataset, "recipe": resolved.to_dict(), "data_dir": None if data_dir is None else str(data_dir)}
     _check_config(path, config)
     rows: list[dict[str, Any]] = []
@@ -102,10 +102,7 @@ def run_study(
 def _check_config(path: Path, config: Mapping[str, Any]) -> None:
     file = path / "study.json"
     if file.exists():
-        try:
-            stored = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunError(f"{file}: unreadable ({exc}); use another --out") from None
+        stored = read_json(file, error=RunError, missing="missing")
         if stored != json.loads(json.dumps(config)):
             raise RunError(f"{path} holds a study of another configuration (see {file}); use another --out")
         return
@@ -121,7 +118,7 @@ def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, d
         search(None if started else dataset, recipe=None if started else recipe, out=run_dir, data_dir=data_dir,
                seed=None if started else seed, device=device, resume=started, force=run_dir.exists() and not started,
                command="grownet study")
-    s = json.loads(summary.read_text(encoding="utf-8"))
+    s = _summary(summary, "seed_arch", "final_arch")
     seed_arch, final = Architecture.from_dict(s["seed_arch"]), Architecture.from_dict(s["final_arch"])
     factors = growth_factors(seed_arch, final)
     return _row("grown", seed, s, final, factors)
@@ -132,10 +129,25 @@ def _control(run_dir: Path, arm: str, seed: int, data_dir: Any, device: str) -> 
     if not (folder / "summary.json").exists():
         logger.info("study: seed %d, %s arm", seed, arm)
         run_control(run_dir, arm, data_dir=data_dir, device=device, force=folder.exists())
-    s = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    s = _summary(folder / "summary.json")
     arch = Architecture.from_json(folder / "architecture.json")
-    seed_arch = Architecture.from_dict(json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["seed_arch"])
+    seed_arch = Architecture.from_dict(_summary(run_dir / "summary.json", "seed_arch")["seed_arch"])
     return _row(arm, seed, s, arch, growth_factors(seed_arch, arch))
+
+
+def _summary(path: Path, *need: str) -> dict[str, Any]:
+    """A finished run's or control's summary.json, checked (:func:`grownet.validate.check_summary`),
+    with the metrics and the ``need``ed keys present.
+
+    Raises:
+        RunError: naming the file and the field; deleting the run's folder trains it again.
+    """
+    s = read_run_file(path, check_summary, missing="missing")
+    for key in (*_METRICS, *need):
+        if s.get(key) is None:
+            raise RunError(f"{path}: {key}: missing or null; the file was changed or damaged (delete {path.parent} "
+                           "to train that run again)")
+    return s
 
 
 def _row(arm: str, seed: int, s: Mapping[str, Any], arch: Architecture, factors: Mapping[str, float]) -> dict[str, Any]:

@@ -397,8 +397,18 @@ _SUMMARY: dict[str, Check] = {
 }
 _LAYER = {"layer": _str, "width": _COUNT, "activity": _num(0.0, 1.0), "tau": _num(0.0, 1.0), "decision": _str,
           "new_width": _COUNT, "reason": _str}
+
+
+def _shares(v: Any, p: str) -> dict[str, Any]:
+    """An object of per-layer shares in [0, 1] (a trace point's ``activity``)."""
+    return {k: _ACC(x, f"{p}.{k}") for k, x in check_object(v, p, error=RunError).items()}
+
+
+_TRACE = {"step": _COUNT, "activity": _shares}
+_SIGNAL = {"signal": _str, "rho": _num(0.0), "steps": _COUNT, "trace": _list_of(_object_of(_TRACE))}
 _ROUND = {"round": _int(1), "epoch": _COUNT, "macs": _COUNT, "params": _COUNT, "val_acc": _ACC,
-          "layers": _list_of(_object_of(_LAYER, required=("layer",))), "deepened": _list_of(_COUNT), "grew": _bool}
+          "layers": _list_of(_object_of(_LAYER, required=("layer",))), "deepened": _list_of(_COUNT), "grew": _bool,
+          "new_macs": _COUNT, "new_params": _COUNT, "hold": _str, "signal": _object_of(_SIGNAL)}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

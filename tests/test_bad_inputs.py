@@ -327,6 +327,10 @@ CASES: dict[str, Case] = {
                              npz(y_test=np.full(20, 2**64 - 1, dtype=np.uint64))),
     "npz float label of 1e300": Case(NPZ, "y_train: label 1e+300 is too large", npz(y_train=np.full(120, 1e300))),
     "npz array header of 29 TiB": Case(NPZ, "x_train is a 10000000x3x1024x1024 uint8 array", npz_header_only),
+    "json seed too big at the batch size": Case((*NPZ_ARCH, "--data.batch_size", "65536"), "at batch size 65536, more than",
+                                                both(npz(), text("a.json", arch_json(stages=[[4096], [16], [16, 16], [16, 16], [16, 16]])))),
+    "preset too big at the batch size": Case((*SEARCH, "--model.seed_width", "256", "--data.batch_size", "65536"),
+                                             "lower data.batch_size"),
     # issue 18, class 3: names
     "output folder not UTF-8": Case((*SEARCH[:-1], "{tmp}/run" + NOT_UTF8), "/run\\udcff' is not valid UTF-8"),
     "npz path not UTF-8": Case((*SEARCH, "--dataset", "npz:{tmp}/d" + NOT_UTF8 + ".npz"), "is not valid UTF-8"),
@@ -364,19 +368,25 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, tmp_path, capsys,
             data = bytearray(ckpt.read_bytes())
             data[len(data) // 2] ^= 0xFF
             ckpt.write_bytes(bytes(data))
-    before = snapshot(tmp_path)
+    assert_refused([arg.format(tmp=tmp_path) for arg in case.argv], case.match, tmp_path, capsys)
+
+
+def assert_refused(argv: list[str], match: str, root: Path, capsys) -> None:
+    """``grownet argv`` exits 2 with one error line holding ``match``, no traceback, and
+    ``root`` unchanged."""
+    before = snapshot(root)
     capsys.readouterr()
 
-    rc = main([arg.format(tmp=tmp_path) for arg in case.argv])
+    rc = main(argv)
 
     out, err = capsys.readouterr()
     lines = err.splitlines()
     assert rc == 2, err
     assert len(lines) == 1 and lines[0].startswith("grownet: error: "), err
-    assert case.match in lines[0], lines[0]
+    assert match in lines[0], lines[0]
     assert len(lines[0]) < 400, lines[0]  # a 5,000-digit number or a 100,000-level file is not echoed
     assert "Traceback" not in err + out
-    assert snapshot(tmp_path) == before
+    assert snapshot(root) == before
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; 'output path under a file' covers this case")
@@ -487,3 +497,252 @@ def test_run_folders_named_with_mathtext_characters_are_compared_and_reported(tm
     assert all(html.escape(name, quote=False) in page for name in names)
     assert main(["report", str(runs[0]), "--quiet"]) == 0, capsys.readouterr().err
     assert (runs[0] / "report.html").is_file()
+
+
+# ---- issue 18, class 2: files grownet reads back from its own run folders ------------------------------
+#
+# Each case edits a copy of a finished run (``{tmp}/out``) the way a hand edit or a damaged disk
+# would, then runs a command that reads it back: the refusal names the file and the field.
+
+
+def edit_json(name: str, change: Callable[[object], object]) -> Callable[[Path], None]:
+    """Rewrite ``out/<name>`` as ``change(parsed content)`` (which may edit it in place)."""
+
+    def edit(tmp: Path) -> None:
+        path = tmp / "out" / name
+        data = json.loads(path.read_text())
+        data = change(data) or data
+        path.write_text(json.dumps(data))
+
+    return edit
+
+
+def set_key(name: str, key: str, value: object) -> Callable[[Path], None]:
+    """Set the top-level ``key`` of ``out/<name>`` (a ``.``-path for nested objects)."""
+
+    def change(data: dict) -> None:
+        *parents, last = key.split(".")
+        for k in parents:
+            data = data[k]
+        data[last] = value
+
+    return edit_json(name, change)
+
+
+def raw_key(name: str, key: str, raw: str) -> Callable[[Path], None]:
+    """Set ``key`` of ``out/<name>`` to the raw JSON text ``raw`` (past what json.dumps writes)."""
+
+    def edit(tmp: Path) -> None:
+        set_key(name, key, "@RAW@")(tmp)
+        path = tmp / "out" / name
+        path.write_text(path.read_text().replace('"@RAW@"', raw))
+
+    return edit
+
+
+def control_summary(raw: str) -> Callable[[Path], None]:
+    def edit(tmp: Path) -> None:
+        (tmp / "out" / "controls" / "seed").mkdir(parents=True)
+        (tmp / "out" / "controls" / "seed" / "summary.json").write_text(raw)
+
+    return edit
+
+
+def rehashed_payload(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    """Edit the latest checkpoint's payload and write a manifest that matches it (a checksum
+    cannot catch this: the content itself must be checked)."""
+
+    def edit(tmp: Path) -> None:
+        import io
+
+        folder = tmp / "out" / "checkpoints"
+        manifest = json.loads((folder / "latest.json").read_text())
+        payload = torch.load(folder / manifest["file"], weights_only=True)
+        change(payload)
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        (folder / manifest["file"]).write_bytes(buf.getvalue())
+        manifest.update(sha256=hashlib.sha256(buf.getvalue()).hexdigest(), bytes=len(buf.getvalue()))
+        (folder / "latest.json").write_text(json.dumps(manifest))
+
+    return edit
+
+
+def study_of(edit: Callable[[Path], None] | None) -> Callable[[Path], None]:
+    """A one-seed study folder ``{tmp}/st`` whose ``seed-0`` is the finished run (after ``edit``)
+    and whose study.json matches the command below."""
+
+    def setup(tmp: Path) -> None:
+        from grownet.recipe import resolve_recipe
+
+        if edit is not None:
+            edit(tmp)
+        config = json.loads((tmp / "out" / "config.json").read_text())
+        (tmp / "st").mkdir()
+        shutil.copytree(tmp / "out", tmp / "st" / "seed-0")
+        study = {"dataset": config["dataset"], "recipe": resolve_recipe(None, TINY).to_dict(), "data_dir": None}
+        (tmp / "st" / "study.json").write_text(json.dumps(study))
+
+    return setup
+
+
+def study_json(raw: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / "st").mkdir()
+        (tmp / "st" / "study.json").write_text(raw)
+
+    return setup
+
+
+RESUME = ("search", "--quiet", "--device", "cpu", "--out", "{tmp}/out", "--resume")
+STUDY = ("study", "--quiet", "--device", "cpu", "--dataset", "{dataset}", "--out", "{tmp}/st", "--seeds", "1",
+         *(arg for key, value in TINY.items() for arg in (f"--{key}", str(value))))
+NUL_NAME = "ckpt\0.pt"
+
+RUN_FILE_CASES: dict[str, Case] = {
+    # report
+    "summary accuracy a string": Case(("report", "{tmp}/out"), "summary.json: val_acc: must be a number, got 'high'",
+                                      set_key("summary.json", "val_acc", "high")),
+    "summary MACs past 64 bits": Case(("report", "{tmp}/out"), "summary.json: macs: must be an integer in [0, 9223372036854775807]",
+                                      set_key("summary.json", "macs", 2**64)),
+    "summary MACs of 5000 digits": Case(("report", "{tmp}/out"), "summary.json: a number has more than 40 digits",
+                                        raw_key("summary.json", "macs", DIGITS_5000)),
+    "summary final_arch invalid": Case(("report", "{tmp}/out"), "summary.json: final_arch", set_key("summary.json", "final_arch.stages", "x")),
+    "rounds nested 100000 deep": Case(("report", "{tmp}/out"), "rounds.json: nested deeper than 64 levels",
+                                      text("out/rounds.json", "[" * 100_000 + "]" * 100_000)),
+    "rounds width a string": Case(("report", "{tmp}/out"), "rounds.json: rounds[0].layers[0].width: must be an integer",
+                                  edit_json("rounds.json", lambda r: r[0]["layers"][0].update(width="16"))),
+    "rounds trace step a string": Case(("report", "{tmp}/out"), "rounds[0].signal.trace[0].step: must be an integer",
+                                       edit_json("rounds.json", lambda r: r[0].update(signal={"trace": [{"step": "x", "activity": {}}]}))),
+    "config seed a string": Case(("report", "{tmp}/out"), "config.json: seed: must be an integer, got 'x'", set_key("config.json", "seed", "x")),
+    "config text not Unicode": Case(("report", "{tmp}/out"), "config.json: text '\\udcff' is not valid Unicode",
+                                    raw_key("config.json", "command", '"\\udcff"')),
+    "control summary infinite": Case(("report", "{tmp}/out"), "controls/seed/summary.json: test_acc: must be a finite number",
+                                     control_summary('{"test_acc": 1e999}')),
+    "history with a NUL byte": Case(("report", "{tmp}/out"), "history.csv",
+                                    lambda tmp: (tmp / "out" / "history.csv").write_bytes(b"round,epoch\0\n" + b"x" * 200_000)),
+    # search --resume
+    "manifest file name with NUL": Case(RESUME, "latest.json: file: must be a plain file name", set_key("checkpoints/latest.json", "file", NUL_NAME)),
+    "manifest file name a path": Case(RESUME, "latest.json: file: must be a plain file name",
+                                      set_key("checkpoints/latest.json", "file", "../../etc/passwd")),
+    "manifest seq a string": Case(RESUME, "latest.json: seq: must be an integer", set_key("checkpoints/latest.json", "seq", "7")),
+    "manifest seq past 64 bits": Case(RESUME, "latest.json: seq: must be an integer in [1,", set_key("checkpoints/latest.json", "seq", 2**70)),
+    "manifest nested deep": Case(RESUME, "latest.json: nested deeper than 64 levels",
+                                 raw_key("checkpoints/latest.json", "sha256", "[" * 5000 + "]" * 5000)),
+    "resume config seed past 64 bits": Case(RESUME, "config.json: seed: must be an integer in [0,", set_key("config.json", "seed", 2**64)),
+    "resume config recipe wrong type": Case(RESUME, "config.json: recipe.optim.lr: must be a number", set_key("config.json", "recipe.optim.lr", "fast")),
+    "resume config not an object": Case(RESUME, "config.json: file: must be an object", text("out/config.json", "[1, 2]")),
+    "resume with its dataset gone": Case(RESUME, "gone.npz does not exist",  # refused after the log opened
+                                         set_key("config.json", "dataset", "npz:/nonexistent/gone.npz")),
+    "payload state epoch a string": Case(RESUME, "checkpoint.state.epoch: must be an integer",
+                                         rehashed_payload(lambda p: p["state"].update(epoch="x"))),
+    "payload with an unknown state field": Case(RESUME, "checkpoint.state.bogus: unknown field",
+                                                rehashed_payload(lambda p: p["state"].update(bogus=1))),
+    "payload weights of another shape": Case(RESUME, "checkpoint.model does not fit checkpoint.arch",
+                                             rehashed_payload(lambda p: p["model"].update({k: torch.zeros(1) for k in list(p["model"])[:1]}))),
+    "payload model not tensors": Case(RESUME, "checkpoint.model.", rehashed_payload(lambda p: p["model"].update(x="y"))),
+    "payload loader epoch negative": Case(RESUME, "checkpoint.loader.epoch: must be an integer in [0,",
+                                          rehashed_payload(lambda p: p["loader"].update(epoch=-5))),
+    # baseline, export, study
+    "baseline: summary epochs a string": Case(("baseline", "{tmp}/out", "--control", "seed", "--device", "cpu"),
+                                              "summary.json: epochs: must be an integer", set_key("summary.json", "epochs", "9")),
+    "baseline: seed_arch not an architecture": Case(("baseline", "{tmp}/out", "--control", "seed", "--device", "cpu"),
+                                                    "summary.json: seed_arch", set_key("summary.json", "seed_arch", {"format": "keras"})),
+    "export: config recipe wrong type": Case(("export", "{tmp}/out", "--format", "torchscript"), "config.json: recipe.optim.lr: must be a number",
+                                             set_key("config.json", "recipe.optim.lr", "fast")),
+    "export: config nested deep": Case(("export", "{tmp}/out", "--format", "torchscript"), "config.json: nested deeper than 64 levels",
+                                       raw_key("config.json", "versions", "[" * 100_000 + "]" * 100_000)),
+    "study: study.json nested deep": Case(STUDY, "study.json: nested deeper than 64 levels", study_json("[" * 100_000 + "]" * 100_000)),
+    "study: study.json with a huge number": Case(STUDY, "study.json: a number has more than 40 digits", study_json(f"[{DIGITS_5000}]")),
+    "study: a seed's summary accuracy a string": Case(STUDY, "seed-0/summary.json: test_acc: must be a number",
+                                                     study_of(set_key("summary.json", "test_acc", "high"))),
+    "study: a seed's summary without final_arch": Case(STUDY, "seed-0/summary.json: final_arch: missing",
+                                                      study_of(edit_json("summary.json", lambda s: s.pop("final_arch") and None))),
+}
+
+
+@pytest.mark.parametrize("name", list(RUN_FILE_CASES))
+def test_an_edited_run_file_is_one_line_exit_2_and_changes_nothing(name, tmp_path, capsys, finished_run):
+    case = RUN_FILE_CASES[name]
+    shutil.copytree(finished_run, tmp_path / "out")
+    dataset = json.loads((tmp_path / "out" / "config.json").read_text())["dataset"]
+    case.setup(tmp_path)
+    assert_refused([arg.format(tmp=tmp_path, dataset=dataset) for arg in case.argv], case.match, tmp_path, capsys)
+
+
+# ---- the Python API's boundary (issue 18): names and numbers refused before any work ---------------------
+
+
+def api_calls(tmp: Path, run: Path) -> dict[str, tuple[Callable[[], object], str]]:
+    """One call per public entry point with a bad ``out``/``RUN_DIR`` name or number, and the
+    message it must give."""
+    from grownet.baseline import run_control
+    from grownet.compare import write_compare
+    from grownet.report import write_report
+    from grownet.study import run_study
+    from grownet.ticket import ticket
+    from grownet.tune import tune
+
+    bad = str(tmp / ("x" + NOT_UTF8))
+    utf8, control = "is not valid UTF-8", "holds a control character"
+    seed = "--seed: must be an integer"
+    return {
+        "search out": (lambda: search("cifar10", out=bad, device="cpu"), utf8),
+        "search seed": (lambda: search("cifar10", out=tmp / "o", seed=2**64, device="cpu"), seed),
+        "search seed a string": (lambda: search("cifar10", out=tmp / "o", seed="3", device="cpu"), seed),
+        "control run_dir": (lambda: run_control(str(run) + "\n", "seed", device="cpu"), control),
+        "control epochs": (lambda: run_control(run, "seed", epochs=2**70, device="cpu"),
+                           "--epochs: must be an integer in [1, 9223372036854775807]"),
+        "ticket out": (lambda: ticket("vgg", epochs=1, out=tmp / "a\tb", device="cpu"), control),
+        "ticket seed": (lambda: ticket("vgg", epochs=1, seed=2**64, out=tmp / "o", device="cpu"), seed),
+        "tune out": (lambda: tune(trials=1, out=bad, device="cpu"), utf8),
+        "tune seed": (lambda: tune(trials=1, seed=-1, out=tmp / "o", device="cpu"), seed),
+        "report run_dir": (lambda: write_report(bad), utf8),
+        "report out": (lambda: write_report(run, out=bad + ".html"), utf8),
+        "compare out": (lambda: write_compare([run], bad + ".html"), utf8),
+        "compare run_dir": (lambda: write_compare([str(run) + "\n"], tmp / "c.html"), control),
+        "study out": (lambda: run_study("cifar10", out=bad, device="cpu"), utf8),
+        "study seeds": (lambda: run_study("cifar10", out=tmp / "o", seeds=2**64, device="cpu"),
+                        "--seeds: must be an integer in [1, 100]"),
+    }
+
+
+@pytest.mark.parametrize("name", list(api_calls(Path("/t"), Path("/r"))))
+def test_the_python_api_refuses_bad_names_and_numbers_before_any_work(name, tmp_path, finished_run):
+    from grownet.errors import UsageError
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = snapshot(tmp_path)
+    call, match = api_calls(tmp_path, run)[name]
+    with pytest.raises(UsageError) as info:
+        call()
+    assert match in str(info.value)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_control_too_big_for_its_batch_size_is_refused_before_its_folder_is_made(tmp_path, capsys):
+    """A run whose grown net is fine at batch 1 but whose control cannot train at its recipe's
+    data.batch_size (65536 images): refused before controls/ exists."""
+    from _runfolder import write_synthetic_run
+
+    from grownet.arch import Architecture
+
+    run = write_synthetic_run(tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["recipe"]["data"]["batch_size"] = 65536
+    (run / "config.json").write_text(json.dumps(config))
+    wide = Architecture.from_dict(json.loads(arch_json(stages=[[4096], [16], [16, 16], [16, 16], [16, 16]])))
+    wide.save(run / "architecture.json")
+    assert_refused(["baseline", str(run), "--control", "scratch", "--device", "cpu"], "at batch size 65536, more than",
+                   tmp_path, capsys)
+    assert not (run / "controls").exists()
+
+
+def test_a_ticket_too_big_for_its_batch_size_is_refused_before_its_folder_is_made(tmp_path):
+    from grownet.ticket import ticket
+
+    arch = json.loads(arch_json(stages=[[4096], [16], [16, 16], [16, 16], [16, 16]]))
+    with pytest.raises(ArchitectureError, match="at batch size 65536, more than"):
+        ticket(arch, epochs=1, overrides={"data.batch_size": 65536}, out=tmp_path / "t", device="cpu")
+    assert list(tmp_path.iterdir()) == []

@@ -194,7 +194,7 @@ def test_report_lists_the_control_beside_the_grown_net(tiny_run: Path, seed_cont
 
 
 def test_run_control_rejects_bad_arguments(tiny_run: Path) -> None:
-    with pytest.raises(UsageError, match="epochs: must be a positive integer"):
+    with pytest.raises(UsageError, match=r"--epochs: must be an integer in \[1, 9223372036854775807\], got 0"):
         run_control(tiny_run, "seed", epochs=0, device="cpu")
     with pytest.raises(UsageError, match="--control: must be one of"):
         run_control(tiny_run, "wider", device="cpu")

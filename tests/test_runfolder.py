@@ -17,8 +17,8 @@ CPU = torch.device("cpu")
 log = logging.getLogger("grownet.test")
 
 
-def files(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): p.read_text() for p in sorted(path.rglob("*")) if p.is_file()}
+def files(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def test_the_body_runs_locked_with_its_log_and_the_callers_rng_streams_kept(tmp_path: Path) -> None:
@@ -95,3 +95,41 @@ def test_a_started_job_such_as_a_resume_keeps_what_it_found(tmp_path: Path) -> N
         with job_folder(out, device=CPU, started=True):
             raise ConfigError("failed while resuming")
     assert (out / "history.csv").read_text() == "old rows\n" and (out / "grownet.log").is_file()
+
+
+def test_a_refused_start_of_an_existing_run_cuts_its_log_back_to_what_it_was(tmp_path: Path) -> None:
+    """A resume that fails before it starts (its data gone, say) leaves the log as it found it,
+    byte for byte, although the failure was logged while the body ran."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "grownet.log").write_bytes(b"the run's own lines\n")
+    before = files(out)
+    with pytest.raises(ConfigError):
+        with job_folder(out, device=CPU):
+            log.info("resumed at epoch 3")
+            raise ConfigError("the data is gone")
+    assert files(out) == before
+
+
+def test_remove_stale_deletes_temporaries_and_checkpoints_an_uninterrupted_run_would_not_hold(tmp_path: Path) -> None:
+    from grownet.files import atomic_write_text
+
+    folder = JobFolder(tmp_path / "run")
+    folder.path.mkdir()
+    for seq in range(1, 4):  # ckpt-000002 and ckpt-000003 kept, as save_checkpoint keeps them
+        folder.save_checkpoint({"seq": seq})
+    atomic_write_text(folder.config, "{}\n")  # a real temporary file's name, for the pattern below
+    kept = files(folder.path)
+    stale = [folder.checkpoints / ".ckpt-000004.pt.a1b2c3d4.tmp", folder.checkpoints / ".latest.json.zz_zz_zz.tmp",
+             folder.path / ".history.csv.0123abcd.tmp", folder.checkpoints / "ckpt-000004.pt",
+             folder.checkpoints / "ckpt-000001.pt"]
+    for path in stale:
+        path.write_text("half written")
+    (folder.path / "notes.tmp").write_text("the user's")  # not an atomic writer's name: kept
+    (folder.path / "controls" / "seed").mkdir(parents=True)
+    (folder.path / "controls" / "seed" / ".summary.json.a1b2c3d4.tmp").write_text("another job's")
+
+    assert sorted(folder.remove_stale()) == sorted(stale)
+
+    assert files(folder.path) == {**kept, "notes.tmp": b"the user's", "controls/seed/.summary.json.a1b2c3d4.tmp": b"another job's"}
+    assert folder.load_checkpoint() == {"seq": 3}

@@ -1,5 +1,6 @@
 """The main job (grownet.search): a real smoke search on a small slice, its run folder, the
-budget, resume after interruptions (in-process and SIGKILL), divergence handling, and the
+budget, resume after interruptions (in-process and SIGKILL), what a kill leaves behind and
+resume completes (missing outputs, stale temporary files), divergence handling, and the
 run-folder guards (existing folder, lock, corrupt checkpoint, other configuration)."""
 
 from __future__ import annotations
@@ -260,6 +261,115 @@ def test_resuming_a_finished_run_returns_its_result_without_training(smoke, data
     again = run(smoke.run_dir, data, resume=True)
     assert (again.arch, again.val_acc, again.test_acc) == (smoke.arch, smoke.val_acc, smoke.test_acc)
     assert comparable(smoke.run_dir) == before
+
+
+# ---- what a kill at the wrong moment leaves, and what resume makes of it (issue 18, class 5) ----------
+#
+# A run killed after its final checkpoint and before its report, or with outputs deleted, gets
+# them on resume; temporary files of writes killed mid-way (named as grownet.files names them)
+# and checkpoint files an uninterrupted run would not keep are removed.
+
+
+#: Files a resumed run writes byte for byte as an uninterrupted one (README "Reliability"); the
+#: others hold wall-clock times (history.csv, summary.json, report.html, the checkpoints and so
+#: latest.json), the start time (config.json) or each process's log (grownet.log).
+UNTIMED = ("architecture.json", "weights.pt", "rounds.json")
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (relative path -> SHA-256), the lock excluded."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def copy_of(whole: Path, tmp: Path) -> Path:
+    """A copy of the run under the same folder name (the report shows the name and the path)."""
+    out = tmp / whole.name
+    shutil.copytree(whole, out)
+    return out
+
+
+def same_files(got: Path, want: Path) -> None:
+    """The files of ``got`` are those of ``want``, byte for byte except ``grownet.log``;
+    report.html up to the folder's path, which the page shows."""
+    a, b = tree(got), tree(want)
+    assert sorted(a) == sorted(b)
+    page = (got / "report.html").read_text().replace(str(got.parent), str(want.parent))
+    assert page == (want / "report.html").read_text()
+    names = set(b) - {"grownet.log", "report.html"}
+    assert {k: a[k] for k in names} == {k: b[k] for k in names}
+
+
+def checkpoint_seq(run_dir: Path) -> int:
+    return json.loads((run_dir / "checkpoints" / "latest.json").read_text())["seq"]
+
+
+def plant_temporaries(run_dir: Path) -> list[Path]:
+    """Temporary files as writes killed mid-way leave them: ``.<name>.<8 characters>.tmp`` next to
+    their target (mkstemp's names), a checkpoint written but never named by the manifest, and
+    one older than the two an uninterrupted run keeps."""
+    seq = checkpoint_seq(run_dir)
+    ck = run_dir / "checkpoints"
+    planted = [ck / f".ckpt-{seq + 1:06d}.pt.k2j_h5g6.tmp", ck / ".latest.json.abcdefgh.tmp",
+               run_dir / ".summary.json.x1y2z3w4.tmp", run_dir / ".report.html.q9q9q9q9.tmp",
+               ck / f"ckpt-{seq + 1:06d}.pt", ck / "ckpt-000001.pt"]
+    for path in planted:
+        path.write_bytes(b"\x80half a pickle")
+    return planted
+
+
+def test_a_run_killed_after_its_last_checkpoint_gets_its_report_on_resume(tmp_path, data, smoke, monkeypatch):
+    whole = smoke.run_dir
+    out = copy_of(whole, tmp_path)
+    (out / "report.html").unlink()  # killed after the final checkpoint, before write_report
+    monkeypatch.setattr(loop, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
+
+    result = run(out, data, resume=True)
+
+    assert result.val_acc == json.loads((whole / "summary.json").read_text())["val_acc"]
+    same_files(out, whole)
+
+
+def test_every_missing_output_of_a_complete_run_is_written_again_identically(tmp_path, data, smoke, monkeypatch):
+    whole = smoke.run_dir
+    out = copy_of(whole, tmp_path)
+    outputs = ("architecture.json", "weights.pt", "history.csv", "rounds.json", "summary.json", "report.html")
+    for name in outputs:
+        (out / name).unlink()
+    monkeypatch.setattr(loop, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
+
+    run(out, data, resume=True)
+
+    same_files(out, whole)  # from the checkpoint: the same bytes, wall times included
+    assert "wrote the missing architecture.json, weights.pt" in (out / "grownet.log").read_text()
+
+
+def test_a_resume_removes_temporaries_and_checkpoints_an_uninterrupted_run_would_not_hold(tmp_path, data, smoke):
+    whole = smoke.run_dir
+    out = copy_of(whole, tmp_path)
+    planted = plant_temporaries(out)
+
+    run(out, data, resume=True)
+
+    assert not any(p.exists() for p in planted)
+    same_files(out, whole)
+
+
+def test_a_run_killed_mid_way_with_temporaries_left_resumes_to_the_files_of_an_uninterrupted_run(tmp_path, data, smoke):
+    whole = smoke.run_dir
+    out = tmp_path / whole.name
+    with pytest.raises(SearchInterrupted):
+        run(out, data, reporter=StopAt(3))  # in round 2, after a growth
+    plant_temporaries(out)
+
+    run(out, data, resume=True)
+
+    got, want = tree(out), tree(whole)
+    assert sorted(got) == sorted(want)  # the same files: nothing stale, nothing missing
+    assert {k: got[k] for k in UNTIMED} == {k: want[k] for k in UNTIMED}
+    config, expected = (json.loads((d / "config.json").read_text()) for d in (out, whole))
+    assert config.pop("started") and expected.pop("started")  # the start time of each run
+    assert config == expected
 
 
 # ---- run-folder guards -------------------------------------------------------------------------------

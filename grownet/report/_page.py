@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_text
+from ..validate import check_text
 from . import plots
 from .formatting import duration, pct, ratio, si
 from .html import Safe, figure, join, page, render, section, table
@@ -233,6 +234,9 @@ def write_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
     Raises:
         RunError: when the folder is not a readable grownet run.
     """
+    check_text(os.fspath(run_dir), "RUN_DIR")  # the path is written into the page
+    if out is not None:
+        check_text(os.fspath(out), "--out")
     run = load_run(run_dir)
     path = Path(out) if out is not None else run.path / "report.html"
     atomic_write_text(path, render_report(run))

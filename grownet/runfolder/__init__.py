@@ -11,14 +11,15 @@ Layout::
   refused start), used by search, baseline and ticket;
 - reading: :func:`load_run` / :func:`load_control` into :class:`RunRecord` /
   :class:`ControlRecord` (what the report, the controls and compare read), with
-  :func:`read_json` and :func:`read_history`.
+  :func:`read_config`, :func:`read_json` and :func:`read_history` (every file through
+  :mod:`grownet.validate`).
 """
 
 from __future__ import annotations
 
 from ._folder import HISTORY_COLUMNS, RunFolder, RunLock, make_folder, remove_created, to_jsonable
 from ._job import JobFolder, job_folder
-from ._read import CONTROL_NAMES, ControlRecord, RunRecord, load_control, load_run, read_history, read_json
+from ._read import CONTROL_NAMES, ControlRecord, RunRecord, load_control, load_run, read_config, read_history, read_json
 
 __all__ = [
     "CONTROL_NAMES",
@@ -32,6 +33,7 @@ __all__ = [
     "load_control",
     "load_run",
     "make_folder",
+    "read_config",
     "read_history",
     "read_json",
     "remove_created",

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -26,6 +27,7 @@ import torch
 
 from ..errors import RunError
 from ..files import atomic_write_bytes, atomic_write_text
+from ..validate import check_manifest, read_run_file
 
 __all__ = ["HISTORY_COLUMNS", "RunFolder", "RunLock", "make_folder", "remove_created", "to_jsonable"]
 
@@ -36,6 +38,9 @@ HISTORY_COLUMNS = (
 )
 _MANIFEST = "latest.json"
 _KEEP_CHECKPOINTS = 2
+_CHECKPOINT = re.compile(r"ckpt-(\d{6,})\.pt")
+#: A temporary file of :mod:`grownet.files`' atomic writers: ``.<name>.<8 random characters>.tmp``.
+_TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 #: Files a search writes; their presence marks a folder as a grownet run (safe to --force).
 _RUN_MARKERS = ("config.json", "checkpoints", "grownet.log", "summary.json")
 
@@ -216,6 +221,27 @@ class RunFolder:
             entry.rename(self.path / entry.name)
         self.replaced.rmdir()
 
+    def remove_stale(self) -> list[Path]:
+        """Delete what writes killed mid-way left behind (call holding the lock): the atomic
+        writers' temporary files in the folder and in ``checkpoints/``, and the checkpoint
+        files an uninterrupted run would not hold (one written but never named by the
+        manifest; more than the newest two). Other jobs' folders (``controls/<name>/``) are
+        theirs to clean.
+
+        Returns:
+            The files removed.
+        """
+        removed = [p for folder in (self.path, self.checkpoints) if folder.is_dir()
+                   for p in sorted(folder.iterdir()) if _TEMP.fullmatch(p.name) and p.is_file()]
+        manifest = self._manifest()
+        if manifest is not None:
+            files = {int(m.group(1)): p for p in self.checkpoints.iterdir() if (m := _CHECKPOINT.fullmatch(p.name))}
+            kept = sorted(seq for seq in files if seq <= manifest["seq"])[-_KEEP_CHECKPOINTS:]
+            removed += [files[seq] for seq in sorted(files) if seq not in kept]
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
+
     # ---- outputs ------------------------------------------------------------------------
     def write_json(self, path: Path, obj: Any) -> None:
         """Write ``obj`` as indented JSON (non-finite floats as null), atomically."""
@@ -281,15 +307,14 @@ class RunFolder:
         return path, data
 
     def _manifest(self) -> dict[str, Any] | None:
+        """The manifest, checked (:func:`grownet.validate.check_manifest`), or None when absent."""
         path = self.checkpoints / _MANIFEST
         if not path.is_file():
             return None
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-            int(manifest["seq"]), str(manifest["file"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise RunError(f"{path}: checkpoint manifest is corrupt; the run cannot be resumed (start again with --force)") from None
-        return manifest
+            return read_run_file(path, check_manifest, missing="missing")
+        except RunError as exc:
+            raise RunError(f"checkpoint manifest {exc}; the run cannot be resumed (start again with --force)") from None
 
 
 def _delete(entries: Iterable[Path]) -> None:

@@ -32,10 +32,16 @@ class JobFolder(RunFolder):
         self.started = started
 
     def start(self) -> None:
-        """The job's inputs are good and its first output is written: keep the files from now
-        on, and delete the run that ``--force`` replaced."""
+        """The job's inputs are good and its first output is written (or, resuming, its
+        checkpoint is restored): keep the files from now on, delete the run that ``--force``
+        replaced and the temporary files that writes killed mid-way left
+        (:meth:`RunFolder.remove_stale`)."""
         self.started = True
         self.drop_replaced()
+        stale = self.remove_stale()
+        if stale:
+            logger.info("removed %d temporary file(s) left by writes killed mid-way: %s", len(stale),
+                        ", ".join(str(p.relative_to(self.path)) for p in stale))
 
 
 @contextlib.contextmanager
@@ -55,9 +61,10 @@ def job_folder(
     ``grownet.log``; scope the global RNGs (:func:`grownet.job.rng_scope`). A
     :class:`~grownet.errors.GrownetError` from the body is written to the log (the caller shows
     it). When the body fails before :meth:`JobFolder.start` (``started`` sets it from the
-    outset, as a resume does), the run files it created (config.json, grownet.log,
-    history.csv, rounds.json) are removed, a run replaced with ``--force`` is put back, and
-    the folders this call created are removed if empty.
+    outset), the run files it created (config.json, grownet.log, history.csv, rounds.json)
+    are removed, a log that was there is cut back to its old length (a refused resume
+    changes nothing), a run replaced with ``--force`` is put back, and the folders this call
+    created are removed if empty.
 
     Raises:
         RunError: the folder cannot be written or is locked by another process; whatever
@@ -70,6 +77,7 @@ def job_folder(
             if check is not None:
                 check(folder)
             fresh = [p for p in (folder.config, folder.log, folder.history, folder.rounds) if not p.exists()]
+            log_size = folder.log.stat().st_size if folder.log.exists() else None  # a resume appends to it
             try:
                 with log_to_file(folder.log), rng_scope(device):
                     try:
@@ -78,9 +86,11 @@ def job_folder(
                         logger.error("%s", exc, extra=FILE_ONLY)
                         raise
             except BaseException:
-                if not folder.started:  # a refused start leaves the folder as it was
+                if not folder.started:  # a refused start leaves the folder as it was, its log included
                     for p in fresh:
                         p.unlink(missing_ok=True)
+                    if log_size is not None:
+                        os.truncate(folder.log, log_size)
                     folder.restore_replaced()
                 raise
     except BaseException:

@@ -7,7 +7,6 @@ can be regenerated from the folder at any time.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,9 +16,11 @@ from typing import Any, Mapping
 from ..arch import Architecture
 from ..errors import ArchitectureError, RunError
 from ..recipe import upgrade_stored
+from ..validate import check_config, check_rounds, check_summary
+from ..validate import read_json as _read_checked
 from ._folder import HISTORY_COLUMNS, RunFolder
 
-__all__ = ["CONTROL_NAMES", "ControlRecord", "RunRecord", "load_control", "load_run", "read_history", "read_json"]
+__all__ = ["CONTROL_NAMES", "ControlRecord", "RunRecord", "load_control", "load_run", "read_config", "read_history", "read_json"]
 
 #: The controls of METHOD.md §4, in the order reports show them.
 CONTROL_NAMES = ("scratch", "uniform", "random", "seed")
@@ -61,23 +62,35 @@ class RunRecord:
 
 
 def read_json(path: Path, *, required: bool = True, default: Any = None) -> Any:
-    """Parse a JSON file of a run folder.
+    """Parse a JSON file of a run folder through :func:`grownet.validate.read_json` (size,
+    nesting, digits and Unicode limits).
 
     Raises:
-        RunError: when the file is missing (and ``required``), unreadable or not JSON.
+        RunError: when the file is missing (and ``required``), unreadable, not JSON, or past
+            a limit.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if required:
-            raise RunError(f"{path}: missing; is {path.parent} a finished grownet run folder?") from None
+    if not required and not path.exists():
         return default
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path}: cannot read ({exc})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return _read_checked(path, error=RunError, missing=_missing(path))
+
+
+def read_config(path: Path, *, missing: str = "") -> dict[str, Any]:
+    """A run's config.json: read (:func:`read_json`), its stored recipe upgraded
+    (:func:`grownet.recipe.upgrade_stored`: the meaning it had when written) and checked
+    (:func:`grownet.validate.check_config`).
+
+    Raises:
+        RunError: naming the file and the first bad field; ``missing`` replaces the message
+            for a missing file.
+    """
+    config = _read_checked(path, error=RunError, missing=missing or _missing(path))
+    if isinstance(config, Mapping) and isinstance(config.get("recipe"), Mapping):
+        config = {**config, "recipe": upgrade_stored(config["recipe"])}
+    return check_config(config, path)
+
+
+def _missing(path: Path) -> str:
+    return f"missing; is {path.parent} a finished grownet run folder?"
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -96,7 +109,7 @@ def read_history(path: Path) -> list[dict[str, Any]]:
             rows = [{c: _cell(c, row.get(c), path, n) for c in HISTORY_COLUMNS} for n, row in enumerate(reader, 2)]
     except FileNotFoundError:
         raise RunError(f"{path}: missing; is {path.parent} a finished grownet run folder?") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:  # csv.Error: a NUL byte, a field past the size limit
         raise RunError(f"{path}: cannot read ({exc})") from None
     return rows
 
@@ -124,16 +137,10 @@ def _arch(path: Path) -> Architecture | None:
         raise RunError(str(exc)) from None
 
 
-def _mapping(value: Any, path: Path) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise RunError(f"{path}: must hold a JSON object, got {type(value).__name__}")
-    return value
-
-
 def load_control(path: str | os.PathLike) -> ControlRecord:
     """Read one control folder (summary.json, history.csv, architecture.json)."""
     path = Path(path)
-    summary = _mapping(read_json(path / "summary.json"), path / "summary.json")
+    summary = check_summary(read_json(path / "summary.json"), path / "summary.json")
     history = read_history(path / "history.csv") if (path / "history.csv").is_file() else []
     return ControlRecord(path.name, path, summary, history, _arch(path / "architecture.json"))
 
@@ -149,13 +156,9 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
         raise RunError(f"{folder.path}: no such run folder; pass the --out folder of a grownet search")
-    config = _mapping(read_json(folder.config), folder.config)
-    if isinstance(config.get("recipe"), Mapping):
-        config = {**config, "recipe": upgrade_stored(config["recipe"])}
-    summary = _mapping(read_json(folder.summary), folder.summary)
-    rounds = read_json(folder.rounds, required=False, default=[])
-    if not isinstance(rounds, list) or not all(isinstance(r, Mapping) for r in rounds):
-        raise RunError(f"{folder.rounds}: must hold a JSON list of round objects")
+    config = read_config(folder.config)
+    summary = check_summary(read_json(folder.summary), folder.summary)
+    rounds = check_rounds(read_json(folder.rounds, required=False, default=[]), folder.rounds)
     controls = {}
     for name in CONTROL_NAMES:
         if (folder.path / "controls" / name / "summary.json").is_file():

@@ -21,11 +21,12 @@ from ..files import atomic_write_bytes
 from ..job import (finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, provenance, rng_scope, seed_all,
                    seed_arch)
 from ..loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, cpu_state, fit
-from ..models import as_architecture, build_model
+from ..models import as_architecture, build_model, check_memory
 from ..progress import Reporter
 from ..recipe import resolve_recipe
 from ..runfolder import JobFolder, RunFolder, job_folder
 from ..train import amp_dtype, evaluate, prepare_model, resolve_device, wants_channels_last
+from ..validate import check_int, check_text
 from ..weights import save_model
 from ._prune import (FOLD_MODES, FoldRecord, filter_scores, filter_support, keep_sets, layer_supports, mask_model,
                      prune_model)
@@ -205,23 +206,28 @@ def ticket(
         DivergenceError: a training loss that stayed non-finite past ``run.max_retries``
             retries (:mod:`grownet.loop`'s divergence policy).
     """
-    _check_int("--epochs", epochs, low=1)
+    check_int(epochs, "--epochs", error=UsageError, low=1)
     if at_epoch is not None:
-        _check_int("--at-epoch", at_epoch, low=1)
+        check_int(at_epoch, "--at-epoch", error=UsageError, low=1)
         if at_epoch > epochs:
             raise UsageError(f"--at-epoch: must be at most --epochs ({epochs}), got {at_epoch}")
     if finetune_epochs is not None:
-        _check_int("--finetune-epochs", finetune_epochs, low=0)
-    _check_int("--seed", seed, low=0)
+        check_int(finetune_epochs, "--finetune-epochs", error=UsageError)
+    check_int(seed, "--seed", error=UsageError)
+    if out is not None:
+        check_text(os.fspath(out), "--out")
     if fold not in FOLD_MODES:
         raise UsageError(f"--fold: must be one of {', '.join(FOLD_MODES)}, got {fold!r}")
     r = resolve_recipe(recipe, overrides)
     if isinstance(arch, (str, os.PathLike)) and str(arch).endswith(".json"):
         arch = Architecture.from_json(arch)  # a bad file is refused before anything is written
+    dev = resolve_device(device)
+    if isinstance(arch, (Architecture, Mapping)):  # known before the data: refused before any folder is made
+        check_memory(as_architecture(arch), batch_size=r.data.batch_size, device=dev)
     job = _TicketJob(
         recipe=r, arch=arch, epochs=epochs, dataset=dataset,
         at_epoch=at_epoch or epochs, finetune_epochs=r.finetune.epochs if finetune_epochs is None else finetune_epochs,
-        fold=fold, data_dir=data_dir, seed=seed, device=resolve_device(device), reporter=reporter or Reporter(),
+        fold=fold, data_dir=data_dir, seed=seed, device=dev, reporter=reporter or Reporter(),
         command=command,
     )
     try:
@@ -232,11 +238,6 @@ def ticket(
             return job.run(folder)
     finally:
         job.reporter.close()
-
-
-def _check_int(flag: str, value: Any, *, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise UsageError(f"{flag}: must be an integer >= {low}, got {value!r}")
 
 
 class _TicketJob:
@@ -290,6 +291,7 @@ class _TicketJob:
             arch = resolve_arch(self.arch_spec, num_classes=self.data.num_classes, in_channels=self.data.in_channels,
                                 input_size=self.data.input_size)
         arch = Architecture.from_dict({**arch.to_dict(), "meta": {}})
+        check_memory(arch, batch_size=r.data.batch_size, device=self.device)  # a preset, at the dataset's shape
         if folder is not None:
             folder.write_json(folder.config, config)
             folder.start()  # the run --force replaces goes

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..errors import GrownetError, RunError, UsageError
 from ..recipe import Recipe, resolve_recipe
 from ..runfolder import make_folder, remove_created
+from ..validate import check_int, check_text
 from ._results import CONFIG_ATTR, TrialRow, TuneResult, trial_rows, write_outputs
 from ._sampler import SAMPLERS, make_sampler
 from ._space import OBJECTIVES, SEARCHED, TuneSpace, load_space
@@ -36,8 +37,7 @@ def _check_arguments(trials: Any, sampler: Any, heartbeat: Any, seed: Any) -> No
         raise UsageError(f"--sampler: must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if not count(heartbeat) or heartbeat < 1:
         raise UsageError(f"heartbeat: must be a positive number of seconds, got {heartbeat!r}")
-    if seed is not None and (not count(seed) or seed < 0):
-        raise UsageError(f"--seed: must be a non-negative integer, got {seed!r}")
+    check_int(seed, "--seed", error=UsageError, optional=True)
 
 
 def tune(
@@ -92,6 +92,8 @@ def tune(
     import optuna
 
     _check_arguments(trials, sampler, heartbeat, seed)
+    if out is not None:
+        check_text(os.fspath(out), "--out")
     out_path = Path(out) if out is not None else _default_out(dataset or "cifar10")
     created = make_folder(out_path)
     url = storage or default_storage(out_path)
