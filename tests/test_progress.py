@@ -36,6 +36,11 @@ class _Dims:
     num_classes, in_channels, input_size = 10, 3, 32
 
 
+
+#: The schedule's arithmetic is checked on the CPU recipe with these keys pinned (its 1.5x
+#: widening and three checks when the tests were written), so a retuned recipe does not move it.
+FIXED = {"grow.ratio": "1.5", "budget.max_rounds": "3"}
+
 def _per_epoch(macs: int) -> float:
     return macs / 1e6  # one second per million MACs: the schedule's seconds read off its MACs
 
@@ -51,7 +56,7 @@ def _widened(arch, recipe):
 
 
 def test_the_cpu_recipe_widens_twice_then_clips_to_its_macs_budget():
-    r = load_recipe("cifar10-cpu").with_overrides({"budget.time_budget": "0"})
+    r = load_recipe("cifar10-cpu").with_overrides(FIXED).with_overrides({"budget.time_budget": "0"})
     seed = seed_arch(r, _Dims)
     once = _widened(seed, r)
     phases = schedule(seed, r, _per_epoch)
@@ -64,7 +69,7 @@ def test_the_cpu_recipe_widens_twice_then_clips_to_its_macs_budget():
 
 
 def test_max_rounds_holds_growth_and_a_params_budget_clips_it():
-    r = load_recipe("cifar10-cpu").with_overrides({"budget.time_budget": "0", "budget.max_rounds": "1"})
+    r = load_recipe("cifar10-cpu").with_overrides(FIXED).with_overrides({"budget.time_budget": "0", "budget.max_rounds": "1"})
     seed = seed_arch(r, _Dims)
     assert [p.phase for p in schedule(seed, r, _per_epoch)] == ["grow", "finetune"]
     c0, c1 = cost(seed), cost(_widened(seed, r))
@@ -78,7 +83,7 @@ def test_max_rounds_holds_growth_and_a_params_budget_clips_it():
 def test_the_time_budget_holds_growth_as_the_search_does():
     """The search holds at the check when elapsed + the next round and the fine-tune at the
     grown MACs would pass budget.time_budget (grownet._search_job.time_hold)."""
-    r = load_recipe("cifar10-cpu")
+    r = load_recipe("cifar10-cpu").with_overrides(FIXED)
     seed = seed_arch(r, _Dims)
     m0, m1 = cost(seed).macs / 1e6, cost(_widened(seed, r)).macs / 1e6
     need = 2 * m0 + m1 * (2 + 12)  # round 1, then round 2 and the fine-tune at m1
@@ -89,7 +94,7 @@ def test_the_time_budget_holds_growth_as_the_search_does():
 
 
 def test_a_resumed_run_is_planned_from_where_it_stands():
-    r = load_recipe("cifar10-cpu").with_overrides({"budget.time_budget": "0"})
+    r = load_recipe("cifar10-cpu").with_overrides(FIXED).with_overrides({"budget.time_budget": "0"})
     seed = seed_arch(r, _Dims)
     mid = schedule(seed, r, _per_epoch, phase="grow", round=3, done=1)
     assert [(p.phase, p.round, p.epochs) for p in mid] == [("grow", 3, 1), ("finetune", 3, 12)]  # max_rounds 3
@@ -237,7 +242,7 @@ def test_plain_lines_carry_the_round_elapsed_time_and_eta():
     assert not rep.live
     p = _plan(elapsed=0.0)
     rep.plan(p)
-    rep.start(run_dir=Path("runs/x"), arch=None, recipe=load_recipe("cifar10-cpu"), resumed=False)
+    rep.start(run_dir=Path("runs/x"), arch=None, recipe=load_recipe("cifar10-cpu").with_overrides(FIXED), resumed=False)
     rep.epoch_start(phase="grow", round=1, epoch=1, index=1, total=2, batches=175)
     rep.batch(100, 175)
     e7 = p.epoch_seconds(7_000_000)
@@ -261,7 +266,7 @@ def test_the_live_line_says_round_epoch_step_macs_accuracy_and_eta():
     assert rep.live
     p = _plan(elapsed=0.0)
     rep.plan(p)
-    rep.start(run_dir=Path("runs/x"), arch=None, recipe=load_recipe("cifar10-cpu"), resumed=False)
+    rep.start(run_dir=Path("runs/x"), arch=None, recipe=load_recipe("cifar10-cpu").with_overrides(FIXED), resumed=False)
     try:
         rep.epoch_start(phase="grow", round=1, epoch=1, index=1, total=2, batches=175)
         rep.epoch_end(_row(1, "grow", p.epoch_seconds(7_000_000), 7_000_000, 0.41))
