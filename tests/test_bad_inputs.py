@@ -746,3 +746,23 @@ def test_a_ticket_too_big_for_its_batch_size_is_refused_before_its_folder_is_mad
     with pytest.raises(ArchitectureError, match="at batch size 65536, more than"):
         ticket(arch, epochs=1, overrides={"data.batch_size": 65536}, out=tmp_path / "t", device="cpu")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- class 6 (issue 18): a storage URL's password never reaches the output --------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://tuner:Zq9x@Kw7v/pLm3@db.example:5432/grownet",  # an unencoded '@' and '/' in the password
+    "postgresql://tuner:Hx7q@Yz:R2d4@db.example/grownet",  # '@' and ':'
+    "postgresql://tuner:hunter2@db.example:notaport/grownet",  # a port that is not a number
+])
+def test_a_hostile_storage_url_is_one_line_without_its_password(tmp_path, capsys, url):
+    password = url.split("://tuner:", 1)[1].rsplit("@db.example", 1)[0]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["tune", "--dataset", "cifar10", "--trials", "1", "--storage", url, "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("grownet: error: --storage: ") and "Traceback" not in captured.err
+    for piece in {password, *password.replace("@", " ").replace(":", " ").replace("/", " ").split()} - {""}:
+        assert piece not in captured.err + captured.out, piece
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
