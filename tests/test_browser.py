@@ -222,7 +222,7 @@ def check_page(url: str, tmp_path: Path, *, figures: int, name: str) -> None:
 
 
 def test_smoke_run_report_renders_in_chromium_without_errors(smoke_report: Path, tmp_path: Path) -> None:
-    check_page(smoke_report.as_uri(), tmp_path, figures=4, name="smoke-report")  # no controls: 4 figures
+    check_page(smoke_report.as_uri(), tmp_path, figures=5, name="smoke-report")  # no controls: 4 figures and the activity trace
 
 
 def test_report_with_controls_renders_in_chromium_without_errors(report_path: Path, tmp_path: Path) -> None:
