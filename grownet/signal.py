@@ -62,52 +62,47 @@ class ImportanceMeter:
         self.rho = float(rho)
         self.trace_every = int(trace_every)
         self.layers = [layer.name for layer in arch.layers]
-        self._bn = {layer.name: [params[n] for n in layer.bn_weights] for layer in arch.layers}
-        device = next(iter(self._bn.values()))[0].device
-        self.importance = {layer.name: torch.zeros(layer.width, dtype=torch.float64, device=device)
-                           for layer in arch.layers}
+        self._bn = [[params[n] for n in layer.bn_weights] for layer in arch.layers]
+        device = self._bn[0][0].device
+        widths = [layer.width for layer in arch.layers]
+        # One flat vector for every filter of the net (layers are views into it), so a step is
+        # a few tensor ops with one host sync, not a Python loop over filters.
+        self._flat = torch.zeros(sum(widths), dtype=torch.float64, device=device)
+        self._entry = torch.zeros(sum(widths), dtype=torch.int64, device=device)  # 0: never active
+        self.importance = dict(zip(self.layers, self._flat.split(widths)))
+        self._entries = dict(zip(self.layers, self._entry.split(widths)))
         self.steps = 0
-        self.entry: dict[str, list[int | None]] = {layer.name: [None] * layer.width for layer in arch.layers}
         self.trace: list[dict[str, Any]] = []
 
     @torch.no_grad()
     def observe(self) -> None:
         """Add this step's |γ · ∂L/∂γ| of every filter (a step whose gradients are not all
         finite, e.g. skipped by a gradient scaler, adds nothing)."""
-        increments = {}
-        for layer, bns in self._bn.items():
-            inc = None
-            for w in bns:
-                if w.grad is None:
-                    return
-                term = (w.detach() * w.grad).abs().double()
-                inc = term if inc is None else inc + term
-            increments[layer] = inc
-        if not all(bool(torch.isfinite(i).all()) for i in increments.values()):
+        if any(w.grad is None for bns in self._bn for w in bns):
             return
-        for layer, inc in increments.items():
-            self.importance[layer] += inc
+        increment = torch.cat([sum((w.detach() * w.grad).abs().double() for w in bns) for bns in self._bn])
+        if not bool(torch.isfinite(increment).all()):
+            return
+        self._flat += increment
         self.steps += 1
         active = self._active()
-        for layer, mask in active.items():
-            entry = self.entry[layer]
-            for g in torch.nonzero(mask).flatten().tolist():
-                if entry[g] is None:
-                    entry[g] = self.steps
+        self._entry.masked_fill_(active & (self._entry == 0), self.steps)
         if self.trace_every and self.steps % self.trace_every == 0:
             self.trace.append({"step": self.steps, "activity": self._shares(active)})
 
-    def _active(self) -> dict[str, torch.Tensor]:
-        total = sum(float(v.sum()) for v in self.importance.values())
-        count = sum(v.numel() for v in self.importance.values())
-        if total <= 0:
-            return {layer: torch.zeros_like(v, dtype=torch.bool) for layer, v in self.importance.items()}
-        threshold = self.rho * total / count
-        return {layer: v >= threshold for layer, v in self.importance.items()}
+    def _active(self) -> torch.Tensor:
+        """Every filter's mask, ``I_g >= rho · mean I`` (none before any importance)."""
+        total = self._flat.sum()
+        return (self._flat >= self.rho * total / self._flat.numel()) & (total > 0)
 
-    @staticmethod
-    def _shares(active: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        return {layer: round(float(mask.double().mean()), 6) for layer, mask in active.items()}
+    @property
+    def entry(self) -> dict[str, list[int | None]]:
+        """{layer name: each filter's entry step} (``None``: never active)."""
+        return {layer: [step or None for step in e.tolist()] for layer, e in self._entries.items()}
+
+    def _shares(self, active: torch.Tensor) -> dict[str, float]:
+        widths = [v.numel() for v in self.importance.values()]
+        return {layer: round(float(mask.double().mean()), 6) for layer, mask in zip(self.layers, active.split(widths))}
 
     def activity(self) -> dict[str, float]:
         """{layer name: share of its filters that are active now}, in network order."""
@@ -123,12 +118,12 @@ class ImportanceMeter:
         """What ``rounds.json`` keeps of the round: steps observed, the threshold, the activity
         trace, and per layer the importance share, per-filter importance (sums over the round)
         and entry steps (``None``: never active)."""
-        share = self.importance_share()
+        share, entry = self.importance_share(), self.entry
         return {
             "signal": "importance", "rho": self.rho, "steps": self.steps, "trace": list(self.trace),
             "layers": {
                 layer: {"importance_share": share[layer], "importance": [_round(x) for x in self.importance[layer].tolist()],
-                        "entry": list(self.entry[layer])}
+                        "entry": entry[layer]}
                 for layer in self.layers
             },
         }
@@ -137,14 +132,15 @@ class ImportanceMeter:
     def state_dict(self) -> dict[str, Any]:
         """Plain data to resume the round exactly (see :meth:`load_state_dict`)."""
         return {"steps": self.steps, "importance": {k: v.tolist() for k, v in self.importance.items()},
-                "entry": {k: list(v) for k, v in self.entry.items()}, "trace": list(self.trace)}
+                "entry": self.entry, "trace": list(self.trace)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned for the same architecture."""
         self.steps = int(state["steps"])
         for layer, values in state["importance"].items():
             self.importance[layer].copy_(torch.tensor(values, dtype=torch.float64))
-        self.entry = {k: list(v) for k, v in state["entry"].items()}
+        for layer, steps in state["entry"].items():
+            self._entries[layer].copy_(torch.tensor([step or 0 for step in steps], dtype=torch.int64))
         self.trace = list(state["trace"])
 
 
