@@ -1,43 +1,38 @@
 """``study.html``: a growth study on one self-contained page (plot, per-arm table, widths).
 
 Drawing only: the numbers come from :func:`grownet.study.summarize` and the run rows.
-Every string is HTML-escaped; matplotlib draws with mathtext off, so names are plain text.
+Every string is HTML-escaped; the plot uses the report's figure style (mathtext off, so names
+are plain text; SVG without a date, so the page is reproducible).
 """
 
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .files import atomic_write_text
+from .report.plots import ARM_COLORS, STYLE, new_figure, to_svg
 
 __all__ = ["write_study_page"]
-
-_COLORS = {"grown": "#1f77b4", "scratch": "#ff7f0e", "uniform": "#2ca02c", "random": "#d62728"}
 
 
 def _plot(summary: Mapping[str, Any]) -> str:
     """Test accuracy (mean ± std over seeds) against MACs, one point per arm, as inline SVG."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for arm, a in summary["arms"].items():
-        ax.errorbar(a["macs"]["mean"] / 1e6, 100 * a["test_acc"]["mean"], xerr=a["macs"]["std"] / 1e6,
-                    yerr=100 * a["test_acc"]["std"], fmt="o", capsize=4, color=_COLORS.get(arm), label=f"{arm} (n={a['n']})")
-    ax.set_xlabel("inference MACs (millions)", usetex=False)
-    ax.set_ylabel("test accuracy (%), mean ± std over seeds", usetex=False)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    plt.close(fig)
-    svg = buf.getvalue()
+    with matplotlib.rc_context(STYLE):
+        fig = new_figure(6, 4)
+        ax = fig.add_subplot()
+        for arm, a in summary["arms"].items():
+            ax.errorbar(a["macs"]["mean"] / 1e6, 100 * a["test_acc"]["mean"], xerr=a["macs"]["std"] / 1e6,
+                        yerr=100 * a["test_acc"]["std"], fmt="o", capsize=4, color=ARM_COLORS.get(arm),
+                        label=f"{arm} (n={a['n']})")
+        ax.set_xlabel("inference MACs (millions)")
+        ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        svg = to_svg(fig)
     return svg[svg.index("<svg"):]
 
 

@@ -51,7 +51,8 @@ STYLE = {
 }
 #: Width in inches of a full-width figure: the page's figure column at 100 px/in.
 WIDTH = 9.6
-_COLORS = {"grown": "#1f5fbf", "scratch": "#d9822b", "uniform": "#3a9e5b", "seed": "#8a5cc2"}
+#: One colour per net kind (the grown net and each control), in every figure that shows them.
+ARM_COLORS = {"grown": "#1f5fbf", "scratch": "#d9822b", "uniform": "#3a9e5b", "random": "#c0392b", "seed": "#8a5cc2"}
 _DECISION_MARK = {"widen": "#d62728", "clipped": "#ff7f0e", "skipped": "#7f7f7f"}
 #: Cell text is drawn only where the grid is small enough to read it.
 _MAX_ANNOTATED_COLUMNS = 24
@@ -230,7 +231,7 @@ def curves_figure(info: CurvesInfo) -> str:
         ax_acc.plot(x, 100 * _arr(info.val_acc), color="#d9822b", label="validation", **style)
         for name, (ex, acc) in info.controls.items():
             ax_acc.plot(np.array(ex, dtype=float), 100 * _arr(acc), lw=1.0, alpha=0.8,
-                        color=_COLORS.get(name, "#555555"), label=f"{name} (val)")
+                        color=ARM_COLORS.get(name, "#555555"), label=f"{name} (val)")
         _mark_events(ax_loss, info, label=False)
         _mark_events(ax_acc, info, label=True)
         ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
@@ -294,7 +295,7 @@ def accuracy_macs_figure(points: Sequence[ModelPoint], *, metric: str = "test_ac
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         for p, _ in usable:
             marker, size, z = ("*", 180, 4) if p.name == "grown" else ("o", 55, 3)  # stars drawn over circles
-            ax.scatter([p.macs], [100 * getattr(p, metric)], marker=marker, s=size, color=_COLORS.get(p.name, "#555555"),
+            ax.scatter([p.macs], [100 * getattr(p, metric)], marker=marker, s=size, color=ARM_COLORS.get(p.name, "#555555"),
                        zorder=z, edgecolors="white", linewidths=0.6)
         ax.margins(x=0.15, y=0.12)
         ax.autoscale_view()
