@@ -91,9 +91,10 @@ def run_study(
     rows: list[dict[str, Any]] = []
     for seed in range(seeds):
         run_dir = path / f"seed-{seed}"
-        rows.append(_grown(run_dir, dataset, resolved, seed, data_dir, device))
+        grown, seed_arch = _grown(run_dir, dataset, resolved, seed, data_dir, device)
+        rows.append(grown)
         for arm in _CONTROLS:
-            rows.append(_control(run_dir, arm, seed, data_dir, device))
+            rows.append(_control(run_dir, arm, seed, seed_arch, data_dir, device))
         _write(path, rows)  # partial results are readable while the study runs
     summary = _write(path, rows)
     return StudyResult(path, rows, summary)
@@ -110,7 +111,10 @@ def _check_config(path: Path, config: Mapping[str, Any]) -> None:
     atomic_write_text(file, json.dumps(config, indent=2) + "\n")
 
 
-def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, device: str) -> dict[str, Any]:
+def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any,
+           device: str) -> tuple[dict[str, Any], Architecture]:
+    """The grown arm's row (the search run, or resumed, if its summary is not there yet) and
+    its seed architecture."""
     summary = run_dir / "summary.json"
     if not summary.exists():
         started = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
@@ -119,20 +123,17 @@ def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, d
                seed=None if started else seed, device=device, resume=started, force=run_dir.exists() and not started,
                command="grownet study")
     s = _summary(summary, "seed_arch", "final_arch")
-    seed_arch, final = Architecture.from_dict(s["seed_arch"]), Architecture.from_dict(s["final_arch"])
-    factors = growth_factors(seed_arch, final)
-    return _row("grown", seed, s, final, factors)
+    seed_arch = Architecture.from_dict(s["seed_arch"])
+    return _row("grown", seed, s, Architecture.from_dict(s["final_arch"]), seed_arch), seed_arch
 
 
-def _control(run_dir: Path, arm: str, seed: int, data_dir: Any, device: str) -> dict[str, Any]:
+def _control(run_dir: Path, arm: str, seed: int, seed_arch: Architecture, data_dir: Any, device: str) -> dict[str, Any]:
     folder = run_dir / "controls" / arm
     if not (folder / "summary.json").exists():
         logger.info("study: seed %d, %s arm", seed, arm)
         run_control(run_dir, arm, data_dir=data_dir, device=device, force=folder.exists())
     s = _summary(folder / "summary.json")
-    arch = Architecture.from_json(folder / "architecture.json")
-    seed_arch = Architecture.from_dict(_summary(run_dir / "summary.json", "seed_arch")["seed_arch"])
-    return _row(arm, seed, s, arch, growth_factors(seed_arch, arch))
+    return _row(arm, seed, s, Architecture.from_json(folder / "architecture.json"), seed_arch)
 
 
 def _summary(path: Path, *need: str) -> dict[str, Any]:
@@ -150,7 +151,8 @@ def _summary(path: Path, *need: str) -> dict[str, Any]:
     return s
 
 
-def _row(arm: str, seed: int, s: Mapping[str, Any], arch: Architecture, factors: Mapping[str, float]) -> dict[str, Any]:
+def _row(arm: str, seed: int, s: Mapping[str, Any], arch: Architecture, seed_arch: Architecture) -> dict[str, Any]:
+    factors = growth_factors(seed_arch, arch)
     return {"arm": arm, "seed": seed, **{k: s[k] for k in _METRICS}, "widths": arch.layer_widths(),
             "growth_factors": dict(factors), "growth_cv": _cv(list(factors.values()))}
 
