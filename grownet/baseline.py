@@ -141,9 +141,8 @@ def random_architecture(seed: Architecture, target_macs: int, *, rng_seed: int) 
     gen = torch.Generator().manual_seed(int(rng_seed))
     layers = list(seed.layer_widths())
     factors = torch.exp((torch.rand(len(layers), generator=gen, dtype=torch.float64) * 2 - 1) * math.log(2)).tolist()
-    drawn = seed
-    for layer, f in zip(layers, factors):
-        drawn = drawn.with_width(layer, max(1, round(seed.width(layer) * f * 8)))  # x8: fine rounding before rescaling
+    # x8: fine rounding of the drawn widths before the common multiplier scales them back
+    drawn = seed.with_widths({layer: max(1, round(seed.width(layer) * f * 8)) for layer, f in zip(layers, factors)})
     return uniform_architecture(drawn, target_macs)
 
 

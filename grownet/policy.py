@@ -425,7 +425,7 @@ def _allocate(
     base_macs = cost_fn(arch)[0]
     per_filter = {l: max(1, cost_fn(arch.with_width(l, widths[l] + 1))[0] - base_macs) for l in wanted}
     plan: dict[str, int] = {}
-    open_ = {l for l in wanted}
+    open_ = set(wanted)
     chunk = {l: max(1, math.ceil((w - widths[l]) / 4)) for l, w in wanted.items()}
 
     def priority(l: str) -> float:

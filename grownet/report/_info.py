@@ -257,7 +257,8 @@ def activity_trace_info(run: RunRecord) -> ActivityTraceInfo:
     rounds, steps, activity, taus = [], [], [], []
     signal = str(run.config.get("recipe", {}).get("grow", {}).get("signal", "support"))
     for record in run.rounds:
-        trace = (record.get("signal") or {}).get("trace") if isinstance(record.get("signal"), Mapping) else None
+        signal_record = record.get("signal")
+        trace = signal_record.get("trace") if isinstance(signal_record, Mapping) else None
         if not isinstance(trace, list) or not trace:
             continue
         points = [t for t in trace if isinstance(t, Mapping) and isinstance(t.get("activity"), Mapping)]
