@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import sys
 import time
@@ -74,10 +75,12 @@ BATCH = 128
 WIDTHS = [[64], [128], [256], [512]]
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2, clock: Callable[[], float] = time.perf_counter
+    fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2, clock: Callable[[], float] = time.perf_counter,
+    sync: Callable[[], object] | None = None,
 ) -> dict[str, float]:
     """Median seconds (of ``clock``) per call of each function; every repetition runs each
-    once, in an order that flips between repetitions."""
+    once, in an order that flips between repetitions. ``sync`` (on CUDA: wait for the queued
+    work) runs inside every timed call."""
     names = list(fns)
     for _ in range(warmup):
         for name in names:
@@ -87,24 +90,10 @@ def interleaved(
         for name in names if rep % 2 == 0 else reversed(names):
             start = clock()
             fns[name]()
+            if sync is not None:
+                sync()
             times[name].append(clock() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
-
-def _synchronized(device: torch.device) -> None:
-    """Make every timed call of :func:`interleaved` wait for the GPU's queued work."""
-    global interleaved
-    plain = interleaved
-
-    def synced(fns: dict[str, Callable[[], object]], reps: int, **kw: object) -> dict[str, float]:
-        def wrap(fn: Callable[[], object]) -> Callable[[], None]:
-            def call() -> None:
-                fn()
-                torch.cuda.synchronize(device)
-            return call
-        return plain({k: wrap(f) for k, f in fns.items()}, reps, **kw)  # type: ignore[arg-type]
-
-    interleaved = synced
-
 
 def prepare(
     base: nn.Module, x: torch.Tensor, y: torch.Tensor, make_opt: Callable[[nn.Module], torch.optim.Optimizer]
@@ -119,13 +108,14 @@ def prepare(
 
 
 def one_run(
-    base: nn.Module, x: torch.Tensor, y: torch.Tensor, step_reps: int, train_reps: int
+    base: nn.Module, x: torch.Tensor, y: torch.Tensor, step_reps: int, train_reps: int, *,
+    context: dict[str, Callable[[nn.Module], torch.optim.Optimizer]], sync: Callable[[], object] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Median seconds of the step alone (every optimizer) and of a whole training step
     (DessiLBI and SGD), each optimizer over its own copy of ``base``."""
-    runs = {name: prepare(base, x, y, make) for name, make in {**MAKERS, **CONTEXT}.items()}
+    runs = {name: prepare(base, x, y, make) for name, make in {**MAKERS, **context}.items()}
     # (a) step alone, on the gradients left by setup().
-    step = interleaved({name: runs[name][1].step for name in runs}, step_reps)
+    step = interleaved({name: runs[name][1].step for name in runs}, step_reps, sync=sync)
 
     # (b) whole training step.
     def train_step(model: nn.Module, opt: torch.optim.Optimizer) -> Callable[[], None]:
@@ -136,7 +126,7 @@ def one_run(
 
         return run
 
-    train = interleaved({name: train_step(*runs[name]) for name in MAKERS}, train_reps, warmup=2)
+    train = interleaved({name: train_step(*runs[name]) for name in MAKERS}, train_reps, warmup=2, sync=sync)
     return step, train
 
 
@@ -162,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (on CUDA every timed call ends with a synchronize)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    context, sync = CONTEXT, None
     if device.type == "cuda":
-        global CONTEXT
-        CONTEXT = {k: v for k, v in CONTEXT.items() if k != "dessilbi foreach=False"}  # per-tensor loop: not a GPU path
-        _synchronized(device)
+        context = {k: v for k, v in CONTEXT.items() if k != "dessilbi foreach=False"}  # per-tensor loop: not a GPU path
+        sync = functools.partial(torch.cuda.synchronize, device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -186,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
 
     ratios: dict[str, list[float]] = {}
     for r in range(args.runs):
-        step, train = one_run(base, x, y, args.step_reps, args.train_reps)
+        step, train = one_run(base, x, y, args.step_reps, args.train_reps, context=context, sync=sync)
         for name, sec in step.items():
             ratios.setdefault(f"step {name}", []).append(sec / step["sgd"])
         for name in ("dessilbi", "dessilbi compiled"):
             ratios.setdefault(f"train step {name}", []).append(train[name] / train["sgd"])
         print(f"run {r + 1}/{args.runs}: step (ms) " + ", ".join(f"{n} {step[n] * 1e3:.2f}" for n in MAKERS)
               + "; train step (ms) " + ", ".join(f"{n} {train[n] * 1e3:.1f}" for n in MAKERS), flush=True)
-    for name in CONTEXT:
+    for name in context:
         print(f"context: step alone {name:24s} {statistics.median(ratios[f'step {name}']):.2f}x sgd's (median)")
 
     if device.type == "cuda":
