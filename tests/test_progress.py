@@ -62,7 +62,7 @@ def test_the_cpu_recipe_widens_twice_then_clips_to_its_macs_budget():
     phases = schedule(seed, r, _per_epoch)
     m0, m1 = cost(seed).macs, cost(once).macs
     assert [(p.phase, p.round, p.epochs, p.macs) for p in phases] == [
-        ("grow", 1, 2, m0), ("grow", 2, 2, m1), ("grow", 3, 2, 28_000_000), ("finetune", 3, 12, 28_000_000)]
+        ("grow", 1, 2, m0), ("grow", 2, 2, m1), ("grow", 3, 2, 28_000_000), ("finetune", 3, r.finetune.epochs, 28_000_000)]
     assert all(p.seconds == pytest.approx(p.epochs * p.macs / 1e6) for p in phases)
     # the recipe's own comment: 6.6M -> ~15M -> clipped to 28M
     assert round(m0 / 1e5) == 66 and 14e6 < m1 < 16e6
@@ -86,7 +86,7 @@ def test_the_time_budget_holds_growth_as_the_search_does():
     r = load_recipe("cifar10-cpu").with_overrides(FIXED)
     seed = seed_arch(r, _Dims)
     m0, m1 = cost(seed).macs / 1e6, cost(_widened(seed, r)).macs / 1e6
-    need = 2 * m0 + m1 * (2 + 12)  # round 1, then round 2 and the fine-tune at m1
+    need = 2 * m0 + m1 * (2 + r.finetune.epochs)  # round 1, then round 2 and the fine-tune at m1
     at = r.with_overrides({"budget.time_budget": str(math.ceil(need))})
     below = r.with_overrides({"budget.time_budget": str(math.floor(need) - 1)})
     assert [p.round for p in schedule(seed, at, _per_epoch) if p.phase == "grow"][:2] == [1, 2]
@@ -97,8 +97,8 @@ def test_a_resumed_run_is_planned_from_where_it_stands():
     r = load_recipe("cifar10-cpu").with_overrides(FIXED).with_overrides({"budget.time_budget": "0"})
     seed = seed_arch(r, _Dims)
     mid = schedule(seed, r, _per_epoch, phase="grow", round=3, done=1)
-    assert [(p.phase, p.round, p.epochs) for p in mid] == [("grow", 3, 1), ("finetune", 3, 12)]  # max_rounds 3
-    assert [(p.phase, p.epochs) for p in schedule(seed, r, _per_epoch, phase="finetune", round=3, done=5)] == [("finetune", 7)]
+    assert [(p.phase, p.round, p.epochs) for p in mid] == [("grow", 3, 1), ("finetune", 3, r.finetune.epochs)]  # max_rounds 3
+    assert [(p.phase, p.epochs) for p in schedule(seed, r, _per_epoch, phase="finetune", round=3, done=5)] == [("finetune", r.finetune.epochs - 5)]
     assert schedule(seed, r, _per_epoch, phase="done") == []
 
 
