@@ -52,7 +52,7 @@ from .train import amp_dtype, evaluate, prepare_model, resolve_device, wants_cha
 from .validate import check_int, check_text
 from .weights import save_model
 
-__all__ = ["CONTROLS", "ControlResult", "control_architecture", "random_architecture", "scale_widths", "uniform_architecture",
+__all__ = ["CONTROLS", "ControlResult", "FixedResult", "control_architecture", "train_fixed", "random_architecture", "scale_widths", "uniform_architecture",
            "run_control"]
 
 logger = logging.getLogger(__name__)
@@ -253,25 +253,18 @@ def _train(out: JobFolder, control: str, arch: Architecture, recipe: Recipe, con
                            "is config.json's dataset the one the run was trained on?")
     out.start()
     model = prepare_model(build_model(arch), device, channels_last=channels_last)
-    net = Trainee(model, make_finetune_optimizer(model, recipe), cost(arch))
     f = recipe.finetune
-    state, clock = LoopState(), Clock()
     phase = Phase("control", epochs, finetune_schedule(recipe, epochs=epochs, steps=len(data.train)),
                   label_smoothing=f.label_smoothing, keep_best=True, label=f"control {control}")
 
-    def epoch_end(row: Mapping[str, Any]) -> None:
+    def epoch_end(row: Mapping[str, Any], state: LoopState) -> None:
         out.write_history(state.history)
         if progress is not None:
             progress(row)
 
-    fit(net, data, state, phase, last_good=InMemory(net, state, data.train, device),
-        divergence=Divergence.from_recipe(recipe, lower="finetune.lr"), clock=clock, on_epoch_end=epoch_end, amp=amp)
-    if net.best is not None:
-        model.load_state_dict(net.best)
-    val = evaluate(model, data.val, amp=amp)
-    test = evaluate(model, data.test, amp=amp)
-    wall = round(clock(), 3)
-    c = net.cost
+    fixed = train_fixed(Trainee(model, make_finetune_optimizer(model, recipe), cost(arch)), data, phase, recipe=recipe,
+                        device=device, amp=amp, on_epoch_end=epoch_end)
+    state, val, test, wall, c = fixed.state, fixed.val, fixed.test, fixed.wall_time, cost(arch)
     final = arch.with_meta(control=control, macs=c.macs, params=c.params, val_acc=val.acc, test_acc=test.acc,
                            dataset=config["dataset"], train_flops=state.train_flops)
     final.save(out.architecture)
@@ -287,3 +280,44 @@ def _train(out: JobFolder, control: str, arch: Architecture, recipe: Recipe, con
     out.write_json(out.summary, summary)
     return ControlResult(control, out.path, final, val.acc, test.acc, c.macs, c.params, state.train_flops, wall, epochs,
                          state.best_epoch, tuple(state.events))
+
+
+@dataclass(frozen=True)
+class FixedResult:
+    """What :func:`train_fixed` returns: the loop's counters, the best-validation weights' val
+    and test statistics (:class:`grownet.train.EvalStats`), and the wall time in seconds."""
+
+    state: LoopState
+    val: Any
+    test: Any
+    wall_time: float
+
+
+def train_fixed(
+    net: Trainee,
+    data: Any,
+    phase: Phase,
+    *,
+    recipe: Recipe,
+    device: torch.device,
+    amp: torch.dtype | None,
+    lower: str = "finetune.lr",
+    on_epoch_end: Callable[[Mapping[str, Any], LoopState], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> FixedResult:
+    """Train a net whose architecture does not change for ``phase`` through the one loop
+    (:func:`grownet.loop.fit`, divergence policy of ``recipe`` naming ``lower``), load the
+    epoch with the best validation accuracy, and evaluate it once on validation and test.
+
+    ``on_epoch_end(row, state)`` runs after each epoch's row is recorded; ``on_step`` is
+    :func:`~grownet.loop.fit`'s."""
+    state, clock = LoopState(), Clock()
+    hook = None if on_epoch_end is None else (lambda row: on_epoch_end(row, state))
+    fit(net, data, state, phase, last_good=InMemory(net, state, data.train, device),
+        divergence=Divergence.from_recipe(recipe, lower=lower), clock=clock, on_epoch_end=hook, on_step=on_step, amp=amp)
+    if net.best is not None:
+        net.model.load_state_dict(net.best)
+    val = evaluate(net.model, data.val, amp=amp)
+    test = evaluate(net.model, data.test, amp=amp)
+    return FixedResult(state, val, test, round(clock(), 3))
+

@@ -617,21 +617,42 @@ COMMANDS.append(TuneCommand)
 
 class StudyCommand(Command):
     name = "study"
-    help = "growth study: for N seeds, the grower plus scratch, uniform and random controls at its MACs (resumable)"
+    help = ("a study over N seeds (resumable): --kind growth (the grower plus scratch, uniform and random controls at "
+            "its MACs) or --kind ticket (dense SGD vs DessiLBI, the early ticket rewound and fine-tuned, controls)")
+    #: --kind ticket's options: flag -> run_ticket_study's argument.
+    TICKET_FLAGS = {"--epochs": "epochs", "--ticket-at": "ticket_at", "--target": "target",
+                    "--finetune-epochs": "finetune_epochs", "--finetune-lr-scale": "finetune_lr_scale"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--kind", choices=("growth", "ticket"), default="growth", help="which study (default growth)")
         parser.add_argument("--dataset", default="cifar10", help="a grownet dataset name (default cifar10)")
         parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (e.g. ../shared/data)")
         parser.add_argument("--out", required=True, metavar="DIR", help="the study folder; run the same command again to continue it")
         parser.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds, 0..N-1 (default 3)")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+        ticket = parser.add_argument_group("--kind ticket (grownet.ticket.run_ticket_study; default recipe ticket-study-cpu)")
+        ticket.add_argument("--epochs", type=_integer(1), metavar="E", help="epochs of every full-length arm (default finetune.epochs)")
+        ticket.add_argument("--ticket-at", type=float, metavar="X", help="ticket epoch as a fraction of E (default 0.15)")
+        ticket.add_argument("--target", type=float, metavar="X", help="ticket MACs as a fraction of the dense net's (default 0.5)")
+        ticket.add_argument("--finetune-epochs", type=_integer(1), metavar="F", help="the fine-tuned arm's epochs (default E/4)")
+        ticket.add_argument("--finetune-lr-scale", type=float, metavar="X", help="the fine-tuned arm's rate factor (default 0.1)")
         add_recipe_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
-        from .study import run_study
+        given = {arg: getattr(args, arg) for arg in self.TICKET_FLAGS.values() if getattr(args, arg) is not None}
+        if args.kind == "ticket":
+            from .ticket import run_ticket_study
 
-        result = run_study(args.dataset, out=args.out, recipe=args.recipe, overrides=recipe_overrides(args), seeds=args.seeds,
-                           data_dir=args.data_dir, device=args.device)
+            result = run_ticket_study(args.dataset, out=args.out, recipe=args.recipe, overrides=recipe_overrides(args),
+                                      seeds=args.seeds, data_dir=args.data_dir, device=args.device, **given)
+        else:
+            if given:
+                flag = next(f for f, a in self.TICKET_FLAGS.items() if a in given)
+                raise UsageError(f"{flag}: applies to --kind ticket only")
+            from .study import run_study
+
+            result = run_study(args.dataset, out=args.out, recipe=args.recipe, overrides=recipe_overrides(args),
+                               seeds=args.seeds, data_dir=args.data_dir, device=args.device)
         for arm, a in result.summary["arms"].items():
             _say(args, f"{arm}: test acc {100 * a['test_acc']['mean']:.2f} ± {100 * a['test_acc']['std']:.2f} % "
                        f"at {a['macs']['mean'] / 1e6:.2f}M MACs (n={a['n']})")

@@ -39,7 +39,7 @@ from .recipe import resolve_recipe
 from .search import search
 from .validate import check_int, check_summary, check_text, read_json, read_run_file
 
-__all__ = ["ARMS", "StudyResult", "run_study", "summarize", "growth_factors"]
+__all__ = ["ARMS", "StudyResult", "check_study_config", "growth_factors", "mean_std", "run_study", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def run_study(
     path = Path(check_text(os.fspath(out), "--out"))
     resolved = resolve_recipe(recipe, overrides)
     config = {"dataset": dataset, "recipe": resolved.to_dict(), "data_dir": None if data_dir is None else str(data_dir)}
-    _check_config(path, config)
+    check_study_config(path, config)
     rows: list[dict[str, Any]] = []
     for seed in range(seeds):
         run_dir = path / f"seed-{seed}"
@@ -100,7 +100,9 @@ def run_study(
     return StudyResult(path, rows, summary)
 
 
-def _check_config(path: Path, config: Mapping[str, Any]) -> None:
+def check_study_config(path: Path, config: Mapping[str, Any]) -> None:
+    """Bind the study folder ``path`` to ``config`` (``study.json``): create both on the first
+    call, refuse another configuration later (RunError naming the file)."""
     file = path / "study.json"
     if file.exists():
         stored = read_json(file, error=RunError, missing="missing")
@@ -164,6 +166,11 @@ def growth_factors(seed: Architecture, final: Architecture) -> dict[str, float]:
     return {layer: round(w / seed_widths[layer], 6) for layer, w in final.layer_widths().items() if layer in seed_widths}
 
 
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """``{"mean", "std"}`` of ``values`` (sample standard deviation; 0 for one value)."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
 def _cv(values: Sequence[float]) -> float:
     """Coefficient of variation (population standard deviation / mean)."""
     if not values:
@@ -184,8 +191,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             continue
         arms[arm] = {"n": len(runs)}
         for key in _METRICS:
-            values = [float(r[key]) for r in runs]
-            arms[arm][key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+            arms[arm][key] = mean_std([float(r[key]) for r in runs])
     grown = {r["seed"]: r for r in rows if r["arm"] == "grown"}
     seeds = {}
     for seed, g in sorted(grown.items()):
@@ -198,7 +204,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for arm in _CONTROLS:
         d = [g["test_acc"] - r["test_acc"] for r in rows if r["arm"] == arm and (g := grown.get(r["seed"]))]
         if d:
-            diffs[arm] = {"mean": statistics.fmean(d), "std": statistics.stdev(d) if len(d) > 1 else 0.0, "n": len(d)}
+            diffs[arm] = {**mean_std(d), "n": len(d)}
     return {"arms": arms, "seeds": seeds, "grown_minus": diffs}
 
 

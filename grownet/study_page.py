@@ -14,17 +14,24 @@ from typing import Any, Mapping, Sequence
 from .files import atomic_write_text
 from .report.plots import ARM_COLORS, STYLE, new_figure, to_svg
 
-__all__ = ["write_study_page"]
+__all__ = ["accuracy_macs_svg", "page_style", "write_study_page"]
 
 
-def _plot(summary: Mapping[str, Any]) -> str:
-    """Test accuracy (mean ± std over seeds) against MACs, one point per arm, as inline SVG."""
+def page_style() -> str:
+    """The CSS of the study pages."""
+    return ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3f3}")
+
+
+def accuracy_macs_svg(arms: Mapping[str, Mapping[str, Any]]) -> str:
+    """Test accuracy (mean ± std over seeds) against MACs, one point per arm of a summary's
+    ``arms``, as inline SVG (colours from the report's ARM_COLORS, else the style's cycle)."""
     import matplotlib
 
     with matplotlib.rc_context(STYLE):
         fig = new_figure(6, 4)
         ax = fig.add_subplot()
-        for arm, a in summary["arms"].items():
+        for arm, a in arms.items():
             ax.errorbar(a["macs"]["mean"] / 1e6, 100 * a["test_acc"]["mean"], xerr=a["macs"]["std"] / 1e6,
                         yerr=100 * a["test_acc"]["std"], fmt="o", capsize=4, color=ARM_COLORS.get(arm),
                         label=f"{arm} (n={a['n']})")
@@ -68,11 +75,9 @@ def _widths_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_study_page(path: str | Path, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> None:
     """Write the study page to ``path`` (atomically)."""
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3f3}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>grownet growth study</title><style>{style}</style>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>grownet growth study</title><style>{page_style()}</style>"
             f"</head><body><h1>Growth study</h1><p>Every arm at the grown net's MACs, same epochs, schedule and data "
             f"split; validation chooses, test is evaluated once per run. Growth CV: coefficient of variation of the "
-            f"per-layer growth factors (final / seed width).</p>{_plot(summary)}<h2>Arms</h2>{_arm_table(summary)}"
+            f"per-layer growth factors (final / seed width).</p>{accuracy_macs_svg(summary['arms'])}<h2>Arms</h2>{_arm_table(summary)}"
             f"<h2>Widths per run</h2>{_widths_table(rows)}</body></html>\n")
     atomic_write_text(path, page)

@@ -9,15 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grownet.data import Augment, load_dataset, make_loaders
-from grownet.job import seed_all
+from grownet.data import load_dataset
 from grownet.models import build_model, layer_conv_weights
-from grownet.optim import DessiLBI, dessilbi_param_groups
 from grownet.seeds import preset
 from grownet.signal import ImportanceMeter, layer_bn_weights
-from grownet.train import train_epoch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _signal_run import signal_after  # noqa: E402
 from _smoke import smoke_dataset  # noqa: E402
 
 
@@ -135,17 +133,7 @@ def test_rescaled_layer_reads_the_same_activity_after_a_round(tmp_path):
     ds = load_dataset(dataset, data_dir=data_dir, limit_train=1000, limit_test=100)
 
     def activity(scale: float) -> dict[str, float]:
-        seed_all(0)
-        loaders = make_loaders(ds, batch_size=50, val_fraction=0.1, seed=0, augment=Augment())
-        arch = preset("vgg", width=(8, 16, 32, 32, 32))
-        model = build_model(arch)
-        with torch.no_grad():
-            dict(model.named_parameters())[layer_conv_weights(arch, "stages.2.0")[0]].mul_(scale)
-        opt = DessiLBI(dessilbi_param_groups(model), lr=0.1, mu=50.0, lam=0.3, momentum=0.9)
-        meter = ImportanceMeter(model, arch, rho=0.75)
-        for _ in range(2):
-            train_epoch(model, loaders.train, opt, progress=lambda i, n: meter.observe(), label_smoothing=0.1)
-        return meter.activity()
+        return signal_after(ds, preset("vgg", width=(8, 16, 32, 32, 32)), scale=scale, mu=50.0, lam=0.3).activity()
 
     base, scaled = activity(1.0), activity(4.0)
     assert abs(base["stages.2.0"] - scaled["stages.2.0"]) <= 0.15, (base, scaled)

@@ -14,7 +14,7 @@ reporting only.
 
 from __future__ import annotations
 
-from ._augment import Augment, batch_crop_flip, batch_cutout
+from ._augment import Augment, batch_crop_flip, batch_cutout, derive_seed
 from ._dataset import Dataset, channel_stats, default_data_dir
 from ._load import load_dataset
 from ._loader import DEFAULT_MAX_MEMORY_BYTES, Loader, Loaders, StreamLoader, make_loaders, split_validation
@@ -36,5 +36,6 @@ __all__ = [
     "make_loaders",
     "batch_crop_flip",
     "batch_cutout",
+    "derive_seed",
     "import_torchvision",
 ]

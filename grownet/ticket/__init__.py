@@ -50,10 +50,20 @@ from ._job import SCORE_LABELS, Score, TicketResult, resolve_arch, summary_dict,
 from ._prune import (FOLD_MODES, Consumer, FoldRecord, PruneResult, filter_scores, filter_support, keep_sets,
                      layer_supports, mask_model, prune_model, reduced_arch, removed_constants, tap_coverage,
                      tied_layers, wiring)
+from ._study import ARM_LABELS, DIFFERENCES, TICKET_ARMS, run_ticket_study, summarize_ticket_study
+from ._threshold import KeepSolution, random_keep, solve_keep
 from ._report import (REPORT_SECTIONS, SupportInfo, render_ticket_report, support_figure, support_info,
                       write_ticket_report)
 
 __all__ = [
+    "ARM_LABELS",
+    "DIFFERENCES",
+    "KeepSolution",
+    "TICKET_ARMS",
+    "random_keep",
+    "run_ticket_study",
+    "solve_keep",
+    "summarize_ticket_study",
     "FOLD_MODES",
     "REPORT_SECTIONS",
     "SCORE_LABELS",

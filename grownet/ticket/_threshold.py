@@ -1,0 +1,114 @@
+"""Which filters a ticket keeps: a scale-free score, and a threshold solved for a MACs target.
+
+Γ's support early in training is a step function of the initial kernel norms (METHOD.md §6):
+with BatchNorm after every conv, ``V_g`` accumulates the kernel itself, so a layer whose
+weights start 4x larger enters the support first, whatever the loss needs. The ticket ranks
+filters instead by the growth signal's importance (:mod:`grownet.signal`),
+
+    I_g = Σ_{s ≤ t} |γ_g(s) · ∂L/∂γ_g(s)|
+
+accumulated from the first step to the ticket epoch; rescaling a conv's kernel leaves its
+BatchNorm's γ and ∂L/∂γ unchanged, so the ranking is scale-free. One global threshold θ keeps
+every filter with ``I_g >= θ``; θ is *solved* (not tuned per layer) so that the reduced net's
+inference MACs come closest to ``target`` times the dense net's. Kept MACs never decrease as θ
+falls, so the solution is a bisection over the number ``k`` of top-ranked filters kept. Every
+layer keeps at least its most important filter, and tied layers share one keep set
+(:func:`grownet.ticket.keep_sets`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from ..arch import Architecture
+from ..cost import cost
+from ..errors import UsageError
+from ._prune import keep_sets, reduced_arch, tied_layers
+
+__all__ = ["KeepSolution", "solve_keep", "random_keep"]
+
+
+@dataclass(frozen=True)
+class KeepSolution:
+    """A solved keep set.
+
+    Attributes:
+        keep: layer name -> kept filter indices (sorted), in network order.
+        threshold: θ, the smallest importance kept by the global rule (before the
+            at-least-one-per-layer rule), in units of the net's mean filter importance.
+        macs_fraction: the reduced net's inference MACs / the dense net's.
+        kept_fraction: layer name -> kept filters / layer width.
+    """
+
+    keep: dict[str, list[int]]
+    threshold: float
+    macs_fraction: float
+    kept_fraction: dict[str, float]
+
+
+def solve_keep(arch: Architecture, importance: Mapping[str, torch.Tensor], target: float) -> KeepSolution:
+    """The keep set whose global importance threshold gives MACs closest to ``target`` x the dense net's.
+
+    Args:
+        arch: the dense architecture.
+        importance: layer name -> per-filter importance ``(width,)`` (non-negative).
+        target: wanted MACs fraction, in (0, 1].
+
+    Raises:
+        UsageError: a target outside (0, 1], or a layer missing or of the wrong width.
+    """
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise UsageError(f"target: the MACs fraction to keep must be in (0, 1], got {target!r}")
+    widths = arch.layer_widths()
+    for layer, width in widths.items():
+        if layer not in importance or torch.as_tensor(importance[layer]).numel() != width:
+            raise UsageError(f"importance[{layer!r}]: needs {width} per-filter values")
+    names = list(widths)
+    scores = {layer: torch.as_tensor(importance[layer], dtype=torch.float64).reshape(-1).cpu() for layer in names}
+    for group in tied_layers(arch):  # tied channels are one channel: rank them by their summed importance
+        total = sum(scores[m] for m in group)
+        for m in group:
+            scores[m] = total
+    flat = torch.cat([scores[layer] for layer in names])
+    order = torch.argsort(flat, descending=True, stable=True)
+    dense = cost(arch).macs
+
+    def keep_top(k: int) -> dict[str, list[int]]:
+        mask = torch.zeros(flat.numel(), dtype=torch.bool)
+        mask[order[:k]] = True
+        supports = dict(zip(names, mask.split([widths[n] for n in names])))
+        return keep_sets(arch, supports, scores=scores)
+
+    def fraction(k: int) -> float:
+        return cost(reduced_arch(arch, keep_top(k))).macs / dense
+
+    lo, hi = 0, flat.numel()  # fraction(lo) <= target <= fraction(hi) = 1, where reachable
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fraction(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    k = min((lo, hi), key=lambda n: abs(fraction(n) - target))
+    keep = keep_top(k)
+    mean = float(flat.mean()) if flat.numel() else 0.0
+    theta = float(flat[order[k - 1]]) / mean if k > 0 and mean > 0 else float("inf")
+    return KeepSolution(keep, round(theta, 6), round(fraction(k), 6),
+                        {layer: round(len(keep[layer]) / widths[layer], 6) for layer in names})
+
+
+def random_keep(arch: Architecture, counts: Mapping[str, int], *, seed: int) -> dict[str, list[int]]:
+    """Per layer, ``counts[layer]`` filter indices drawn uniformly without replacement
+    (``torch.Generator().manual_seed(seed)``; tied layers share one draw), sorted."""
+    gen = torch.Generator().manual_seed(int(seed))
+    keep: dict[str, list[int]] = {}
+    for layer, width in arch.layer_widths().items():
+        if layer not in keep:
+            keep[layer] = sorted(torch.randperm(width, generator=gen)[: counts[layer]].tolist())
+    for group in tied_layers(arch):
+        for m in group[1:]:
+            keep[m] = keep[group[0]]
+    return keep
