@@ -621,7 +621,8 @@ class StudyCommand(Command):
             "its MACs) or --kind ticket (dense SGD vs DessiLBI, the early ticket rewound and fine-tuned, controls)")
     #: --kind ticket's options: flag -> run_ticket_study's argument.
     TICKET_FLAGS = {"--epochs": "epochs", "--ticket-at": "ticket_at", "--target": "target",
-                    "--finetune-epochs": "finetune_epochs", "--finetune-lr-scale": "finetune_lr_scale"}
+                    "--finetune-epochs": "finetune_epochs", "--finetune-lr-scale": "finetune_lr_scale",
+                    "--relative-to": "relative_to"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--kind", choices=("growth", "ticket"), default="growth", help="which study (default growth)")
@@ -636,6 +637,8 @@ class StudyCommand(Command):
         ticket.add_argument("--target", type=float, metavar="X", help="ticket MACs as a fraction of the dense net's (default 0.5)")
         ticket.add_argument("--finetune-epochs", type=_integer(1), metavar="F", help="the fine-tuned arm's epochs (default E/4)")
         ticket.add_argument("--finetune-lr-scale", type=float, metavar="X", help="the fine-tuned arm's rate factor (default 0.1)")
+        ticket.add_argument("--relative-to", choices=("net", "layer"),
+                            help="the ticket threshold ranks importance against each layer's mean (default) or the net's")
         add_recipe_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:

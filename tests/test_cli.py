@@ -66,7 +66,7 @@ def test_a_config_error_is_one_line_on_stderr_with_exit_status_2(tmp_path, capsy
     assert err == "grownet: error: grow.tau: must be in (0, 1], got 1.5\n"
     assert not out.exists()  # nothing written for a rejected configuration
     assert main(["search", "--out", str(out), "--recipe", str(tmp_path / "nope.toml")]) == 2
-    assert capsys.readouterr().err == f"grownet: error: {tmp_path / 'nope.toml'}: recipe file not found; give a TOML file or a bundled recipe's name (cifar10-cpu, cifar10-resnet, cifar10-vgg, growth-study-cpu, smoke, ticket-cpu)\n"
+    assert capsys.readouterr().err == f"grownet: error: {tmp_path / 'nope.toml'}: recipe file not found; give a TOML file or a bundled recipe's name (cifar10-cpu, cifar10-resnet, cifar10-vgg, growth-study-cpu, smoke, ticket-cpu, ticket-study-cpu)\n"
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):

@@ -40,7 +40,8 @@ def importance(tmp_path_factory):
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
 def test_the_kept_macs_land_within_10_points_of_the_target(importance, target):
-    sol = solve_keep(ARCH, importance[0], target)
+    assert abs(solve_keep(ARCH, importance[0], target, relative_to="layer").macs_fraction - target) <= 0.10
+    sol = solve_keep(ARCH, importance[0], target, relative_to="net")
     assert abs(sol.macs_fraction - target) <= 0.10
     assert sol.macs_fraction == pytest.approx(cost(reduced_arch(ARCH, sol.keep)).macs / cost(ARCH).macs, abs=1e-6)
     # one global threshold: every kept filter (beyond a layer's forced one) outranks every removed filter
@@ -51,9 +52,10 @@ def test_the_kept_macs_land_within_10_points_of_the_target(importance, target):
     assert sol.threshold == pytest.approx(min(kept) / mean, rel=1e-5)
 
 
-def test_a_rescaled_layer_keeps_the_same_fraction(importance):
+@pytest.mark.parametrize("relative_to", ["layer", "net"])
+def test_a_rescaled_layer_keeps_the_same_fraction(importance, relative_to):
     """Issue acceptance: stages.2.0's initial weights x4 change its kept fraction by at most 0.15."""
-    base, scaled = (solve_keep(ARCH, imp, 0.5) for imp in importance)
+    base, scaled = (solve_keep(ARCH, imp, 0.5, relative_to=relative_to) for imp in importance)
     assert abs(base.kept_fraction["stages.2.0"] - scaled.kept_fraction["stages.2.0"]) <= 0.15, (base, scaled)
 
 
@@ -63,6 +65,18 @@ def test_solve_keep_refuses_bad_targets_and_shapes(importance):
     with pytest.raises(UsageError, match=r"^importance\['stages.0.0'\]: needs 8 per-filter values$"):
         solve_keep(ARCH, {**importance[0], "stages.0.0": torch.ones(3)}, 0.5)
     assert solve_keep(ARCH, importance[0], 1.0).macs_fraction == 1.0
+    with pytest.raises(UsageError, match=r"^relative_to: must be one of net, layer, got 'all'$"):
+        solve_keep(ARCH, importance[0], 0.5, relative_to="all")
+
+
+def test_the_layer_threshold_ranks_filters_against_their_own_layer(importance):
+    """relative_to="layer": a filter is kept iff I_g / mean(I of its layer) >= θ (beyond a
+    layer's forced one), and layers keep comparable fractions."""
+    sol = solve_keep(ARCH, importance[0], 0.5, relative_to="layer")
+    rel = {layer: v / v.mean() for layer, v in importance[0].items()}
+    kept = [float(rel[l][i]) for l, idx in sol.keep.items() if len(idx) > 1 for i in idx]
+    removed = [float(v) for l, idx in sol.keep.items() for i, v in enumerate(rel[l]) if i not in idx]
+    assert min(kept) >= max(removed) and sol.threshold == pytest.approx(min(kept), rel=1e-5)
 
 
 def test_random_keep_draws_the_counts_reproducibly():
@@ -144,6 +158,22 @@ def test_a_rerun_continues_and_retrains_only_what_is_missing(study):
     assert all(again.summary["arms"][a]["test_acc"] == result.summary["arms"][a]["test_acc"] for a in TICKET_ARMS)
     with pytest.raises(RunError, match="holds a study of another configuration"):
         run_ticket_study(dataset, **{**kw, "epochs": 3})
+
+
+def test_a_seed_another_process_holds_is_left_to_it(study, tmp_path):
+    import shutil
+
+    from grownet.runfolder import RunLock
+
+    result, kw, dataset = study
+    copy = tmp_path / "copy"
+    shutil.copytree(result.path, copy)
+    (copy / "seed-1" / "uniform" / "summary.json").unlink()
+    with RunLock(copy / "seed-1"):  # as a second worker would hold it
+        partial = run_ticket_study(dataset, **{**kw, "out": copy})
+    assert not (copy / "seed-1" / "uniform" / "summary.json").exists()
+    assert {r["seed"] for r in partial.rows} == {0} and partial.summary["arms"]["sgd"]["n"] == 1
+    assert json.loads((copy / "summary.json").read_text())["arms"]["sgd"]["n"] == 1
 
 
 def test_a_damaged_arm_summary_is_named(study, tmp_path):

@@ -51,7 +51,7 @@ from ._prune import (FOLD_MODES, Consumer, FoldRecord, PruneResult, filter_score
                      layer_supports, mask_model, prune_model, reduced_arch, removed_constants, tap_coverage,
                      tied_layers, wiring)
 from ._study import ARM_LABELS, DIFFERENCES, TICKET_ARMS, run_ticket_study, summarize_ticket_study
-from ._threshold import KeepSolution, random_keep, solve_keep
+from ._threshold import RELATIVE_TO, KeepSolution, random_keep, solve_keep
 from ._report import (REPORT_SECTIONS, SupportInfo, render_ticket_report, support_figure, support_info,
                       write_ticket_report)
 

@@ -29,8 +29,9 @@ and is tested once on it.
 
 **The ticket** is taken from the lbi arm at epoch ``T = max(1, round(ticket_at x E))`` (a
 stated rule, 15% of E by default): each filter's importance accumulated over those T epochs
-(:mod:`grownet.signal`, scale-free), one global threshold solved so that the ticket keeps
-``target`` of the dense MACs (:func:`grownet.ticket.solve_keep`). ``ticket.json`` also keeps
+(:mod:`grownet.signal`, scale-free), each over its layer's mean (``relative_to="layer"``), and
+one global threshold solved so that the ticket keeps ``target`` of the dense MACs
+(:func:`grownet.ticket.solve_keep`). ``ticket.json`` also keeps
 what Γ's support held at T, for comparison. The rewound and random arms slice the shared
 init without folding anything; the fine-tuned arm folds the removed channels' constants
 (:func:`grownet.ticket.prune_model`, ``fold="mean"``).
@@ -39,11 +40,15 @@ The folder gets ``runs.csv`` (one row per arm and seed), ``summary.json`` (per a
 sample standard deviation of every metric; the ticket's MACs fraction, threshold and per-layer
 kept fractions; the paired test-accuracy differences of :data:`DIFFERENCES`) and
 ``study.html``. Rerunning the same call continues: finished arms are read back, an arm
-interrupted mid-way is trained again from its start.
+interrupted mid-way is trained again from its start. Several processes may run the same call
+on one folder at once (on one GPU, say): each seed is trained by the first process that locks
+it (``seed-k/.lock``), the others go on to the next seed, and every process writes the summary
+of the seeds finished when it ends (the last to end, of all of them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -52,7 +57,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -67,14 +72,14 @@ from ..job import finetune_schedule, make_data, make_dessilbi, make_finetune_opt
 from ..loop import Phase, Trainee
 from ..models import build_model, check_memory
 from ..recipe import Recipe, resolve_recipe
-from ..runfolder import JobFolder, job_folder
+from ..runfolder import JobFolder, RunLock, job_folder
 from ..signal import ImportanceMeter
 from ..study import StudyResult, check_study_config, mean_std
 from ..train import amp_dtype, prepare_model, resolve_device, wants_channels_last
 from ..validate import check_int, check_text, read_json
 from ..weights import save_model
 from ._prune import filter_support, layer_supports, prune_model
-from ._threshold import random_keep, solve_keep
+from ._threshold import RELATIVE_TO, random_keep, solve_keep
 
 __all__ = ["TICKET_ARMS", "ARM_LABELS", "DIFFERENCES", "run_ticket_study", "summarize_ticket_study"]
 
@@ -108,6 +113,7 @@ def run_ticket_study(
     target: float = 0.5,
     finetune_epochs: int | None = None,
     finetune_lr_scale: float = 0.1,
+    relative_to: str = "layer",
     data_dir: str | os.PathLike | None = None,
     device: str = "auto",
     overrides: Mapping[str, Any] | None = None,
@@ -126,6 +132,9 @@ def run_ticket_study(
         target: the ticket's MACs as a fraction of the dense net's, in (0, 1].
         finetune_epochs: F, the fine-tuned arm's epochs (default max(1, round(E / 4))).
         finetune_lr_scale: the fine-tuned arm's schedule is the SGD schedule times this.
+        relative_to: the ticket threshold's reference, ``"layer"`` (default: each filter's
+            importance over its layer's mean) or ``"net"`` (:func:`grownet.ticket.solve_keep`;
+            README "Winning tickets" for the measured difference).
         data_dir: folder holding the dataset.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         overrides: ``{"finetune.lr": 0.05, ...}`` applied on top of ``recipe``.
@@ -141,20 +150,53 @@ def run_ticket_study(
                                    ("--finetune-lr-scale", finetune_lr_scale, 0.0, 10.0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
             raise UsageError(f"{name}: must be a number in ({low:g}, {high:g}], got {value!r}")
+    if relative_to not in RELATIVE_TO:
+        raise UsageError(f"--relative-to: must be one of {', '.join(RELATIVE_TO)}, got {relative_to!r}")
     f = max(1, round(e / 4)) if finetune_epochs is None else finetune_epochs
     check_int(f, "--finetune-epochs", error=UsageError, low=1, high=10_000)
     path = Path(check_text(os.fspath(out), "--out"))
     settings = {"epochs": e, "ticket_epoch": max(1, math.floor(ticket_at * e + 0.5)), "target": float(target),
                 "finetune_epochs": f, "finetune_lr_scale": float(finetune_lr_scale)}
+    if relative_to != "net":  # a study folder written before the option existed stays valid
+        settings["relative_to"] = relative_to
     config = {"kind": "ticket", "dataset": dataset, "recipe": r.to_dict(), "settings": settings,
               "data_dir": None if data_dir is None else str(data_dir)}
     check_study_config(path, config)
     dev = resolve_device(device)
-    rows: list[dict[str, Any]] = []
-    for seed in range(seeds):
-        rows += _Seed(path / f"seed-{seed}", seed, dataset, data_dir, r, settings, dev).run()
-        _write(path, rows, settings)  # partial results are readable while the study runs
+    seeds_ = [_Seed(path / f"seed-{seed}", seed, dataset, data_dir, r, settings, dev) for seed in range(seeds)]
+    for one in seeds_:
+        if one.read() is not None:
+            continue  # finished: nothing to train (and nothing written)
+        with _seed_lock(one.root) as mine:
+            if not mine:
+                logger.info("ticket study: seed %d is being trained by another process; going on", one.seed)
+                continue
+            one.run()
+        _write(path, _finished(seeds_), settings)  # partial results are readable while the study runs
+    rows = _finished(seeds_)
     return StudyResult(path, rows, _write(path, rows, settings))
+
+
+@contextlib.contextmanager
+def _seed_lock(root: Path) -> Iterator[bool]:
+    """Hold ``root``'s lock for the body (True), or yield False when another process holds it:
+    several workers may run one study, each seed trained by one of them."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(root)
+    try:
+        lock.__enter__()
+    except RunError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _finished(seeds: Sequence["_Seed"]) -> list[dict[str, Any]]:
+    """The rows of every seed whose seven arms are finished, in seed order."""
+    return [row for one in seeds if (rows := one.read()) is not None for row in rows]
 
 
 class _Seed:
@@ -174,26 +216,38 @@ class _Seed:
             self._data = make_data(self.config, self.recipe, self.device, channels_last=self.channels_last)
         return self._data
 
-    def run(self) -> list[dict[str, Any]]:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def run(self) -> None:
+        """Train the arms not finished yet (the caller holds the seed's lock)."""
         self.dense = self._dense_arch()
         self.init = self._init_state()
-        rows = [self._arm("sgd", self.dense, self._from_init, sgd=True), self._arm("lbi", self.dense, self._from_init, sgd=False)]
+        self._arms(train=True)
+
+    def read(self) -> list[dict[str, Any]] | None:
+        """The seven arms' rows, or None while one is not finished."""
+        return self._arms(train=False) if (self.root / "architecture.json").exists() else None
+
+    def _arms(self, *, train: bool) -> list[dict[str, Any]] | None:
+        self.dense = self._dense_arch()
+        dense_arms = [self._arm(arm, self.dense, self._from_init, sgd=arm == "sgd", train=train) for arm in ("sgd", "lbi")]
+        if None in dense_arms:
+            return None
         ticket = read_json(self.root / "lbi" / "ticket.json", error=RunError,
                            missing=f"missing; delete {self.root / 'lbi'} to train the lbi arm again")
         keep = {k: list(v) for k, v in ticket["keep"].items()}
         small = self.dense.with_widths({layer: len(idx) for layer, idx in keep.items()})
         counts = {layer: len(idx) for layer, idx in keep.items()}
         drawn = random_keep(self.dense, counts, seed=derive_seed("ticket-study.random", self.seed))
-        rows += [
-            self._arm("rewound", small, lambda: self._sliced(self.init, keep, fold="none"), sgd=True),
-            self._arm("finetuned", small, lambda: self._sliced(self._lbi_weights(), keep, fold="mean"), sgd=True,
-                      epochs=self.s["finetune_epochs"], lr_scale=self.s["finetune_lr_scale"]),
-            self._arm("scratch", small, lambda: build_model(small), sgd=True),
-            self._arm("random", small, lambda: self._sliced(self.init, drawn, fold="none"), sgd=True),
-        ]
         uniform = uniform_architecture(self.dense, cost(small).macs)
-        rows.append(self._arm("uniform", uniform, lambda: build_model(uniform), sgd=True))
+        rows = dense_arms + [
+            self._arm("rewound", small, lambda: self._sliced(self.init, keep, fold="none"), sgd=True, train=train),
+            self._arm("finetuned", small, lambda: self._sliced(self._lbi_weights(), keep, fold="mean"), sgd=True,
+                      train=train, epochs=self.s["finetune_epochs"], lr_scale=self.s["finetune_lr_scale"]),
+            self._arm("scratch", small, lambda: build_model(small), sgd=True, train=train),
+            self._arm("random", small, lambda: self._sliced(self.init, drawn, fold="none"), sgd=True, train=train),
+            self._arm("uniform", uniform, lambda: build_model(uniform), sgd=True, train=train),
+        ]
+        if None in rows:
+            return None
         for row in rows:
             row["kept_fraction"] = {layer: round(w / self.dense.width(layer), 6) for layer, w in row["widths"].items()}
             row["ticket_macs_fraction"] = ticket["macs_fraction"]
@@ -232,10 +286,13 @@ class _Seed:
         return pruned
 
     # -- one arm ------------------------------------------------------------------------------------
-    def _arm(self, arm: str, arch: Architecture, make: Callable[[], nn.Module], *, sgd: bool, epochs: int | None = None,
-             lr_scale: float = 1.0) -> dict[str, Any]:
+    def _arm(self, arm: str, arch: Architecture, make: Callable[[], nn.Module], *, sgd: bool, train: bool,
+             epochs: int | None = None, lr_scale: float = 1.0) -> dict[str, Any] | None:
+        """The arm's row: read back when finished, else trained (``train``) or None."""
         folder = self.root / arm
         if not (folder / "summary.json").exists():
+            if not train:
+                return None
             if folder.exists():
                 shutil.rmtree(folder)  # an arm interrupted mid-way starts again
             logger.info("ticket study: seed %d, arm %s", self.seed, arm)
@@ -296,10 +353,11 @@ class _TicketHooks:
         if self.meter is None or epoch != self.seed.s["ticket_epoch"]:
             return
         dense, target = self.seed.dense, self.seed.s["target"]
-        solution = solve_keep(dense, self.meter.importance, target)
+        solution = solve_keep(dense, self.meter.importance, target, relative_to=self.seed.s.get("relative_to", "net"))
         support = layer_supports(dense, filter_support(self.model, self.opt))
         self.out.write_json(self.out.path / "ticket.json", {
-            "epoch": epoch, "steps": self.meter.steps, "target": target, "threshold": solution.threshold,
+            "epoch": epoch, "steps": self.meter.steps, "target": target, "relative_to": self.seed.s.get("relative_to", "net"),
+            "threshold": solution.threshold,
             "macs_fraction": solution.macs_fraction, "kept_fraction": solution.kept_fraction, "keep": solution.keep,
             "gamma_support_fraction": {k: round(float(v.float().mean()), 6) for k, v in support.items()},
             "importance": {k: [float(f"{x:.6g}") for x in v.tolist()] for k, v in self.meter.importance.items()},

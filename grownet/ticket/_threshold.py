@@ -9,7 +9,9 @@ filters instead by the growth signal's importance (:mod:`grownet.signal`),
 
 accumulated from the first step to the ticket epoch; rescaling a conv's kernel leaves its
 BatchNorm's γ and ∂L/∂γ unchanged, so the ranking is scale-free. One global threshold θ keeps
-every filter with ``I_g >= θ``; θ is *solved* (not tuned per layer) so that the reduced net's
+every filter with ``I_g >= θ`` (``relative_to="net"``), or with ``I_g >= θ · mean_{h in its layer} I_h``
+(``relative_to="layer"``: each layer's filters ranked against their own layer's mean, so no
+layer is emptied because its filters share less of the loss); θ is *solved* (not tuned per layer) so that the reduced net's
 inference MACs come closest to ``target`` times the dense net's. Kept MACs never decrease as θ
 falls, so the solution is a bisection over the number ``k`` of top-ranked filters kept. Every
 layer keeps at least its most important filter, and tied layers share one keep set
@@ -28,7 +30,7 @@ from ..cost import cost
 from ..errors import UsageError
 from ._prune import keep_sets, reduced_arch, tied_layers
 
-__all__ = ["KeepSolution", "solve_keep", "random_keep"]
+__all__ = ["KeepSolution", "RELATIVE_TO", "solve_keep", "random_keep"]
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,9 @@ class KeepSolution:
 
     Attributes:
         keep: layer name -> kept filter indices (sorted), in network order.
-        threshold: θ, the smallest importance kept by the global rule (before the
-            at-least-one-per-layer rule), in units of the net's mean filter importance.
+        threshold: θ, the smallest score kept by the global rule (before the
+            at-least-one-per-layer rule), in units of the mean score (the net's mean filter
+            importance, or for ``relative_to="layer"`` 1 = the filter's layer's mean).
         macs_fraction: the reduced net's inference MACs / the dense net's.
         kept_fraction: layer name -> kept filters / layer width.
     """
@@ -49,17 +52,27 @@ class KeepSolution:
     kept_fraction: dict[str, float]
 
 
-def solve_keep(arch: Architecture, importance: Mapping[str, torch.Tensor], target: float) -> KeepSolution:
+#: What the threshold is relative to: the net's mean filter importance, or each filter's layer's.
+RELATIVE_TO = ("net", "layer")
+
+
+def solve_keep(arch: Architecture, importance: Mapping[str, torch.Tensor], target: float, *,
+               relative_to: str = "net") -> KeepSolution:
     """The keep set whose global importance threshold gives MACs closest to ``target`` x the dense net's.
 
     Args:
         arch: the dense architecture.
         importance: layer name -> per-filter importance ``(width,)`` (non-negative).
         target: wanted MACs fraction, in (0, 1].
+        relative_to: ``"net"`` ranks raw importances across the net; ``"layer"`` ranks each
+            filter's importance over its layer's mean (see the module docstring).
 
     Raises:
-        UsageError: a target outside (0, 1], or a layer missing or of the wrong width.
+        UsageError: a target outside (0, 1], an unknown ``relative_to``, or a layer missing or
+            of the wrong width.
     """
+    if relative_to not in RELATIVE_TO:
+        raise UsageError(f"relative_to: must be one of {', '.join(RELATIVE_TO)}, got {relative_to!r}")
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
         raise UsageError(f"target: the MACs fraction to keep must be in (0, 1], got {target!r}")
     widths = arch.layer_widths()
@@ -72,6 +85,8 @@ def solve_keep(arch: Architecture, importance: Mapping[str, torch.Tensor], targe
         total = sum(scores[m] for m in group)
         for m in group:
             scores[m] = total
+    if relative_to == "layer":
+        scores = {layer: v / v.mean() if float(v.mean()) > 0 else torch.ones_like(v) for layer, v in scores.items()}
     flat = torch.cat([scores[layer] for layer in names])
     order = torch.argsort(flat, descending=True, stable=True)
     dense = cost(arch).macs
