@@ -176,6 +176,20 @@ class GrowthCheck:
     arch: Architecture | None
 
 
+def growth_rule(recipe: Recipe, *, importance: Mapping[str, float] | None,
+                previous: Mapping[str, float] | None) -> dict[str, Any]:
+    """The keyword arguments of :func:`grownet.policy.plan_growth` that a growth check takes
+    from ``recipe`` (rule and budgets), the round's importance shares and the previous check's
+    activity (``None`` at the first)."""
+    r = recipe
+    return dict(
+        importance=importance, cost_exponent=r.grow.cost_exponent,
+        tau=r.grow.tau, ratio=r.grow.ratio, min_add=r.grow.min_add, previous=previous,
+        deepen=r.grow.deepen, max_layers_per_stage=r.grow.max_layers_per_stage, max_width=r.grow.max_width,
+        max_macs=r.budget.max_macs, max_params=r.budget.max_params, cost_fn=_macs_params,
+    )
+
+
 def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: Recipe, *, meter: ImportanceMeter | None,
                  elapsed: Callable[[], float], share: Callable[[Callable[[], Any]], Any] = LOCAL.share) -> GrowthCheck:
     """The growth check at the end of round ``state.round``: read every layer's activity (with
@@ -199,12 +213,7 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
         activity, importance, signal = meter.activity(), meter.importance_share(), meter.record()
     else:
         activity = layer_activity(arch, filter_activity(net.model, net.optimizer))
-    rule = dict(
-        importance=importance, cost_exponent=r.grow.cost_exponent,
-        tau=r.grow.tau, ratio=r.grow.ratio, min_add=r.grow.min_add, previous=state.prev_activity,
-        deepen=r.grow.deepen, max_layers_per_stage=r.grow.max_layers_per_stage, max_width=r.grow.max_width,
-        max_macs=r.budget.max_macs, max_params=r.budget.max_params, cost_fn=_macs_params,
-    )
+    rule = growth_rule(r, importance=importance, previous=state.prev_activity)
     hold = None
     if r.budget.max_rounds and state.round >= r.budget.max_rounds:
         hold = f"budget.max_rounds {r.budget.max_rounds} reached"

@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"grownet: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"grownet: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     finally:
         logger.removeHandler(handler)

@@ -62,3 +62,26 @@ def test_readme_quotes_the_published_numbers():
     for name, s in [*summaries(REPO / "reports" / "cifar10-cpu-v1").items(), *summaries(REPO / "reports" / "cifar10-cpu").items()]:
         assert f"{100 * s['test_acc']:.2f}%" in readme, f"README lacks the {name} test accuracy"
         assert f"{s['macs'] / 1e6:.2f}M MACs" in readme, f"README lacks the {name} MACs"
+
+
+def test_the_cpu_recipe_replays_the_published_growth():
+    """The bundled cifar10-cpu recipe, replayed on the published run's recorded activity and
+    importance at each check (grownet.policy.plan_growth with the search's rule), makes the
+    same growth: its settings (deepen on since the run) change nothing in that run."""
+    from grownet._search_job import growth_rule
+    from grownet.policy import plan_growth
+    from grownet.recipe import load_recipe
+
+    folder = REPO / "reports" / "cifar10-cpu"
+    rounds = json.loads((folder / "rounds.json").read_text())
+    recipe = load_recipe("cifar10-cpu")
+    assert recipe.grow.deepen
+    arch, previous = Architecture.from_dict(json.loads((folder / "summary.json").read_text())["seed_arch"]), None
+    for check in rounds:
+        activity = {row["layer"]: row["activity"] for row in check["layers"] if row["width"]}
+        share = {layer: v["importance_share"] for layer, v in check["signal"]["layers"].items()}
+        plan = plan_growth(arch, activity, hold=check["hold"], **growth_rule(recipe, importance=share, previous=previous))
+        stored = Architecture.from_dict(check["new_arch"]) if check["new_arch"] else arch
+        assert plan.arch == stored, check["round"]
+        arch, previous = stored, activity
+    assert arch.layer_widths() == Architecture.from_json(folder / "architecture.json").layer_widths()
