@@ -162,7 +162,8 @@ def compile_unsupported(device: torch.device) -> str | None:
     if not torch._dynamo.is_dynamo_supported():
         return f"torch {torch.__version__} cannot compile on Python {sys.version.split()[0]} here"
     if device.type == "cpu":
-        names = [c for c in (inductor.cpp.cxx if isinstance(inductor.cpp.cxx, (list, tuple)) else (inductor.cpp.cxx,)) if c]
+        cxx = inductor.cpp.cxx
+        names = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]  # None: a conda g++, not installed
         if not any(shutil.which(c) for c in names):
             return f"no C++ compiler for inductor on the PATH (looked for {', '.join(names) or 'none named'})"
         return None
@@ -192,7 +193,8 @@ def compile_choice(setting: str, device: torch.device, *, steps: int) -> Compile
     why = compile_unsupported(device)
     if setting == "on":
         if why is not None:
-            raise ConfigError(f"run.compile: on, but torch.compile cannot train here: {why}; set run.compile = auto or off")
+            raise ConfigError(f"run.compile: on, but torch.compile cannot train here: {why}; "
+                              "set run.compile = auto or off")
         return CompileChoice(True, f"run.compile = on, inductor on {device.type}")
     if why is not None:
         return CompileChoice(False, f"run.compile = auto: {why}")
