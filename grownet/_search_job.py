@@ -38,7 +38,7 @@ from .progress import Reporter
 from .recipe import Recipe
 from .runfolder import JobFolder, RunFolder
 from .signal import ImportanceMeter
-from .train import amp_dtype, evaluate, prepare_model, wants_channels_last
+from .train import CompileChoice, amp_dtype, compile_choice, evaluate, prepare_model, wants_channels_last
 from .validate import check_bool, check_int, check_list, check_number, check_object, check_str, check_summary, cut, show
 from .weights import save_model
 
@@ -315,6 +315,8 @@ class SearchJob:
         self.reporter = reporter
         self.channels_last = wants_channels_last(self.recipe.run.channels_last, device)
         self.amp = amp_dtype(self.recipe.run.amp, device)
+        self.compile = CompileChoice(False, "not decided")  # the fine-tune's (run.compile), set in run()
+        self.fixed = False  # the fine-tune has started: every net set from now on is compiled as chosen
         self.state = SearchState()
         self.net: Trainee | None = None
         self.arch: Architecture | None = None
@@ -331,6 +333,7 @@ class SearchJob:
             torch.backends.cudnn.benchmark = True
         seed_all(int(self.config["seed"]))
         self.data = self.dist.shard_data(make_data(self.config, r, self.device, channels_last=self.channels_last))
+        self.compile = compile_choice(r.run.compile, self.device, steps=r.finetune.epochs * len(self.data.train))
         if resume:
             self.restore(self.dist.share(self.run_folder.load_checkpoint if checkpoint is None else lambda: checkpoint))
             s = self.state
@@ -353,6 +356,9 @@ class SearchJob:
             self._fit(Phase("grow", r.grow.local_epochs, lambda e, i: r.optim.lr, label_smoothing=r.optim.label_smoothing,
                             round=self.state.round, label=f"round {self.state.round}"), start=self.state.round_epoch)
         steps = len(self.data.train)
+        self.fixed = True  # after the plan's probe, which deep-copies the net (a compiled one must not be copied)
+        logger.info("fine-tune: %s", self.compile)
+        self.compile.apply(self.net.model)  # type: ignore[union-attr]
         self._fit(Phase("finetune", r.finetune.epochs, finetune_schedule(r, epochs=r.finetune.epochs, steps=steps),
                         label_smoothing=r.finetune.label_smoothing, keep_best=True, round=self.state.round,
                         label=f"round {self.state.round}"), start=self.state.ft_epoch)
@@ -379,6 +385,8 @@ class SearchJob:
         with a new optimizer from ``make_optimizer`` or the present one (growth carried it),
         and while growing a new importance meter (resumed from ``state.signal``)."""
         model = prepare_model(model, self.device, channels_last=self.channels_last)
+        if self.fixed:  # a fine-tune's divergence restore: the checkpoint's net trains as the one before
+            self.compile.apply(model)
         optimizer = make_optimizer(model) if make_optimizer is not None else self.net.optimizer  # type: ignore[union-attr]
         if self.net is None:
             self.net = Trainee(model, optimizer, cost(arch))

@@ -48,7 +48,7 @@ from .loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit
 from .models import build_model, check_memory
 from .recipe import Recipe
 from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, job_folder, load_run
-from .train import amp_dtype, evaluate, prepare_model, resolve_device, wants_channels_last
+from .train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_device, wants_channels_last
 from .validate import check_int, check_text
 from .weights import save_model
 
@@ -251,6 +251,7 @@ def _train(out: JobFolder, control: str, arch: Architecture, recipe: Recipe, con
         if getattr(arch, key) != value:
             raise RunError(f"{control}: the architecture has {key} {getattr(arch, key)} but the dataset gives {value}; "
                            "is config.json's dataset the one the run was trained on?")
+    compile_choice(recipe.run.compile, device, steps=0)  # run.compile = on where it cannot run: refused before out.start()
     out.start()
     model = prepare_model(build_model(arch), device, channels_last=channels_last)
     f = recipe.finetune
@@ -308,10 +309,15 @@ def train_fixed(
     """Train a net whose architecture does not change for ``phase`` through the one loop
     (:func:`grownet.loop.fit`, divergence policy of ``recipe`` naming ``lower``), load the
     epoch with the best validation accuracy, and evaluate it once on validation and test.
+    The net is compiled in place first when ``run.compile`` says so
+    (:func:`grownet.train.compile_choice`; logged), so it must not be deep-copied afterwards.
 
     ``on_epoch_end(row, state)`` runs after each epoch's row is recorded; ``on_step`` is
     :func:`~grownet.loop.fit`'s."""
     state, clock = LoopState(), Clock()
+    compiled = compile_choice(recipe.run.compile, device, steps=phase.epochs * len(data.train))
+    logger.info("%s: %s", phase.label or phase.name, compiled)
+    compiled.apply(net.model)  # in place: the caller's model (and net.best) keep the plain module's keys
     hook = None if on_epoch_end is None else (lambda row: on_epoch_end(row, state))
     fit(net, data, state, phase, last_good=InMemory(net, state, data.train, device),
         divergence=Divergence.from_recipe(recipe, lower=lower), clock=clock, on_epoch_end=hook, on_step=on_step, amp=amp)

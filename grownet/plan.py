@@ -44,7 +44,7 @@ from .job import make_data, make_dessilbi, rng_scope, rng_state, seed_all, seed_
 from .models import build_model
 from .policy import widen_width
 from .recipe import Recipe, resolve_recipe
-from .train import amp_dtype, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
+from .train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
 
 __all__ = ["Forecast", "PhaseEstimate", "RunPlan", "duration", "estimate_run", "plan_run", "probe", "schedule"]
 
@@ -90,6 +90,8 @@ class RunPlan:
         elapsed: seconds the run had trained before (a resumed run; 0 for a new one).
         phases: the estimated rounds and fine-tune still to train, in order.
         final_eval_seconds: the estimated closing validation and test pass.
+        compile: whether the fine-tune trains a compiled net, and why (``run.compile``; the
+            estimate does not count the compile nor its speed-up).
     """
 
     device: str
@@ -114,6 +116,7 @@ class RunPlan:
     elapsed: float
     phases: tuple[PhaseEstimate, ...]
     final_eval_seconds: float
+    compile: str = ""
 
     @property
     def rounds(self) -> int:
@@ -161,6 +164,7 @@ class RunPlan:
             f"{'; '.join(parts) or 'the closing evaluation only'}",
             f"          (probe: {self.probe_steps} steps at {self.macs / m:.1f}M MACs, {self.step_seconds:.3g} s each; "
             "assumes every layer widens each round)",
+            *([f"compile   fine-tune {self.compile}"] if self.compile else []),
         ]
 
     def __str__(self) -> str:
@@ -314,7 +318,9 @@ def estimate_run(model: nn.Module, arch: Architecture, data: Any, recipe: Recipe
     )
     phases = schedule(arch, recipe, base.epoch_seconds, phase=phase, round=round, done=done, elapsed=elapsed)
     last = phases[-1].macs if phases else c.macs
-    return replace(base, phases=tuple(phases), final_eval_seconds=base.eval_seconds(last) if phase != "done" else 0.0)
+    compiled = compile_choice(recipe.run.compile, device, steps=recipe.finetune.epochs * len(train))
+    return replace(base, phases=tuple(phases), final_eval_seconds=base.eval_seconds(last) if phase != "done" else 0.0,
+                   compile=str(compiled) if phase != "done" else "")
 
 
 def _images(loader: Any) -> int:

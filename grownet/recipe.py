@@ -134,7 +134,11 @@ class BudgetSection:
 
 @dataclass(frozen=True)
 class RunSection:
-    amp: str = _key("off", "mixed precision on CUDA: off, bf16 or fp16 (ignored on the CPU)", choices=("off", "bf16", "fp16"))
+    amp: str = _key("auto", "mixed precision on CUDA: auto (bf16 on a GPU with native bf16, else off), off, bf16 or fp16 "
+                    "(ignored on the CPU)", choices=("auto", "off", "bf16", "fp16"))
+    compile: str = _key("auto", "torch.compile the nets of fixed-architecture phases (fine-tune, controls, ticket fine-tunes; never "
+                        "a growing round): auto (where torch.compile runs here and the phase has >= 1000 steps), on, off",
+                        choices=("auto", "on", "off"))
     channels_last: str = _key("auto", "channels-last memory format: auto (on for the CPU, where convs run faster), on, off", choices=("auto", "on", "off"))
     max_retries: int = _key(3, "after a non-finite loss: times to restore the last checkpoint and retry with a lower lr", low=0, high=20)
     retry_lr_factor: float = _key(0.5, "learning-rate factor applied at each divergence retry", low=0.0, low_open=True, high=1.0, high_open=True)
@@ -430,14 +434,24 @@ def default_recipe(device: Any) -> tuple[str, str]:
     return DEFAULT_RECIPES.get(kind, DEFAULT_RECIPES["cpu"])
 
 
+#: Keys whose default changed, with the value a stored recipe without the key ran with.
+_STORED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "grow": {"signal": "support"},  # runs before grow.signal grew on Γ's support (now "importance")
+    "run": {"amp": "off", "compile": "off"},  # runs before "auto" trained in full precision, eager
+}
+
+
 def upgrade_stored(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's stored recipe (config.json ``recipe``) with the meaning it had when written:
-    runs written before ``grow.signal`` existed grew on Γ's support, so a stored ``grow``
-    table without ``signal`` reads as ``"support"`` (the default is now ``"importance"``)."""
+    """A run's stored recipe (config.json ``recipe``) with the meaning it had when written: a
+    stored table without a key whose default has changed since reads as the value the run
+    used (:data:`_STORED_DEFAULTS`): ``grow.signal`` as ``"support"`` (runs before the key
+    grew on Γ's support), ``run.amp`` and ``run.compile`` as ``"off"`` (runs before them
+    trained in full precision, eager), so a resume trains as the run did."""
     out = dict(recipe)
-    grow = out.get("grow")
-    if isinstance(grow, Mapping) and "signal" not in grow:
-        out["grow"] = {**grow, "signal": "support"}
+    for section, old in _STORED_DEFAULTS.items():
+        table = out.get(section)
+        if isinstance(table, Mapping):
+            out[section] = {**table, **{k: v for k, v in old.items() if k not in table}}
     return out
 
 

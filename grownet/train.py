@@ -9,9 +9,10 @@ device helpers and the cosine schedule.
 
 from __future__ import annotations
 
-import math
-
 import contextlib
+import math
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 
 __all__ = [
     "EpochStats",
@@ -31,6 +32,10 @@ __all__ = [
     "prepare_model",
     "wants_channels_last",
     "amp_dtype",
+    "CompileChoice",
+    "COMPILE_MIN_STEPS",
+    "compile_choice",
+    "compile_unsupported",
     "cosine_lr",
 ]
 
@@ -100,10 +105,103 @@ def wants_channels_last(setting: str, device: torch.device) -> bool:
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for the recipe's ``run.amp`` (None = full precision; always None on CPU)."""
+    """Autocast dtype for the recipe's ``run.amp`` (None = full precision; always None on CPU).
+
+    ``auto`` is bf16 on CUDA (no gradient scaler needed, the fp32 range kept), except on a
+    GPU without native bf16 (before Ampere), where it is full precision."""
     if device.type != "cuda" or setting == "off":
         return None
+    if setting == "auto":
+        native = not torch.cuda.is_available() or torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else None
     return torch.bfloat16 if setting == "bf16" else torch.float16
+
+
+#: ``run.compile = "auto"`` compiles a phase of at least this many optimizer steps. A compile
+#: costs tens of seconds on a 2-core CPU (a one-off probe: 38 s for a fixed VGG that then
+#: trained 1.26x faster), which a phase this long pays back; shorter phases (tests, smoke
+#: runs) stay eager. ``benchmarks/finetune_compile.py`` measures the trade.
+COMPILE_MIN_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class CompileChoice:
+    """Whether a fixed-architecture phase trains a compiled net, and why (the log's and the
+    plan's words): see :func:`compile_choice`."""
+
+    on: bool
+    reason: str
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """``model``, compiled in place when :attr:`on` (:meth:`torch.nn.Module.compile`: its
+        ``state_dict`` keys, hence checkpoints, kept best states and saved weights, stay those
+        of the plain module). Never ``copy.deepcopy`` a compiled module: the copy would call
+        the original's compiled forward."""
+        if self.on:
+            model.compile()
+        return model
+
+    def __str__(self) -> str:
+        return f"{'compiled' if self.on else 'not compiled'} ({self.reason})"
+
+
+def compile_unsupported(device: torch.device) -> str | None:
+    """Why ``torch.compile`` (inductor) cannot train on ``device`` here, or None when it can.
+
+    The rule, checked without compiling anything: torch has ``nn.Module.compile`` (2.2 and
+    later) and dynamo supports this Python; on the CPU, a C++ compiler that inductor names
+    (``torch._inductor.config.cpp.cxx``, ``g++`` by default) is on the PATH; on CUDA, a GPU
+    is there and Triton supports it (compute capability 7.0 or more)."""
+    if not hasattr(nn.Module, "compile"):
+        return f"torch {torch.__version__} has no nn.Module.compile (torch >= 2.2 has)"
+    try:
+        import torch._dynamo
+        from torch._inductor import config as inductor
+    except ImportError as exc:  # a stripped-down torch build
+        return f"torch.compile is not importable ({exc})"
+    if not torch._dynamo.is_dynamo_supported():
+        return f"torch {torch.__version__} cannot compile on Python {sys.version.split()[0]} here"
+    if device.type == "cpu":
+        cxx = inductor.cpp.cxx
+        names = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]  # None: a conda g++, not installed
+        if not any(shutil.which(c) for c in names):
+            return f"no C++ compiler for inductor on the PATH (looked for {', '.join(names) or 'none named'})"
+        return None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available"
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "Triton is missing or does not support this GPU (compute capability < 7.0)"
+    return f"grownet does not compile on {device.type}"
+
+
+def compile_choice(setting: str, device: torch.device, *, steps: int) -> CompileChoice:
+    """Resolve the recipe's ``run.compile`` for a phase whose architecture no longer changes
+    (a search's fine-tune, a control, a ticket's fine-tune and fresh control) of ``steps``
+    optimizer steps on ``device``; a growing phase is never compiled (its net changes shape
+    at every growth, and each shape would compile again).
+
+    ``off``: never. ``on``: always. ``auto``: when :func:`compile_unsupported` finds nothing
+    against it and the phase has at least :data:`COMPILE_MIN_STEPS` steps.
+
+    Raises:
+        ConfigError: ``on`` where torch.compile cannot run (the message says why).
+    """
+    if setting == "off":
+        return CompileChoice(False, "run.compile = off")
+    why = compile_unsupported(device)
+    if setting == "on":
+        if why is not None:
+            raise ConfigError(f"run.compile: on, but torch.compile cannot train here: {why}; "
+                              "set run.compile = auto or off")
+        return CompileChoice(True, f"run.compile = on, inductor on {device.type}")
+    if why is not None:
+        return CompileChoice(False, f"run.compile = auto: {why}")
+    if steps < COMPILE_MIN_STEPS:
+        return CompileChoice(False, f"run.compile = auto: {steps} steps, fewer than the {COMPILE_MIN_STEPS} "
+                                    "that pay for a compile")
+    return CompileChoice(True, f"run.compile = auto: {steps} steps, inductor on {device.type}")
 
 
 def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool) -> nn.Module:

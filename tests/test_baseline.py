@@ -16,10 +16,11 @@ import grownet.baseline as baseline
 import grownet.loop as loop
 from grownet.arch import Architecture, ResStage
 from grownet.baseline import CONTROLS, control_architecture, run_control, scale_widths, uniform_architecture
-from grownet.train import cosine_lr
+from grownet.train import compile_unsupported, cosine_lr
 from grownet.cost import cost
 from grownet.errors import DivergenceError, RunError, UsageError
 from grownet.report import controls_info, load_run
+from grownet.models import build_model
 from grownet.weights import load_model
 
 from _runfolder import FINAL, HISTORY_COLUMNS, SEED, write_synthetic_run
@@ -248,3 +249,30 @@ def test_a_control_that_keeps_diverging_stops_with_a_divergence_error(tmp_path: 
     out = run / "controls" / "seed"
     assert not (out / "summary.json").exists()
     assert "gave up after 0 retries" in (out / "grownet.log").read_text()
+
+
+# ---- run.compile: a compiled control's files are a plain model's -----------------------------------------
+
+
+@pytest.mark.skipif(compile_unsupported(torch.device("cpu")) is not None,
+                    reason=f"torch.compile cannot run on this CPU: {compile_unsupported(torch.device('cpu'))}")
+def test_a_compiled_control_writes_weights_that_load_into_a_plain_model(tmp_path: Path) -> None:
+    """run.compile = on: the control trains through nn.Module.compile (in place), so its best
+    state, its weights file and its architecture are those of the eager module."""
+    from torch._dynamo.utils import counters
+
+    recipe = {"data": {"val_size": N_VAL, "batch_size": 32, "eval_batch_size": 64, "augment": False},
+              "finetune": {"optimizer": "sgd", "lr": 0.05}, "run": {"channels_last": "off", "compile": "on"}}
+    run = write_synthetic_run(tmp_path / "run", dataset=f"npz:{_tiny_npz(tmp_path / 'tiny.npz')}", data_dir=None,
+                              recipe=recipe)
+    frames = counters["frames"]["ok"]
+    result = run_control(run, "seed", epochs=2, device="cpu")
+    assert counters["frames"]["ok"] > frames  # dynamo compiled the net's forward
+    out = run / "controls" / "seed"
+    assert "control seed: compiled (run.compile = on, inductor on cpu)" in (out / "grownet.log").read_text()
+    state = torch.load(out / "weights.pt", weights_only=True)
+    plain = build_model(result.arch)
+    assert list(state) == list(plain.state_dict())  # no "_orig_mod." prefix
+    model = load_model(out / "architecture.json", out / "weights.pt")  # strict: every key matches
+    assert not any(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values())
+                   if a.is_floating_point() and a.dim() == 4)  # trained weights, not a fresh init

@@ -120,12 +120,16 @@ def test_search_prints_a_plan_progress_tables_and_a_summary(tmp_path, data, caps
     assert plan.startswith("grownet search: plan\n  device    cpu, ")
     assert f"\n  recipe    {SMOKE} (given with --recipe)\n" in plan
     assert "700 train / 300 val / 300 test images" in plan and "at most 3 rounds" in plan and "\n  estimate  about " in plan
+    steps = "(run.compile = auto: 10 steps, fewer than the 1000 that pay for a compile)"  # 700 images, batch 64, last dropped
+    assert f"\n  compile   fine-tune not compiled {steps}\n" in plan
     assert "growth check 1" in rest and "decision" in rest and "widen" in rest
     assert "round 2 of at most 3" in rest and " ETA " in rest  # the plain lines (capsys is no terminal)
     assert "grownet search: done" in rest and "test acc" in rest
     assert f"report:     {out / 'report.html'}" in rest
     assert rest.rstrip().endswith(f"import grownet\n    model = grownet.load_model({json.dumps(str(out))})")
-    assert "plan: estimate  about " in (out / "grownet.log").read_text(encoding="utf-8")  # the log keeps the plan
+    log = (out / "grownet.log").read_text(encoding="utf-8")
+    assert "plan: estimate  about " in log  # the log keeps the plan
+    assert f"fine-tune: not compiled {steps}" in log
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 7 and summary["rounds"] == 3
     config = json.loads((out / "config.json").read_text())

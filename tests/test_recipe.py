@@ -73,6 +73,8 @@ def test_every_schema_key_has_help():
         ({"finetune": {"optimizer": "adam"}}, r"^finetune\.optimizer: must be one of dessilbi, sgd, got 'adam'$"),
         ({"optim": {"momentum": 1.0}}, r"^optim\.momentum: must be in \[0, 1\), got 1$"),
         ({"grow": 3}, r"^grow: must be a table of keys, got int$"),
+        ({"run": {"compile": "yes"}}, r"^run\.compile: must be one of auto, on, off, got 'yes'$"),
+        ({"run": {"amp": "bf32"}}, r"^run\.amp: must be one of auto, off, bf16, fp16, got 'bf32'$"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_key(data, message):
@@ -147,6 +149,25 @@ def test_a_stored_recipe_without_grow_signal_reads_as_the_support_it_grew_on():
     stored = json.loads((v1 / "config.json").read_text())["recipe"]
     assert "signal" not in stored["grow"]
     assert Recipe.from_dict(upgrade_stored(stored)).grow.signal == "support"
+
+
+def test_a_stored_recipe_without_run_compile_or_amp_reads_as_the_eager_full_precision_it_ran():
+    from grownet.recipe import upgrade_stored
+
+    assert (Recipe().run.amp, Recipe().run.compile) == ("auto", "auto")  # a new recipe's defaults
+    old = Recipe().to_dict()
+    del old["run"]["compile"], old["run"]["amp"]
+    upgraded = upgrade_stored(old)
+    run = Recipe.from_dict(upgraded).run
+    assert (run.amp, run.compile) == ("off", "off")
+    assert list(upgraded["run"]) == [*old["run"], "amp", "compile"]  # the stored keys keep their order
+    # the published CPU run (written before both keys had "auto"): amp stored as "off", compile absent
+    stored = json.loads((Path(__file__).resolve().parents[1] / "reports" / "cifar10-cpu" / "config.json").read_text())["recipe"]
+    assert "compile" not in stored["run"]
+    assert Recipe.from_dict(upgrade_stored(stored)).run.compile == "off"
+    chosen = Recipe().to_dict()
+    chosen["run"].update(amp="bf16", compile="on")
+    assert upgrade_stored(chosen) == chosen  # a stored value stays
 
 
 # ---- extreme numbers (issue 18) ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from grownet.policy import DECISIONS, widen_width
 from grownet.recipe import load_recipe
 from grownet.runfolder import HISTORY_COLUMNS, RunFolder, RunLock
 from grownet.search import Reporter, SearchInterrupted, search
-from grownet.train import EpochStats
+from grownet.train import EpochStats, compile_unsupported
 from grownet.weights import load_model
 
 RUN_FILES = ("config.json", "architecture.json", "weights.pt", "history.csv", "rounds.json", "summary.json",
@@ -225,6 +225,30 @@ def test_an_sgd_fine_tune_follows_its_schedule_and_resumes_exactly(tmp_path, dat
     assert RunFolder(out).load_checkpoint()["optimizer_kind"] == "sgd"
     run(out, data, overrides=sgd, resume=True)
     assert comparable(out) == comparable(whole.run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(compile_unsupported(torch.device("cpu")) is not None,
+                    reason=f"torch.compile cannot run on this CPU: {compile_unsupported(torch.device('cpu'))}")
+def test_a_compiled_fine_tune_checkpoints_resumes_and_saves_plain_module_weights(tmp_path, data):
+    """run.compile = on: the fine-tune (not the growing round) trains a compiled net; its
+    checkpoints and weights keep the plain module's keys, and a resume into the fine-tune
+    compiles the restored net."""
+    compiled = {"budget.max_rounds": 1, "finetune.epochs": 2, "run.compile": "on"}
+    out = tmp_path / "compiled"
+    with pytest.raises(SearchInterrupted):
+        run(out, data, overrides=compiled, reporter=StopAt(4))  # the checkpoint: the first fine-tune epoch's
+    ck = RunFolder(out).load_checkpoint()
+    assert ck["state"]["phase"] == "finetune"
+    arch = Architecture.from_dict(ck["arch"])
+    plain = list(load_model(arch).state_dict())
+    assert list(ck["model"]) == plain and list(ck["best_model"]) == plain
+    result = run(out, data, overrides=compiled, resume=True)
+    assert result.epochs == 4
+    log = (out / "grownet.log").read_text()
+    assert log.count("fine-tune: compiled (run.compile = on, inductor on cpu)") == 2  # the first run and the resume
+    assert list(torch.load(out / "weights.pt", weights_only=True)) == plain
+    load_model(out)  # strict: every key matches
 
 
 def test_resume_after_sigkill_gives_the_same_result(tmp_path, data, smoke):

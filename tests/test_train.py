@@ -1,5 +1,6 @@
 """The training loop (grownet.train): epoch statistics against direct computation, the
-learning-rate hook, progress, non-finite losses, evaluation and device helpers."""
+learning-rate hook, progress, non-finite losses, evaluation, device helpers and the
+``run.compile`` / ``run.amp`` decisions."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from grownet.arch import Architecture
-from grownet.errors import UsageError
+from grownet.errors import ConfigError, UsageError
 from grownet.models import build_model
 from grownet.train import (
+    COMPILE_MIN_STEPS,
     EpochStats,
     amp_dtype,
+    compile_choice,
+    compile_unsupported,
     evaluate,
     prepare_model,
     resolve_device,
@@ -140,3 +144,60 @@ def test_device_helpers():
     assert wants_channels_last("on", cuda) and not wants_channels_last("off", cpu)
     assert amp_dtype("bf16", cpu) is None and amp_dtype("off", cuda) is None
     assert amp_dtype("bf16", cuda) == torch.bfloat16 and amp_dtype("fp16", cuda) == torch.float16
+
+
+def test_amp_auto_is_bf16_on_cuda_and_off_on_the_cpu():
+    assert amp_dtype("auto", torch.device("cpu")) is None
+    cuda = torch.device("cuda")
+    if not torch.cuda.is_available() or torch.cuda.is_bf16_supported(including_emulation=False):
+        assert amp_dtype("auto", cuda) == torch.bfloat16
+    else:  # a GPU before Ampere: full precision
+        assert amp_dtype("auto", cuda) is None
+
+
+LONG = COMPILE_MIN_STEPS  # a phase long enough for auto
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_compile_off_never_compiles_and_auto_skips_short_phases(device):
+    dev = torch.device(device)
+    off = compile_choice("off", dev, steps=10**6)
+    assert not off.on and str(off) == "not compiled (run.compile = off)"
+    short = compile_choice("auto", dev, steps=LONG - 1)
+    assert not short.on
+    why = compile_unsupported(dev)
+    assert str(short).endswith(f"{LONG - 1} steps, fewer than the {LONG} that pay for a compile)" if why is None else f"{why})")
+
+
+def test_compile_auto_and_on_follow_what_this_machine_supports_on_the_cpu():
+    cpu = torch.device("cpu")
+    why = compile_unsupported(cpu)
+    auto = compile_choice("auto", cpu, steps=LONG)
+    assert auto.on == (why is None)
+    if why is None:
+        assert str(auto) == f"compiled (run.compile = auto: {LONG} steps, inductor on cpu)"
+        assert compile_choice("on", cpu, steps=1).on
+    else:
+        assert str(auto) == f"not compiled (run.compile = auto: {why})"
+
+
+def test_compile_without_a_cpp_compiler_is_off_under_auto_and_an_error_under_on():
+    import torch._inductor.config as inductor
+
+    cpu = torch.device("cpu")
+    with inductor.patch({"cpp.cxx": (None, "/nonexistent/g++")}):
+        assert compile_unsupported(cpu) == "no C++ compiler for inductor on the PATH (looked for /nonexistent/g++)"
+        assert not compile_choice("auto", cpu, steps=10**6).on
+        with pytest.raises(ConfigError, match=r"^run\.compile: on, but torch\.compile cannot train here: no C\+\+ "
+                                              r"compiler for inductor on the PATH \(looked for /nonexistent/g\+\+\); "
+                                              r"set run\.compile = auto or off$"):
+            compile_choice("on", cpu, steps=10**6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer where CUDA is missing")
+def test_compile_on_cuda_without_cuda_is_off_under_auto_and_an_error_under_on():
+    cuda = torch.device("cuda")
+    assert compile_unsupported(cuda) == "CUDA is not available"
+    assert str(compile_choice("auto", cuda, steps=10**6)) == "not compiled (run.compile = auto: CUDA is not available)"
+    with pytest.raises(ConfigError, match=r"^run\.compile: on, but torch\.compile cannot train here: CUDA is not available"):
+        compile_choice("on", cuda, steps=1)

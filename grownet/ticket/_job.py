@@ -25,7 +25,7 @@ from ..models import as_architecture, build_model, check_memory
 from ..progress import Reporter
 from ..recipe import resolve_recipe
 from ..runfolder import JobFolder, RunFolder, job_folder
-from ..train import amp_dtype, evaluate, prepare_model, resolve_device, wants_channels_last
+from ..train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_device, wants_channels_last
 from ..validate import check_int, check_text
 from ..weights import save_model
 from ._prune import (FOLD_MODES, FoldRecord, filter_scores, filter_support, keep_sets, layer_supports, mask_model,
@@ -285,6 +285,7 @@ class _TicketJob:
         r, folder = self.recipe, self.folder
         config = self._config()
         self.data = make_data(config, r, self.device, channels_last=self.channels_last)
+        self.compile = compile_choice(r.run.compile, self.device, steps=self.finetune_epochs * len(self.data.train))
         if self.arch_spec is None:
             arch = seed_arch(r, self.data)
         else:
@@ -365,12 +366,13 @@ class _TicketJob:
         optimizer, fresh, and schedule; both see the same batches. Returns the fine-tuned net."""
         r = self.recipe
         schedule = finetune_schedule(r, epochs=self.finetune_epochs, steps=len(self.data.train))
-        ft_model = self._prepare(copy.deepcopy(pruned))
+        log.info("ticket: fine-tune and fresh control %s", self.compile)
+        ft_model = self.compile.apply(self._prepare(copy.deepcopy(pruned)))
         ft = Phase("finetune", self.finetune_epochs, schedule, label_smoothing=r.finetune.label_smoothing,
                    keep_best=True, round=1, label="ticket")
         scores["finetuned"] = self._phase(ft, Trainee(ft_model, make_finetune_optimizer(ft_model, r), cost(small)),
                                           epoch=self.epochs, flops0=flops0, history=self.history)
-        fresh = self._prepare(build_model(small))
+        fresh = self.compile.apply(self._prepare(build_model(small)))
         rows: list[dict[str, Any]] = []
         scores["fresh"] = self._phase(replace(ft, name="fresh"), Trainee(fresh, make_finetune_optimizer(fresh, r), cost(small)),
                                       loader_epoch=self.epochs, history=rows)
