@@ -35,7 +35,7 @@ from .arch import Architecture
 from .baseline import run_control
 from .errors import RunError, UsageError
 from .files import atomic_write_text
-from .recipe import resolve_recipe
+from .recipe import Recipe, resolve_recipe, upgrade_stored
 from .search import search
 from .validate import check_int, check_summary, check_text, read_json, read_run_file
 
@@ -106,6 +106,8 @@ def check_study_config(path: Path, config: Mapping[str, Any]) -> None:
     file = path / "study.json"
     if file.exists():
         stored = read_json(file, error=RunError, missing="missing")
+        if isinstance(stored, dict) and isinstance(stored.get("recipe"), dict):  # as the study was run (recipe.upgrade_stored)
+            stored = {**stored, "recipe": Recipe.from_dict(upgrade_stored(stored["recipe"])).to_dict()}
         if stored != json.loads(json.dumps(config)):
             raise RunError(f"{path} holds a study of another configuration (see {file}); use another --out")
         return

@@ -13,7 +13,7 @@ import pytest
 
 from grownet.arch import Architecture
 from grownet.cost import cost
-from grownet.recipe import Recipe
+from grownet.recipe import Recipe, upgrade_stored
 from grownet.ticket import DIFFERENCES, TICKET_ARMS, run_ticket_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +31,8 @@ def test_rereading_the_study_gives_its_summary(study, tmp_path):
     shutil.copytree(study, copy)
     config = json.loads((study / "study.json").read_text())
     s = config["settings"]
-    result = run_ticket_study(config["dataset"], out=copy, recipe=Recipe.from_dict(config["recipe"]), seeds=3,
+    recipe = Recipe.from_dict(upgrade_stored(config["recipe"]))  # as it ran: eager, fp32
+    result = run_ticket_study(config["dataset"], out=copy, recipe=recipe, seeds=3,
                               epochs=s["epochs"], ticket_at=0.15, target=s["target"], finetune_epochs=s["finetune_epochs"],
                               finetune_lr_scale=s["finetune_lr_scale"], relative_to=s.get("relative_to", "net"),
                               device="cpu")

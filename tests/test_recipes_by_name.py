@@ -20,7 +20,7 @@ from grownet.errors import ConfigError, RunError
 from grownet.recipe import DEFAULT_RECIPES, RECIPE_DIR, Recipe, default_recipe, load_recipe, recipe_names, resolve_recipe
 from grownet.train import resolve_device
 
-BUNDLED = ["cifar10-cpu", "cifar10-resnet", "cifar10-vgg", "growth-study-cpu", "smoke", "ticket-cpu"]
+BUNDLED = ["cifar10-cpu", "cifar10-resnet", "cifar10-vgg", "growth-study-cpu", "smoke", "ticket-cpu", "ticket-study-cpu"]
 
 
 def test_the_bundled_recipes_live_in_the_package_and_nowhere_else():
@@ -53,7 +53,7 @@ def test_tune_reads_a_bundled_recipe_by_name():
 
 def test_an_unknown_name_lists_the_bundled_ones():
     with pytest.raises(ConfigError, match=r"^cifar11-cpu: no bundled recipe of that name \(bundled: cifar10-cpu, "
-                                          r"cifar10-resnet, cifar10-vgg, growth-study-cpu, smoke, ticket-cpu\); give one of them or the "
+                                          r"cifar10-resnet, cifar10-vgg, growth-study-cpu, smoke, ticket-cpu, ticket-study-cpu\); give one of them or the "
                                           r"path of a TOML file$"):
         load_recipe("cifar11-cpu")
 
