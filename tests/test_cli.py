@@ -147,8 +147,11 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tmp_path, data, quiet):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     extra = ["--quiet"] if quiet else []
+    # SIGINT as a terminal delivers it: a test run started in the background of a shell without
+    # job control inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen([sys.executable, "-m", "grownet", *search_argv(out, data, *extra)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None and not (out / "history.csv").exists():
