@@ -83,6 +83,8 @@ class Side:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default="../shared/data", help="folder holding cifar-10-batches-py (default ../shared/data)")
+    ap.add_argument("--dataset", default="cifar10", help="a grownet dataset name (default cifar10; npz:PATH for a slice "
+                                                         "of it where the whole set cannot travel, e.g. to a lent GPU)")
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs of each net after its first (default 2)")
     ap.add_argument("--finetune-epochs", type=int, default=12, help="the fine-tune length the ratio is for (default 12)")
     ap.add_argument("--limit", type=int, default=0, help="read only the first N training images, a tenth of them held out "
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     channels_last = wants_channels_last(recipe.run.channels_last, device)
     amp = amp_dtype("auto", device)  # grownet's default: bf16 on CUDA, full precision on the CPU
     seed_all(0)
-    data = make_data({"dataset": "cifar10", "data_dir": args.data_dir, "seed": 0}, recipe, device, channels_last=channels_last)
+    data = make_data({"dataset": args.dataset, "data_dir": args.data_dir, "seed": 0}, recipe, device, channels_last=channels_last)
     steps = len(data.train)
     compiled = compile_choice("on", device, steps=steps * args.finetune_epochs)  # a one-line error where it cannot run
     base = prepare_model(build_model(arch), device, channels_last=channels_last)

@@ -182,8 +182,9 @@ def compile_choice(setting: str, device: torch.device, *, steps: int) -> Compile
     optimizer steps on ``device``; a growing phase is never compiled (its net changes shape
     at every growth, and each shape would compile again).
 
-    ``off``: never. ``on``: always. ``auto``: when :func:`compile_unsupported` finds nothing
-    against it and the phase has at least :data:`COMPILE_MIN_STEPS` steps.
+    ``off``: never. ``on``: always. ``auto``: on the CPU, when :func:`compile_unsupported`
+    finds nothing against it and the phase has at least :data:`COMPILE_MIN_STEPS` steps (on a
+    GPU the compiled epochs measured slower: ``benchmarks/finetune_compile.py``).
 
     Raises:
         ConfigError: ``on`` where torch.compile cannot run (the message says why).
@@ -196,6 +197,9 @@ def compile_choice(setting: str, device: torch.device, *, steps: int) -> Compile
             raise ConfigError(f"run.compile: on, but torch.compile cannot train here: {why}; "
                               "set run.compile = auto or off")
         return CompileChoice(True, f"run.compile = on, inductor on {device.type}")
+    if device.type != "cpu":  # measured: on an H200 the compiled fine-tune epoch was slower (README, Benchmarks)
+        return CompileChoice(False, f"run.compile = auto: not on {device.type} (compiled epochs measured slower on a GPU; "
+                                    "run.compile = on forces it)")
     if why is not None:
         return CompileChoice(False, f"run.compile = auto: {why}")
     if steps < COMPILE_MIN_STEPS:
