@@ -39,14 +39,14 @@ from .recipe import Recipe, resolve_recipe, upgrade_stored
 from .search import search
 from .validate import check_int, check_summary, check_text, read_json, read_run_file
 
-__all__ = ["ARMS", "StudyResult", "check_study_config", "growth_factors", "mean_std", "run_study", "summarize"]
+__all__ = ["ARMS", "StudyResult", "METRICS", "check_study_config", "growth_factors", "mean_std", "read_summary", "run_study", "summarize"]
 
 logger = logging.getLogger(__name__)
 
 #: The arms, in the order tables show them.
 ARMS = ("grown", "scratch", "uniform", "random")
 _CONTROLS = ARMS[1:]
-_METRICS = ("val_acc", "test_acc", "macs", "params", "train_flops", "wall_time")
+METRICS = ("val_acc", "test_acc", "macs", "params", "train_flops", "wall_time")
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any,
         search(None if started else dataset, recipe=None if started else recipe, out=run_dir, data_dir=data_dir,
                seed=None if started else seed, device=device, resume=started, force=run_dir.exists() and not started,
                command="grownet study")
-    s = _summary(summary, "seed_arch", "final_arch")
+    s = read_summary(summary, "seed_arch", "final_arch")
     seed_arch = Architecture.from_dict(s["seed_arch"])
     return _row("grown", seed, s, Architecture.from_dict(s["final_arch"]), seed_arch), seed_arch
 
@@ -136,19 +136,19 @@ def _control(run_dir: Path, arm: str, seed: int, seed_arch: Architecture, data_d
     if not (folder / "summary.json").exists():
         logger.info("study: seed %d, %s arm", seed, arm)
         run_control(run_dir, arm, data_dir=data_dir, device=device, force=folder.exists())
-    s = _summary(folder / "summary.json")
+    s = read_summary(folder / "summary.json")
     return _row(arm, seed, s, Architecture.from_json(folder / "architecture.json"), seed_arch)
 
 
-def _summary(path: Path, *need: str) -> dict[str, Any]:
-    """A finished run's or control's summary.json, checked (:func:`grownet.validate.check_summary`),
+def read_summary(path: Path, *need: str) -> dict[str, Any]:
+    """A finished run's, control's or study arm's summary.json, checked (:func:`grownet.validate.check_summary`),
     with the metrics and the ``need``ed keys present.
 
     Raises:
         RunError: naming the file and the field; deleting the run's folder trains it again.
     """
     s = read_run_file(path, check_summary, missing="missing")
-    for key in (*_METRICS, *need):
+    for key in (*METRICS, *need):
         if s.get(key) is None:
             raise RunError(f"{path}: {key}: missing or null; the file was changed or damaged (delete {path.parent} "
                            "to train that run again)")
@@ -157,7 +157,7 @@ def _summary(path: Path, *need: str) -> dict[str, Any]:
 
 def _row(arm: str, seed: int, s: Mapping[str, Any], arch: Architecture, seed_arch: Architecture) -> dict[str, Any]:
     factors = growth_factors(seed_arch, arch)
-    return {"arm": arm, "seed": seed, **{k: s[k] for k in _METRICS}, "widths": arch.layer_widths(),
+    return {"arm": arm, "seed": seed, **{k: s[k] for k in METRICS}, "widths": arch.layer_widths(),
             "growth_factors": dict(factors), "growth_cv": _cv(list(factors.values()))}
 
 
@@ -192,7 +192,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not runs:
             continue
         arms[arm] = {"n": len(runs)}
-        for key in _METRICS:
+        for key in METRICS:
             arms[arm][key] = mean_std([float(r[key]) for r in runs])
     grown = {r["seed"]: r for r in rows if r["arm"] == "grown"}
     seeds = {}
@@ -214,9 +214,9 @@ def _write(path: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     summary = summarize(rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["arm", "seed", *_METRICS, "growth_cv", "widths"])
+    writer.writerow(["arm", "seed", *METRICS, "growth_cv", "widths"])
     for r in rows:
-        writer.writerow([r["arm"], r["seed"], *(r[k] for k in _METRICS), round(r["growth_cv"], 6),
+        writer.writerow([r["arm"], r["seed"], *(r[k] for k in METRICS), round(r["growth_cv"], 6),
                          " ".join(str(w) for w in r["widths"].values())])
     atomic_write_text(path / "runs.csv", buf.getvalue())
     atomic_write_text(path / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -14,7 +14,12 @@ from typing import Any, Mapping, Sequence
 from .files import atomic_write_text
 from .report.plots import ARM_COLORS, STYLE, new_figure, to_svg
 
-__all__ = ["accuracy_macs_svg", "page_style", "write_study_page"]
+__all__ = ["accuracy_macs_svg", "mean_std_text", "page_style", "write_study_page"]
+
+
+def mean_std_text(v: Mapping[str, float], scale: float = 100.0, digits: int = 2, sign: str = "") -> str:
+    """``"mean ± std"`` of a summary's ``{"mean", "std"}`` times ``scale`` (``sign="+"``: signed)."""
+    return f"{scale * v['mean']:{sign}.{digits}f} ± {scale * v['std']:.{digits}f}"
 
 
 def page_style() -> str:
@@ -49,11 +54,10 @@ def _arm_table(summary: Mapping[str, Any]) -> str:
     out = [head]
     for arm, a in summary["arms"].items():
         d = summary["grown_minus"].get(arm)
-        diff = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}" if d else ""
+        diff = mean_std_text(d, sign="+") if d else ""
         out.append(
             f"<tr><td>{html.escape(arm)}</td><td>{a['n']}</td>"
-            f"<td>{100 * a['val_acc']['mean']:.2f} ± {100 * a['val_acc']['std']:.2f}</td>"
-            f"<td>{100 * a['test_acc']['mean']:.2f} ± {100 * a['test_acc']['std']:.2f}</td>"
+            f"<td>{mean_std_text(a['val_acc'])}</td><td>{mean_std_text(a['test_acc'])}</td>"
             f"<td>{a['macs']['mean'] / 1e6:.2f}</td><td>{a['params']['mean'] / 1e6:.3f}</td>"
             f"<td>{a['train_flops']['mean'] / 1e12:.2f}</td><td>{a['wall_time']['mean']:.0f}</td><td>{diff}</td></tr>")
     return "<table>" + "".join(out) + "</table>"

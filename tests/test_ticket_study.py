@@ -184,7 +184,8 @@ def test_a_damaged_arm_summary_is_named(study, tmp_path):
     shutil.copytree(result.path, copy)
     f = copy / "seed-0" / "scratch" / "summary.json"
     f.write_text(json.dumps({**json.loads(f.read_text()), "test_acc": 1.5}))
-    with pytest.raises(RunError, match=rf"^{f}: test_acc: missing or invalid; the file was changed or damaged"):
+    with pytest.raises(RunError, match=rf"^{f}: test_acc: must be a finite number in \[0, 1\], got 1.5; the file was "
+                                      "changed or damaged$"):
         run_ticket_study(dataset, **{**kw, "out": copy})
 
 

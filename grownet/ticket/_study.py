@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -74,7 +75,7 @@ from ..models import build_model, check_memory
 from ..recipe import Recipe, resolve_recipe
 from ..runfolder import JobFolder, RunLock, job_folder
 from ..signal import ImportanceMeter
-from ..study import StudyResult, check_study_config, mean_std
+from ..study import METRICS, StudyResult, check_study_config, mean_std, read_summary
 from ..train import amp_dtype, prepare_model, resolve_device, wants_channels_last
 from ..validate import check_int, check_text, read_json
 from ..weights import save_model
@@ -99,7 +100,6 @@ TICKET_ARMS = tuple(ARM_LABELS)
 #: Paired test-accuracy differences the summary reports (first arm minus second, per seed).
 DIFFERENCES = (("lbi", "sgd"), ("rewound", "sgd"), ("finetuned", "sgd"), ("rewound", "scratch"), ("rewound", "random"),
                ("rewound", "uniform"), ("finetuned", "scratch"), ("finetuned", "random"), ("finetuned", "uniform"))
-_METRICS = ("val_acc", "test_acc", "macs", "params", "train_flops", "wall_time")
 
 
 def run_ticket_study(
@@ -218,7 +218,6 @@ class _Seed:
 
     def run(self) -> None:
         """Train the arms not finished yet (the caller holds the seed's lock)."""
-        self.dense = self._dense_arch()
         self.init = self._init_state()
         self._arms(train=True)
 
@@ -227,15 +226,14 @@ class _Seed:
         return self._arms(train=False) if (self.root / "architecture.json").exists() else None
 
     def _arms(self, *, train: bool) -> list[dict[str, Any]] | None:
-        self.dense = self._dense_arch()
         dense_arms = [self._arm(arm, self.dense, self._from_init, sgd=arm == "sgd", train=train) for arm in ("sgd", "lbi")]
         if None in dense_arms:
             return None
         ticket = read_json(self.root / "lbi" / "ticket.json", error=RunError,
                            missing=f"missing; delete {self.root / 'lbi'} to train the lbi arm again")
         keep = {k: list(v) for k, v in ticket["keep"].items()}
-        small = self.dense.with_widths({layer: len(idx) for layer, idx in keep.items()})
         counts = {layer: len(idx) for layer, idx in keep.items()}
+        small = self.dense.with_widths(counts)
         drawn = random_keep(self.dense, counts, seed=derive_seed("ticket-study.random", self.seed))
         uniform = uniform_architecture(self.dense, cost(small).macs)
         rows = dense_arms + [
@@ -254,7 +252,9 @@ class _Seed:
         return rows
 
     # -- the shared start ---------------------------------------------------------------------------
-    def _dense_arch(self) -> Architecture:
+    @functools.cached_property
+    def dense(self) -> Architecture:
+        """The dense net (``architecture.json``; written from the recipe on the first call)."""
         file = self.root / "architecture.json"
         if file.exists():
             return Architecture.from_json(file)
@@ -368,26 +368,18 @@ class _TicketHooks:
 
 
 def _read_row(path: Path, arm: str, seed: int) -> dict[str, Any]:
-    """An arm's summary.json as a row, its fields checked (RunError naming file and field)."""
-    s = read_json(path, error=RunError, missing="missing")
-    if not isinstance(s, dict):
-        raise RunError(f"{path}: not a JSON object; delete {path.parent} to train that arm again")
-
-    def bad(key: str) -> RunError:
-        return RunError(f"{path}: {key}: missing or invalid; the file was changed or damaged "
-                        f"(delete {path.parent} to train that arm again)")
-
-    for key in _METRICS:
-        value = s.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
-                or (key.endswith("_acc") and value > 1):
-            raise bad(key)
-    widths = s.get("widths")
+    """An arm's summary.json as a row, checked (:func:`grownet.study.read_summary`, then the
+    arm's own fields; RunError naming file and field)."""
+    s = read_summary(path, "widths")
+    widths = s["widths"]
     if not isinstance(widths, dict) or not all(isinstance(w, int) and w > 0 for w in widths.values()):
-        raise bad("widths")
-    if s.get("arm") != arm or s.get("seed") != seed:
-        raise bad("arm" if s.get("arm") != arm else "seed")
-    return {"arm": arm, "seed": seed, **{k: s[k] for k in _METRICS}, "epochs": s.get("epochs"), "widths": dict(widths)}
+        raise RunError(f"{path}: widths: not an object of positive layer widths; the file was changed or damaged "
+                       f"(delete {path.parent} to train that arm again)")
+    for key, value in (("arm", arm), ("seed", seed)):
+        if s.get(key) != value:
+            raise RunError(f"{path}: {key}: {s.get(key)!r}, expected {value!r}; the file was changed or damaged "
+                           f"(delete {path.parent} to train that arm again)")
+    return {"arm": arm, "seed": seed, **{k: s[k] for k in METRICS}, "epochs": s.get("epochs"), "widths": dict(widths)}
 
 
 # ---- summary and files ----------------------------------------------------------------------------------
@@ -402,7 +394,7 @@ def summarize_ticket_study(rows: Sequence[Mapping[str, Any]], settings: Mapping[
     for arm in TICKET_ARMS:
         runs = [r for r in rows if r["arm"] == arm]
         if runs:
-            arms[arm] = {"n": len(runs), "label": ARM_LABELS[arm], **{k: mean_std([float(r[k]) for r in runs]) for k in _METRICS}}
+            arms[arm] = {"n": len(runs), "label": ARM_LABELS[arm], **{k: mean_std([float(r[k]) for r in runs]) for k in METRICS}}
     tickets = [r for r in rows if r["arm"] == "rewound"]
     ticket: dict[str, Any] = dict(settings)
     if tickets:
@@ -421,9 +413,9 @@ def _write(path: Path, rows: Sequence[Mapping[str, Any]], settings: Mapping[str,
     summary = summarize_ticket_study(rows, settings)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["arm", "seed", *_METRICS, "epochs", "widths"])
+    writer.writerow(["arm", "seed", *METRICS, "epochs", "widths"])
     for r in rows:
-        writer.writerow([r["arm"], r["seed"], *(r[k] for k in _METRICS), r["epochs"], " ".join(str(w) for w in r["widths"].values())])
+        writer.writerow([r["arm"], r["seed"], *(r[k] for k in METRICS), r["epochs"], " ".join(str(w) for w in r["widths"].values())])
     atomic_write_text(path / "runs.csv", buf.getvalue())
     atomic_write_text(path / "summary.json", json.dumps(summary, indent=2) + "\n")
     from ._study_page import write_ticket_study_page

@@ -12,13 +12,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..files import atomic_write_text
-from ..study_page import accuracy_macs_svg, page_style
+from ..study_page import accuracy_macs_svg, mean_std_text, page_style
 
 __all__ = ["write_ticket_study_page"]
-
-
-def _pm(v: Mapping[str, float], scale: float = 100.0, digits: int = 2, sign: str = "") -> str:
-    return f"{scale * v['mean']:{sign}.{digits}f} ± {scale * v['std']:.{digits}f}"
 
 
 def _arms(summary: Mapping[str, Any]) -> str:
@@ -26,7 +22,7 @@ def _arms(summary: Mapping[str, Any]) -> str:
            "<th>params (k)</th><th>train TFLOPs</th><th>wall s</th></tr>"]
     for arm, a in summary["arms"].items():
         out.append(f"<tr><td>{html.escape(arm)}</td><td style='text-align:left'>{html.escape(a['label'])}</td>"
-                   f"<td>{a['n']}</td><td>{_pm(a['val_acc'])}</td><td>{_pm(a['test_acc'])}</td>"
+                   f"<td>{a['n']}</td><td>{mean_std_text(a['val_acc'])}</td><td>{mean_std_text(a['test_acc'])}</td>"
                    f"<td>{a['macs']['mean'] / 1e6:.2f}</td><td>{a['params']['mean'] / 1e3:.0f}</td>"
                    f"<td>{a['train_flops']['mean'] / 1e12:.2f}</td><td>{a['wall_time']['mean']:.0f}</td></tr>")
     return "<table>" + "".join(out) + "</table>"
@@ -36,7 +32,7 @@ def _differences(summary: Mapping[str, Any]) -> str:
     out = ["<tr><th>test accuracy, first − second (pts, paired by seed)</th><th>mean ± std</th><th>n</th></tr>"]
     for pair, d in summary["differences"].items():
         out.append(f"<tr><td style='text-align:left'>{html.escape(pair.replace('-', ' − '))}</td>"
-                   f"<td>{_pm(d, sign='+')}</td><td>{d['n']}</td></tr>")
+                   f"<td>{mean_std_text(d, sign='+')}</td><td>{d['n']}</td></tr>")
     return "<table>" + "".join(out) + "</table>"
 
 
@@ -45,9 +41,9 @@ def _kept(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     kept = t.get("kept_fraction", {})
     head = "<tr><th>layer</th><th>dense width</th><th>kept fraction (ticket, mean ± std)</th></tr>"
     dense = next((r["widths"] for r in rows if r["arm"] == "sgd"), {})
-    body = "".join(f"<tr><td>{html.escape(layer)}</td><td>{dense.get(layer, '')}</td><td>{_pm(v, 1.0, 3)}</td></tr>"
+    body = "".join(f"<tr><td>{html.escape(layer)}</td><td>{dense.get(layer, '')}</td><td>{mean_std_text(v, 1.0, 3)}</td></tr>"
                    for layer, v in kept.items())
-    macs = f"{_pm(t['macs_fraction'], 100.0, 1)} %" if "macs_fraction" in t else "not yet"
+    macs = f"{mean_std_text(t['macs_fraction'], 100.0, 1)} %" if "macs_fraction" in t else "not yet"
     return (f"<p>Ticket epoch {t['ticket_epoch']} of {t['epochs']}; target {100 * t['target']:.0f}% of the dense MACs; "
             f"kept: {macs}.</p><table>{head}{body}</table>")
 

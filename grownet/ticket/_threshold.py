@@ -20,6 +20,7 @@ layer keeps at least its most important filter, and tied layers share one keep s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -91,27 +92,26 @@ def solve_keep(arch: Architecture, importance: Mapping[str, torch.Tensor], targe
     order = torch.argsort(flat, descending=True, stable=True)
     dense = cost(arch).macs
 
-    def keep_top(k: int) -> dict[str, list[int]]:
+    @functools.lru_cache(maxsize=None)
+    def top(k: int) -> tuple[dict[str, list[int]], float]:
+        """The keep sets of the ``k`` top-ranked filters and their MACs fraction."""
         mask = torch.zeros(flat.numel(), dtype=torch.bool)
         mask[order[:k]] = True
-        supports = dict(zip(names, mask.split([widths[n] for n in names])))
-        return keep_sets(arch, supports, scores=scores)
-
-    def fraction(k: int) -> float:
-        return cost(reduced_arch(arch, keep_top(k))).macs / dense
+        keep = keep_sets(arch, dict(zip(names, mask.split([widths[n] for n in names]))), scores=scores)
+        return keep, cost(reduced_arch(arch, keep)).macs / dense
 
     lo, hi = 0, flat.numel()  # fraction(lo) <= target <= fraction(hi) = 1, where reachable
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if fraction(mid) < target:
+        if top(mid)[1] < target:
             lo = mid
         else:
             hi = mid
-    k = min((lo, hi), key=lambda n: abs(fraction(n) - target))
-    keep = keep_top(k)
+    k = min((lo, hi), key=lambda n: abs(top(n)[1] - target))
+    keep, fraction = top(k)
     mean = float(flat.mean()) if flat.numel() else 0.0
     theta = float(flat[order[k - 1]]) / mean if k > 0 and mean > 0 else float("inf")
-    return KeepSolution(keep, round(theta, 6), round(fraction(k), 6),
+    return KeepSolution(keep, round(theta, 6), round(fraction, 6),
                         {layer: round(len(keep[layer]) / widths[layer], 6) for layer in names})
 
 
