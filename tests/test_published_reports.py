@@ -85,3 +85,21 @@ def test_the_cpu_recipe_replays_the_published_growth():
         assert plan.arch == stored, check["round"]
         arch, previous = stored, activity
     assert arch.layer_widths() == Architecture.from_json(folder / "architecture.json").layer_widths()
+
+
+def test_the_gpu_run_is_the_reference_recipe_on_all_of_cifar10_with_four_controls():
+    """reports/cifar10-gpu (issue 17): cifar10-vgg on the whole of CIFAR-10 on a named card,
+    every control trained for the search's epochs, and the README quoting each."""
+    folder = REPO / "reports" / "cifar10-gpu"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["device"] == "cuda" and config["dataset"] == "cifar10" and "--recipe cifar10-vgg" in config["command"]
+    assert (config["recipe"]["data"]["limit_train"], config["recipe"]["data"]["limit_test"]) == (0, 0)
+    assert "cifar10: 50000 train, 10000 test images" in (folder / "grownet.log").read_text()
+    assert "NVIDIA H200" in (folder / "device" / "machine.txt").read_text()
+    runs = {**summaries(folder), "random": json.loads((folder / "controls" / "random" / "summary.json").read_text())}
+    assert set(runs) == {"grown", *CONTROLS, "random"}
+    assert {s["epochs"] for s in runs.values()} == {runs["grown"]["epochs"]}
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## On a GPU"):readme.index("## Growth study (CPU)")]
+    for name, s in runs.items():
+        assert f"| {100 * s['test_acc']:.2f}% | {s['macs'] / 1e6:.2f}M MACs |" in section, f"README lacks the {name} row"
