@@ -12,6 +12,7 @@ together and owns the net while the run lasts.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,12 +28,12 @@ from .cost import Cost, cost
 from .distributed import LOCAL, DistContext
 from .errors import ArchitectureError, ConfigError, RunError
 from .grow import apply as grow_apply
-from .job import (finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, rng_state, seed_all, seed_arch,
-                  set_rng_state)
+from .job import (finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, rng_scope, rng_state, seed_all,
+                  seed_arch, set_rng_state)
 from .loop import Divergence, LoopState, Phase, Trainee, fit
 from .models import build_model, check_memory
 from .optim import filter_activity
-from .plan import estimate_run
+from .plan import estimate_run, probe
 from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
 from .progress import Reporter
 from .recipe import Recipe
@@ -191,7 +192,8 @@ def growth_rule(recipe: Recipe, *, importance: Mapping[str, float] | None,
 
 
 def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: Recipe, *, meter: ImportanceMeter | None,
-                 elapsed: Callable[[], float], share: Callable[[Callable[[], Any]], Any] = LOCAL.share) -> GrowthCheck:
+                 elapsed: Callable[[], float], share: Callable[[Callable[[], Any]], Any] = LOCAL.share,
+                 step_ratio: Callable[[Architecture], float] | None = None) -> GrowthCheck:
     """The growth check at the end of round ``state.round``: read every layer's activity (with
     ``meter``: the share of its filters whose importance over the round is active,
     :mod:`grownet.signal`; without: the share in Γ's support,
@@ -206,6 +208,8 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
         meter: the round's importance meter (``grow.signal = "importance"``), or None.
         elapsed: the run's seconds so far (read only under a time budget).
         share: data-parallel: every rank applies rank 0's plan.
+        step_ratio: under a time budget, the planned net's seconds per training step over the
+            present net's (measured: :meth:`SearchJob.step_ratio`); None: the MACs ratio.
     """
     r = recipe
     importance, signal = None, None
@@ -219,7 +223,7 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
         hold = f"budget.max_rounds {r.budget.max_rounds} reached"
     plan = plan_growth(arch, activity, hold=hold, **rule)
     if plan.grew and r.budget.time_budget > 0:
-        hold = time_hold(plan, state, r, net.cost, elapsed())
+        hold = time_hold(plan, state, r, net.cost, elapsed(), step_ratio=step_ratio(plan.arch) if step_ratio else None)
         if hold is not None:
             plan = plan_growth(arch, activity, hold=hold, **rule)
     plan, hold = share(lambda: (plan, hold))  # every rank applies rank 0's decision
@@ -240,15 +244,21 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
     return GrowthCheck(record, activity, plan, hold, model, grown)
 
 
-def time_hold(plan: GrowthPlan, state: SearchState, recipe: Recipe, now: Cost, elapsed: float) -> str | None:
+def time_hold(plan: GrowthPlan, state: SearchState, recipe: Recipe, now: Cost, elapsed: float, *,
+              step_ratio: float | None = None) -> str | None:
     """Why the time budget forbids another round (None when it fits): ``elapsed`` seconds plus
-    ``local_epochs + finetune.epochs`` epochs at this round's seconds per epoch, scaled by the
-    grown net's MACs over the present net's (``now``), must fit in ``budget.time_budget``."""
+    ``local_epochs + finetune.epochs`` epochs of the grown net must fit in ``budget.time_budget``.
+    An epoch of the grown net takes this round's median epoch (seconds; the median leaves out
+    the first epoch's warm-up) times ``step_ratio``, the grown net's seconds per step over the
+    present net's; without it, times the grown net's MACs over the present net's (``now``):
+    right for a compute-bound CPU, about 2x long on a GPU, where small nets are launch-bound
+    (README, On a GPU)."""
     r, s = recipe, state
     rows = [i for i, h in enumerate(s.history) if h["phase"] == "grow" and h["round"] == s.round]
-    start = s.history[rows[0] - 1]["wall_time"] if rows[0] > 0 else 0.0
-    per_epoch = (s.history[rows[-1]]["wall_time"] - start) / len(rows)
-    need = per_epoch * (plan.macs or now.macs) / now.macs * (r.grow.local_epochs + r.finetune.epochs)
+    ends = [s.history[rows[0] - 1]["wall_time"] if rows[0] > 0 else 0.0] + [s.history[i]["wall_time"] for i in rows]
+    per_epoch = statistics.median(b - a for a, b in zip(ends, ends[1:]))
+    ratio = step_ratio if step_ratio is not None else (plan.macs or now.macs) / now.macs
+    need = per_epoch * ratio * (r.grow.local_epochs + r.finetune.epochs)
     if elapsed + need <= r.budget.time_budget:
         return None
     return (f"budget.time_budget {r.budget.time_budget:g} s: {elapsed:.0f} s elapsed + about {need:.0f} s for "
@@ -436,11 +446,22 @@ class SearchJob:
 
         return step
 
+    def step_ratio(self, grown: Architecture) -> float:
+        """Seconds per DessiLBI training step of a net of ``grown`` over the present net's, each
+        timed by :func:`grownet.plan.probe` on a copy (a few steps; the run's RNGs and loader
+        positions are left as they were, so the run trains as it would without)."""
+        def seconds(model: nn.Module) -> float:
+            return probe(model, lambda m: make_dessilbi(m, self.recipe), self.data, device=self.device, amp=self.amp)[0]
+
+        with rng_scope(self.device):  # building the net draws its init from the global RNG
+            new = seconds(prepare_model(build_model(grown), self.device, channels_last=self.channels_last))
+            return new / seconds(self.net.model)  # type: ignore[union-attr]
+
     def _check(self) -> None:
         """Run :func:`growth_check`, record it, and go on growing (next round) or fine-tune."""
         r, s = self.recipe, self.state
         check = growth_check(self.net, self.arch, s, r, meter=self.meter, elapsed=self.elapsed,  # type: ignore[arg-type]
-                             share=self.dist.share)
+                             share=self.dist.share, step_ratio=self.step_ratio)
         s.rounds.append(check.record)
         s.prev_activity = check.activity
         s.signal = None  # the next round measures afresh

@@ -26,7 +26,8 @@ rate (the loop's divergence policy: ``run.max_retries`` times over the run, then
 
 The time budget (``budget.time_budget``, seconds for the whole run) only stops growth: a new
 round starts only if the elapsed time plus the estimated round plus the estimated fine-tune
-(both from the last round's seconds per epoch, scaled by the grown net's MACs) fit. The
+fit: both from the last round's median seconds per epoch, scaled by the grown net's seconds
+per training step over the present net's, timed on copies of both for a few steps. The
 fine-tune itself is never cut.
 """
 

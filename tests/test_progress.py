@@ -93,6 +93,36 @@ def test_the_time_budget_holds_growth_as_the_search_does():
     assert [p.round for p in schedule(seed, below, _per_epoch) if p.phase == "grow"] == [1]
 
 
+def test_the_time_check_takes_the_rounds_median_epoch_times_the_measured_step_ratio():
+    """time_hold: elapsed + (local_epochs + finetune.epochs) x the round's median epoch x the
+    grown net's step-time ratio (measured by the search), else the MACs ratio."""
+    from grownet._search_job import SearchState, time_hold
+    from grownet.arch import Architecture
+    from grownet.cost import Cost
+    from grownet.policy import GrowthPlan
+
+    r = load_recipe("cifar10-vgg").with_overrides({"grow.local_epochs": "4", "finetune.epochs": "6"})
+    state = SearchState(round=2, history=[
+        {"phase": "grow", "round": 1, "wall_time": 50.0},
+        {"phase": "grow", "round": 2, "wall_time": 59.0},  # the warm-up epoch: 9 s
+        {"phase": "grow", "round": 2, "wall_time": 61.0},
+        {"phase": "grow", "round": 2, "wall_time": 63.0},
+        {"phase": "grow", "round": 2, "wall_time": 65.5},  # median epoch: 2.25 s
+    ])
+    plan = GrowthPlan(Architecture(family="vgg", stages=[[16]]), decisions=(), macs=20_000_000)
+    now = Cost(macs=10_000_000, params=1, train_flops_per_sample=0, layers={})
+    need_measured, need_macs = 10 * 2.25 * 1.25, 10 * 2.25 * 2.0  # 28.1 s, 45 s
+
+    def hold(budget: float, ratio: float | None) -> str | None:
+        rb = r.with_overrides({"budget.time_budget": str(budget)})
+        return time_hold(plan, state, rb, now, 100.0, step_ratio=ratio)
+
+    assert hold(100 + need_measured, 1.25) is None
+    assert hold(100 + need_measured - 0.5, 1.25) == (
+        "budget.time_budget 127.625 s: 100 s elapsed + about 28 s for another round and the fine-tune would pass it")
+    assert hold(100 + need_macs, None) is None and hold(100 + need_macs - 0.5, None) is not None
+
+
 def test_a_resumed_run_is_planned_from_where_it_stands():
     r = load_recipe("cifar10-cpu").with_overrides(FIXED).with_overrides({"budget.time_budget": "0"})
     seed = seed_arch(r, _Dims)

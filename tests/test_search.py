@@ -169,9 +169,9 @@ def test_a_macs_budget_is_never_exceeded_and_the_clipping_is_recorded(tmp_path, 
 
 
 def test_the_time_budget_holds_growth_that_would_not_leave_room_for_the_fine_tune(tmp_path, data):
-    result = run(tmp_path / "timed", data, overrides={"budget.time_budget": 1, "finetune.epochs": 0})
+    result = run(tmp_path / "timed", data, overrides={"budget.time_budget": 0.001, "finetune.epochs": 0})
     (check,) = json.loads((result.run_dir / "rounds.json").read_text())
-    assert not check["grew"] and check["hold"].startswith("budget.time_budget 1 s: ")
+    assert not check["grew"] and check["hold"].startswith("budget.time_budget 0.001 s: ")
     saturated = [l for l in check["layers"] if l["activity"] is not None and l["activity"] >= l["tau"]]
     assert saturated and all(l["decision"] == "skipped" and "budget.time_budget" in l["reason"] for l in saturated)
     assert result.epochs == 2
