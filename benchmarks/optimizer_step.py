@@ -3,25 +3,32 @@
 Evidence (the 2-core Xeon @ 2.50GHz, torch 2.13 CPU, 2 threads). Before Γ's per-filter
 factors (stored Γ, commit d631e73), idle machine (load average 1.0-1.5), four runs on
 2026-11-21: ``dessilbi/sgd: step`` 2.12x, 2.15x, 2.00x, 2.14x; ``train step`` 1.03x, 1.04x,
-1.02x, 0.89x. Now, idle (load average 0.6 at the start, nothing else running), 2026-11-26,
-5 runs inside: ``dessilbi/sgd: step 1.89x, train step 1.00x`` (2.42 ms against SGD's 1.28 ms,
-of a 250 ms training step), ``dessilbi compiled/sgd: step 1.36x, train step 1.00x`` (compile
-3.0 s, the inductor cache warm); in one-thread CPU time 2.08x and 1.07x.
+1.02x, 0.89x. With the factors and D written (15 passes, below), idle, 2026-11-26 (load
+average 0.6, nothing else running): ``dessilbi/sgd: step 1.89x, train step 1.00x`` (2.42 ms
+against SGD's 1.28 ms, of a 250 ms training step). With the coupling pass (13 passes), two
+runs right after, idle (load average 0.9 and 0.7 at the start): ``dessilbi/sgd: step 1.74x,
+train step 1.00x`` and ``step 1.72x, train step 1.00x``; ``dessilbi compiled/sgd: step
+1.42x`` and ``1.40x``, train step 0.99-1.00x (compile 3 s, the inductor cache warm); in
+one-thread CPU time 1.82x and 1.03x.
 
-Why the eager step stays near 1.9x (issue 17 asks for 1.6x): SGD's foreach step passes over
-weight-sized arrays 8 times (mul_, add_, add_). DessiLBI's eager step makes about 15: D = W −
-Γ from V and the per-filter factors (3), V += (α/μ)D (3), torch's fused momentum-SGD step (5),
-W −= (κα/μ)D (3), ‖V_g‖ (1). W's and V's updates each need the other's old value and no eager
-torch kernel writes two tensors with a per-filter coefficient, so a weight-sized D is written
-and read back. Alternatives probed on the conv tensors alone (one interleaved script, the
-default 2.00x SGD there): D in a preallocated buffer, 2.00x; both updates as per-filter
-``baddbmm`` into a second V buffer, 2.53x. Estimated from the parts, not built: the coupling
-as a second call of torch's fused SGD kernel with Γ as its "gradient" (13 passes), no faster,
-since that kernel costs about 1.3 foreach passes per pass. The parts, alone on this machine:
-D 0.44 ms, each foreach add 0.27 ms, the fused SGD step 0.64 ms, the norms 0.19 ms. ``compiled=True`` has torch.compile generate one
-kernel per tensor that reads W, g, b, V and writes W, b, V (7 passes, the norm fused in): the
-traffic floor, 1.07x SGD in CPU time. It is not the default: the step is 1% of a training
-step here (train step 1.00x either way), so its 3-30 s compile does not pay back in a search.
+Why the eager step stays above the 1.6x of issue 17: SGD's foreach step passes over
+weight-sized arrays 8 times (mul_, add_, add_). DessiLBI's eager step with weight decay makes
+about 15: D = W − Γ from V and the per-filter factors (3), V += (α/μ)D (3), torch's fused
+momentum-SGD step (5), W −= (κα/μ)D (3), ‖V_g‖ (1): W's and V's updates each need the other's
+old value, and the momentum step's weight decay reads the old W. Without weight decay (the
+growing phase of every bundled recipe, and this benchmark) the coupling goes first, W and V
+both moved by one pass of torch's fused SGD kernel with Γ as its "gradient" (the only torch
+kernel that writes two tensors; ``_fused_coupling_`` has the algebra), so the step makes 13:
+Z = −(1 − a)Γ from V and the factors (2), the coupling pass (5), the momentum step (5), the
+norms (1). Z's pass is what is left above the target: the factors differ per filter and no
+eager kernel scales by them while it does something else. Also probed (conv tensors alone,
+one interleaved script where the 15-pass step read 2.00x SGD): D in a preallocated buffer,
+2.00x; both updates as per-filter ``baddbmm`` into a second V buffer, 2.53x; the coupling
+pass, 1.99x against 2.33x in a second such script. ``compiled=True`` has torch.compile
+generate one kernel per tensor that reads W, g, b, V and writes W, b, V (7 passes, the norm
+fused in): the traffic floor, 1.03-1.07x SGD in CPU time. It is not the default: the step is
+1% of a training step here (train step 1.00x either way), so its 3-30 s compile does not pay
+back in a search.
 
 Model: a VGG-style CIFAR net built by grownet (4 stages of one 3x3 conv-BN-ReLU each, widths
 64-128-256-512, 2x2 max-pool between stages, global average pool, linear; 1.55 M conv weights,

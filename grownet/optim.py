@@ -363,7 +363,8 @@ DessiLBI.__doc__ = r"""Implements DessiLBI (Fu et al., "Exploring Structural Spa
             (any device); False: the per-tensor reference loop, unless ``fused`` (default:
             None)
         fused (bool, optional): True: the path on torch's fused SGD kernel (one pass for the
-            momentum step), CPU tensors of a floating dtype only; must not be set with
+            momentum step, and with ``weight_decay`` 0 one for moving W and V by their
+            coupling), CPU tensors of a floating dtype only; must not be set with
             ``foreach=True``. With both None, each param group takes ``fused`` when all its
             tensors are dense CPU tensors of one layout that the kernel takes, else
             ``foreach`` when all are plain dense tensors, else the reference loop (default:

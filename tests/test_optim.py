@@ -214,6 +214,38 @@ def test_update_matches_method_equations(route, weight_decay, device):
     assert 0 < lasso.sum() < lasso.numel()
 
 
+@pytest.mark.parametrize("mu, coupled", [(5.0, True), (0.5, False)])  # a = κα/μ: 0.04, 0.4 (above the pass's 0.1)
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_without_weight_decay_the_fused_route_couples_in_one_kernel_pass(monkeypatch, mu, coupled, momentum):
+    """The fused route without weight decay moves W and V by their coupling terms in one pass of
+    torch's fused SGD kernel (_fused_coupling_), from Γ = scale·V and from a Γ assigned to the
+    state (growth's carry-over, a checkpoint): "filter" and "lasso" tensors match the per-tensor
+    reference within 1e-6 (float64) over 50 steps. Where a = κα/μ > 0.1 the route writes D instead."""
+    calls: list[int] = []
+    real = functional._fused_coupling_
+    monkeypatch.setattr(functional, "_fused_coupling_", lambda *a: calls.append(len(a[0])) or real(*a))
+    data = batches(50)
+    runs = []
+    for route in (ROUTES["fused"], ROUTES["reference"]):
+        model = make_model()
+        hp = {**HP, "mu": mu, "momentum": momentum, "lam": 0.1}  # filters enter Γ's support by step 25
+        opt = DessiLBI(groups_for(model, linear="lasso", weight_decay=0.0), **route, **hp)
+        train(model, opt, data[:25])
+        for p in (model.conv2.weight, model.hidden.weight):
+            assert opt.gamma(p).ne(0).any()
+            opt.state[p]["gamma"] = 0.5 * opt.gamma(p)  # not κ·prox(V): the next step starts from it
+        train(model, opt, data[25:])
+        runs.append((model, opt))
+    assert bool(calls) == coupled
+    (m1, o1), (m2, o2) = runs
+    for (name, p), q in zip(m1.named_parameters(), m2.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=f"parameter {name}")
+        for key in o2.state[q]:
+            torch.testing.assert_close(o1.state[p][key], o2.state[q][key], rtol=0, atol=1e-6, msg=f"{key} {name}")
+    support = torch.cat([o1.support(p).flatten() for g in o1.param_groups if g["structure"] for p in g["params"]])
+    assert 0 < support.sum() < support.numel()  # the prox acted on both sides of λ
+
+
 @pytest.mark.parametrize("variant", [dict(nesterov=True), dict(dampening=0.5), dict(momentum=0.0)])
 def test_nesterov_dampening_and_no_momentum_match_equations(route, variant):
     model, opt, ref_model, ref_state = run_both(route, steps=20, **variant)
