@@ -304,8 +304,9 @@ def _fused_coupling_(
         Z + mW_new = (1 − a)(−Γ + (1 − a)W + aΓ) = (1 − a)²(W − Γ)
         V ← V + c/(1 − a)² · (1 − a)²(W − Γ) = V + c(W − Γ)
 
-    Z costs one pass (Γ = scale·V is not stored); tests/test_optim.py holds this path to the
-    reference loop over 50 steps."""
+    Making Z reads V and writes Z (Γ = scale·V is not stored): the pass over memory that keeps
+    this route above a single generated kernel (``compiled``). tests/test_optim.py holds it to
+    the reference loop over 50 steps."""
     a, c = h.kappa * h.lr / h.mu, h.lr / h.mu
     zs = [torch.mul(g, a - 1) if g is not None else torch.mul(v, s.view(_column(v)) * (a - 1))
           for v, g, s in zip(vs, gammas, scales or [None] * len(vs))]  # type: ignore[list-item]
