@@ -46,6 +46,7 @@ from .errors import ArchitectureError, RunError, UsageError
 from .job import finetune_schedule, make_data, make_finetune_optimizer, seed_all
 from .loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit
 from .models import build_model, check_memory
+from .progress import Reporter
 from .recipe import Recipe
 from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, job_folder, load_run
 from .train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_device, wants_channels_last
@@ -305,22 +306,30 @@ def train_fixed(
     lower: str = "finetune.lr",
     on_epoch_end: Callable[[Mapping[str, Any], LoopState], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    state: LoopState | None = None,
+    clock: Callable[[], float] | None = None,
+    reporter: Reporter | None = None,
+    compile: bool = True,
 ) -> FixedResult:
     """Train a net whose architecture does not change for ``phase`` through the one loop
     (:func:`grownet.loop.fit`, divergence policy of ``recipe`` naming ``lower``), load the
     epoch with the best validation accuracy, and evaluate it once on validation and test.
-    The net is compiled in place first when ``run.compile`` says so
+    With ``compile``, the net is compiled in place first when ``run.compile`` says so
     (:func:`grownet.train.compile_choice`; logged), so it must not be deep-copied afterwards.
 
-    ``on_epoch_end(row, state)`` runs after each epoch's row is recorded; ``on_step`` is
-    :func:`~grownet.loop.fit`'s."""
-    state, clock = LoopState(), Clock()
-    compiled = compile_choice(recipe.run.compile, device, steps=phase.epochs * len(data.train))
-    logger.info("%s: %s", phase.label or phase.name, compiled)
-    compiled.apply(net.model)  # in place: the caller's model (and net.best) keep the plain module's keys
+    ``on_epoch_end(row, state)`` runs after each epoch's row is recorded; ``on_step`` and
+    ``reporter`` are :func:`~grownet.loop.fit`'s. ``state`` (default: fresh counters) and
+    ``clock`` (default: started now) let a job carry its counters and wall time across phases."""
+    state = LoopState() if state is None else state
+    clock = Clock() if clock is None else clock
+    if compile:
+        compiled = compile_choice(recipe.run.compile, device, steps=phase.epochs * len(data.train))
+        logger.info("%s: %s", phase.label or phase.name, compiled)
+        compiled.apply(net.model)  # in place: the caller's model (and net.best) keep the plain module's keys
     hook = None if on_epoch_end is None else (lambda row: on_epoch_end(row, state))
     fit(net, data, state, phase, last_good=InMemory(net, state, data.train, device),
-        divergence=Divergence.from_recipe(recipe, lower=lower), clock=clock, on_epoch_end=hook, on_step=on_step, amp=amp)
+        divergence=Divergence.from_recipe(recipe, lower=lower), clock=clock, reporter=reporter, on_epoch_end=hook,
+        on_step=on_step, amp=amp)
     if net.best is not None:
         net.model.load_state_dict(net.best)
     val = evaluate(net.model, data.val, amp=amp)

@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..baseline import train_fixed
 from ..arch import Architecture
 from ..cost import cost
 from ..errors import UsageError
 from ..files import atomic_write_bytes
 from ..job import (finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, provenance, rng_scope, seed_all,
                    seed_arch)
-from ..loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, cpu_state, fit
+from ..loop import Clock, LoopState, Phase, Trainee, cpu_state
 from ..models import as_architecture, build_model, check_memory
 from ..progress import Reporter
 from ..recipe import resolve_recipe
@@ -400,15 +401,15 @@ class _TicketJob:
                 self.folder.write_history(self.history)  # type: ignore[union-attr]
             self.reporter.epoch_end(row)
 
-        fit(net, self.data, state, phase, last_good=InMemory(net, state, self.data.train, self.device),
-            divergence=Divergence.from_recipe(self.recipe, lower="optim.lr" if phase.name == "dense" else "finetune.lr"),
-            clock=self.clock, reporter=self.reporter, on_epoch_end=epoch_end, amp=self.amp)
-        if net.best is not None:
-            net.model.load_state_dict(net.best)
-        val, test = self._evaluate(net.model)
+        # compile=False: the fine-tune's and the fresh control's nets come compiled as self.compile
+        # chose; the dense net is deep-copied (the rewind snapshot) while it trains
+        fixed = train_fixed(net, self.data, phase, recipe=self.recipe, device=self.device, amp=self.amp,
+                            lower="optim.lr" if phase.name == "dense" else "finetune.lr",
+                            on_epoch_end=lambda row, _: epoch_end(row), state=state, clock=self.clock,
+                            reporter=self.reporter, compile=False)
         c = net.cost
-        return Score(phase.name if phase.name != "finetune" else "finetuned", c.macs, c.params, val, test,
-                     epoch=state.best_epoch, epochs=phase.epochs, train_flops=state.train_flops - flops0)
+        return Score(phase.name if phase.name != "finetune" else "finetuned", c.macs, c.params, fixed.val.acc,
+                     fixed.test.acc, epoch=state.best_epoch, epochs=phase.epochs, train_flops=state.train_flops - flops0)
 
     def _config(self) -> dict[str, Any]:
         spec = self.arch_spec
