@@ -274,7 +274,8 @@ def _fused_dessilbi(
     bufs: list[Tensor] = momentum_buffer_list  # type: ignore[assignment]
     step = dict(lr=h.kappa * h.lr, momentum=h.momentum, dampening=h.dampening, nesterov=h.nesterov,
                 weight_decay=h.weight_decay)
-    if h.structure is not None and params and h.weight_decay == 0 and h.kappa * h.lr / h.mu <= _FUSED_COUPLING_MAX:
+    if (h.structure is not None and params and h.weight_decay == 0 and h.kappa * h.lr / h.mu <= _FUSED_COUPLING_MAX
+            and _fused_coupling_works()):
         # Without weight decay the momentum step does not read W_{t-1}, so the coupling may go
         # first, in one pass of its own: 13 passes over memory instead of 15 (no D written).
         _fused_coupling_(params, vs, gammas, gamma_scales, h)
@@ -288,6 +289,37 @@ def _fused_dessilbi(
 #: Largest a = κα/μ for which :func:`_fused_coupling_` runs (it divides by (1 − a)²; the
 #: reference values give a = 5e-4). Above it the fused path writes D as the others do.
 _FUSED_COUPLING_MAX = 0.1
+#: Whether this torch's fused SGD kernel computes :func:`_fused_coupling_` (None: not checked yet).
+_FUSED_COUPLING_OK: bool | None = None
+
+
+def _fused_coupling_works() -> bool:
+    """Whether torch's fused SGD kernel computes :func:`_fused_coupling_`'s algebra: it is
+    given a negative learning rate and a dampening above 1, which torch.optim.SGD never
+    passes, so a torch that validates them, or changes the kernel, must not be trusted with
+    it. Checked once per process on four float64 values against the coupling's formulas;
+    on a mismatch or an error a warning is logged and the fused path writes D instead."""
+    global _FUSED_COUPLING_OK
+    if _FUSED_COUPLING_OK is None:
+        w, v, g = (torch.tensor(x, dtype=torch.float64) for x in ([1.0, -2.0, 0.5, 3.0], [0.3, 2.0, -1.0, 0.0],
+                                                                   [0.9, -1.0, 0.0, 2.5]))
+        h = _Step("lasso", lr=0.1, kappa=2.0, mu=4.0, lam=0.0, momentum=0.0, dampening=0.0, nesterov=False,
+                  weight_decay=0.0)
+        a, c = h.kappa * h.lr / h.mu, h.lr / h.mu
+        got_w, got_v = w.clone(), v.clone()
+        try:
+            _fused_coupling_([got_w], [got_v], [g], [], h)
+            ok = torch.allclose(got_w, w - a * (w - g), rtol=1e-12, atol=0) and torch.allclose(
+                got_v, v + c * (w - g), rtol=1e-12, atol=1e-15)
+        except RuntimeError as e:
+            ok, why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        else:
+            why = "its result differs from the coupling's formulas"
+        if not ok:
+            logger.warning("DessiLBI: torch's fused SGD kernel cannot run the coupling pass (%s); the fused path "
+                           "writes W − Γ instead", why)
+        _FUSED_COUPLING_OK = ok
+    return _FUSED_COUPLING_OK
 
 
 def _fused_coupling_(

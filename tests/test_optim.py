@@ -246,6 +246,28 @@ def test_without_weight_decay_the_fused_route_couples_in_one_kernel_pass(monkeyp
     assert 0 < support.sum() < support.numel()  # the prox acted on both sides of λ
 
 
+def test_a_torch_whose_fused_kernel_refuses_the_coupling_pass_gets_the_d_path(monkeypatch, caplog):
+    """The coupling pass gives torch's fused SGD kernel a negative learning rate; where a torch
+    refuses (or computes otherwise), the check made once per process says so in a warning and
+    the fused route writes D, still equal to the reference."""
+    assert functional._fused_coupling_works()  # this torch computes it
+    monkeypatch.setattr(functional, "_FUSED_COUPLING_OK", None)
+
+    def refuses(*args, **kwargs):
+        raise RuntimeError("Invalid learning rate: -0.0125")
+
+    real = functional._fused_coupling_
+    monkeypatch.setattr(functional, "_fused_coupling_", refuses)
+    with caplog.at_level("WARNING", logger="grownet._dessilbi"):
+        assert not functional._fused_coupling_works()
+    assert "cannot run the coupling pass (RuntimeError: Invalid learning rate: -0.0125)" in caplog.text
+    calls: list[int] = []
+    monkeypatch.setattr(functional, "_fused_coupling_", lambda *a: calls.append(1) or real(*a))
+    model, opt, ref_model, ref_state = run_both(ROUTES["fused"], weight_decay=0.0, steps=20)
+    assert calls == [] and not functional._fused_coupling_works()  # checked once, not again
+    assert_matches_reference(model, opt, ref_model, ref_state, atol=1e-6)
+
+
 @pytest.mark.parametrize("variant", [dict(nesterov=True), dict(dampening=0.5), dict(momentum=0.0)])
 def test_nesterov_dampening_and_no_momentum_match_equations(route, variant):
     model, opt, ref_model, ref_state = run_both(route, steps=20, **variant)
