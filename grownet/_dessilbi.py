@@ -51,6 +51,16 @@ class _Step:
     nesterov: bool
     weight_decay: float
 
+    @property
+    def w_rate(self) -> float:
+        """a = κα/μ: W's step along the coupling D = W − Γ (W ← W − a·D)."""
+        return self.kappa * self.lr / self.mu
+
+    @property
+    def v_rate(self) -> float:
+        """c = α/μ: V's step along D (V ← V + c·D)."""
+        return self.lr / self.mu
+
 
 def dessilbi(
     params: list[Tensor],
@@ -274,7 +284,7 @@ def _fused_dessilbi(
     bufs: list[Tensor] = momentum_buffer_list  # type: ignore[assignment]
     step = dict(lr=h.kappa * h.lr, momentum=h.momentum, dampening=h.dampening, nesterov=h.nesterov,
                 weight_decay=h.weight_decay)
-    if (h.structure is not None and params and h.weight_decay == 0 and h.kappa * h.lr / h.mu <= _FUSED_COUPLING_MAX
+    if (h.structure is not None and params and h.weight_decay == 0 and h.w_rate <= _FUSED_COUPLING_MAX
             and _fused_coupling_works()):
         # Without weight decay the momentum step does not read W_{t-1}, so the coupling may go
         # first, in one pass of its own: 13 passes over memory instead of 15 (no D written).
@@ -305,7 +315,7 @@ def _fused_coupling_works() -> bool:
                                                                    [0.9, -1.0, 0.0, 2.5]))
         h = _Step("lasso", lr=0.1, kappa=2.0, mu=4.0, lam=0.0, momentum=0.0, dampening=0.0, nesterov=False,
                   weight_decay=0.0)
-        a, c = h.kappa * h.lr / h.mu, h.lr / h.mu
+        a, c = h.w_rate, h.v_rate
         got_w, got_v = w.clone(), v.clone()
         try:
             _fused_coupling_([got_w], [got_v], [g], [], h)
@@ -339,7 +349,7 @@ def _fused_coupling_(
     Making Z reads V and writes Z (Γ = scale·V is not stored): the pass over memory that keeps
     this route above a single generated kernel (``compiled``). tests/test_optim.py holds it to
     the reference loop over 50 steps."""
-    a, c = h.kappa * h.lr / h.mu, h.lr / h.mu
+    a, c = h.w_rate, h.v_rate
     zs = [torch.mul(g, a - 1) if g is not None else torch.mul(v, s.view(_column(v)) * (a - 1))
           for v, g, s in zip(vs, gammas, scales or [None] * len(vs))]  # type: ignore[list-item]
     torch._fused_sgd_(  # type: ignore[attr-defined]
@@ -364,9 +374,9 @@ def _coupled_step_(
         momentum_step()
         return
     couplings = _couplings(params, vs, gammas, gamma_scales)
-    torch._foreach_add_(vs, couplings, alpha=h.lr / h.mu)
+    torch._foreach_add_(vs, couplings, alpha=h.v_rate)
     momentum_step()
-    torch._foreach_add_(params, couplings, alpha=-h.kappa * h.lr / h.mu)
+    torch._foreach_add_(params, couplings, alpha=-h.w_rate)
     _prox_(vs, gammas, gamma_scales, structure=h.structure, lam=h.lam, kappa=h.kappa)
 
 

@@ -264,9 +264,10 @@ def _train(out: JobFolder, control: str, arch: Architecture, recipe: Recipe, con
         if progress is not None:
             progress(row)
 
-    fixed = train_fixed(Trainee(model, make_finetune_optimizer(model, recipe), cost(arch)), data, phase, recipe=recipe,
+    c = cost(arch)
+    fixed = train_fixed(Trainee(model, make_finetune_optimizer(model, recipe), c), data, phase, recipe=recipe,
                         device=device, amp=amp, on_epoch_end=epoch_end)
-    state, val, test, wall, c = fixed.state, fixed.val, fixed.test, fixed.wall_time, cost(arch)
+    state, val, test, wall = fixed.state, fixed.val, fixed.test, fixed.wall_time
     final = arch.with_meta(control=control, macs=c.macs, params=c.params, val_acc=val.acc, test_acc=test.acc,
                            dataset=config["dataset"], train_flops=state.train_flops)
     final.save(out.architecture)

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..baseline import train_fixed
 from ..arch import Architecture
+from ..baseline import train_fixed
 from ..cost import cost
 from ..errors import UsageError
 from ..files import atomic_write_bytes

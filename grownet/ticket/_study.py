@@ -318,10 +318,10 @@ class _Seed:
                 hooks.epoch_end(state.epoch)
             out.write_history(state.history)
 
-        fixed = train_fixed(Trainee(model, opt, cost(arch)), data, phase, recipe=r, device=self.device, amp=self.amp,
+        c, f = cost(arch), r.finetune
+        fixed = train_fixed(Trainee(model, opt, c), data, phase, recipe=r, device=self.device, amp=self.amp,
                             lower="finetune.lr" if sgd else "optim.lr", on_epoch_end=epoch_end,
                             on_step=hooks.step if hooks else None)
-        c, f = cost(arch), r.finetune
         arch.save(out.architecture)
         if arm == "lbi":
             save_model(model, out.weights)  # the best-validation weights the fine-tuned arm starts from
@@ -352,11 +352,11 @@ class _TicketHooks:
     def epoch_end(self, epoch: int) -> None:
         if self.meter is None or epoch != self.seed.s["ticket_epoch"]:
             return
-        dense, target = self.seed.dense, self.seed.s["target"]
-        solution = solve_keep(dense, self.meter.importance, target, relative_to=self.seed.s.get("relative_to", "net"))
+        dense, target, relative_to = self.seed.dense, self.seed.s["target"], self.seed.s.get("relative_to", "net")
+        solution = solve_keep(dense, self.meter.importance, target, relative_to=relative_to)
         support = layer_supports(dense, filter_support(self.model, self.opt))
         self.out.write_json(self.out.path / "ticket.json", {
-            "epoch": epoch, "steps": self.meter.steps, "target": target, "relative_to": self.seed.s.get("relative_to", "net"),
+            "epoch": epoch, "steps": self.meter.steps, "target": target, "relative_to": relative_to,
             "threshold": solution.threshold,
             "macs_fraction": solution.macs_fraction, "kept_fraction": solution.kept_fraction, "keep": solution.keep,
             "gamma_support_fraction": {k: round(float(v.float().mean()), 6) for k, v in support.items()},
