@@ -30,9 +30,26 @@ fused in): the traffic floor, 1.03-1.07x SGD in CPU time. It is not the default:
 1% of a training step here (train step 1.00x either way), so its 3-30 s compile does not pay
 back in a search.
 
-Model: a VGG-style CIFAR net built by grownet (4 stages of one 3x3 conv-BN-ReLU each, widths
+Probed later the same day, in one process with the script's six optimizers interleaved (so
+each step finds the others' data in cache, as here): Z written into a buffer kept between
+steps instead of a new tensor, 1.78x against 1.69x: the kept buffer is cold, the allocator
+hands back memory a step just freed; the four passes run tensor by tensor (cache reuse
+within a tensor), 1.67x against 1.68x; Z and the norms left out altogether (wrong results,
+to price them), 1.33x and 1.41x. With two or three optimizers instead of six every ratio
+rises to about 1.85x (SGD gains more from a warm cache): the ratio depends on the cache
+state the benchmark sets up, and the script's own runs of one build range 1.68-1.78x.
+
+The second net, the one grownet grew in reports/cifar10-gpu/ (13 conv tensors of 16-24
+filters, 27 BatchNorm and linear tensors, 48.7k parameters), is what searches actually step:
+there the step is per-tensor Python and small kernels, not traffic. Same idle machine, same
+day: ``grown net: dessilbi/sgd: step 3.00x`` with the previous release's optimizer, ``2.50x``
+and ``2.52x`` after the step stopped searching the param groups for every tensor and made Γ's
+factors and their write-back one kernel call each (train step 0.99-1.03x either way).
+
+Models: a VGG-style CIFAR net built by grownet (4 stages of one 3x3 conv-BN-ReLU each, widths
 64-128-256-512, 2x2 max-pool between stages, global average pool, linear; 1.55 M conv weights,
-all carrying Γ under DessiLBI), batch 128 of random 3x32x32 inputs, CPU.
+all carrying Γ under DessiLBI), the issue's target; then the grown net above (its
+architecture.json); batch 128 of random 3x32x32 inputs, CPU.
 
 Measured: (a) ``optimizer.step()`` alone, on fixed gradients; (b) one whole training step
 (zero_grad, forward, cross-entropy, backward, step). The methods alternate within every
@@ -54,8 +71,9 @@ step 1.16x``; the step alone is 0.48 ms against SGD's 0.13 ms, kernel launches r
 traffic at this size.
 
 Run: ``python benchmarks/optimizer_step.py [--runs 5] [--step-reps 50] [--train-reps 10]
-[--threads N] [--device cpu|cuda]``; the last two lines read ``dessilbi/sgd: step 1.85x, train step 1.03x
-(medians of 5 runs)`` and the same for ``dessilbi compiled``.
+[--threads N] [--device cpu|cuda]``; the last four lines read ``dessilbi/sgd: step 1.72x, train step
+1.01x (medians of 5 runs)``, the same for ``dessilbi compiled``, then both for the grown net
+(``grown net: dessilbi/sgd: step 2.50x, ...``).
 """
 
 from __future__ import annotations
@@ -83,6 +101,8 @@ from grownet.optim import DessiLBI, dessilbi_param_groups  # noqa: E402
 
 BATCH = 128
 WIDTHS = [[64], [128], [256], [512]]
+#: The net grownet grew on all of CIFAR-10 (the GPU reference run): 13 conv layers of 16-24 filters.
+GROWN = REPO / "reports" / "cifar10-gpu" / "architecture.json"
 
 def interleaved(
     fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2, clock: Callable[[], float] = time.perf_counter,
@@ -171,18 +191,42 @@ def main(argv: list[str] | None = None) -> int:
 
     print(machine())
     torch.manual_seed(0)
-    arch = Architecture(family="vgg", stages=WIDTHS)
-    base = build_model(arch).to(device)
     x = torch.randn(BATCH, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (BATCH,), device=device)
+    headline = measure("VGG", Architecture(family="vgg", stages=WIDTHS), x, y, args, context=context, sync=sync,
+                       compile_note=True)
+    grown = measure("grown net", Architecture.from_json(GROWN), x, y, args, context={}, sync=sync)
+    for label, ratios in (("", headline), ("grown net: ", grown)):
+        for name in ("dessilbi", "dessilbi compiled"):
+            step_ratio = statistics.median(ratios[f"step {name}"])
+            train_ratio = statistics.median(ratios[f"train step {name}"])
+            where = "" if device.type == "cpu" else f", {device}"
+            print(f"{label}{name}/sgd: step {step_ratio:.2f}x, train step {train_ratio:.2f}x "
+                  f"(medians of {args.runs} runs{where})")
+    return 0
+
+
+def measure(
+    label: str, arch: Architecture, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace, *,
+    context: dict[str, Callable[[nn.Module], torch.optim.Optimizer]], sync: Callable[[], object] | None,
+    compile_note: bool = False,
+) -> dict[str, list[float]]:
+    """Every run's ratios to SGD ("step NAME", "train step NAME") for a net of ``arch``; prints
+    each run and, on the CPU, the step alone in CPU time of one thread."""
+    device = x.device
+    torch.manual_seed(0)
+    base = build_model(arch).to(device)
     n_struct = sum(p.numel() for g in dessilbi_param_groups(base) if g.get("structure") for p in g["params"])
     n_all = sum(p.numel() for p in base.parameters())
-    print(f"model: VGG {WIDTHS}, {n_all / 1e6:.2f} M parameters ({n_struct / 1e6:.2f} M with Γ); batch {BATCH}x3x32x32")
+    n_conv = sum(1 for g in dessilbi_param_groups(base) if g.get("structure") for _ in g["params"])
+    print(f"{label}: {arch.family} {arch.stages}, {n_all / 1e6:.3f} M parameters ({n_struct / 1e6:.3f} M in "
+          f"{n_conv} tensors with Γ); batch {BATCH}x3x32x32")
 
     _, opt = prepare(base, x, y, MAKERS["dessilbi compiled"])
     start = time.perf_counter()
     opt.step()  # the first step with momentum buffers compiles
-    print(f"compile: {time.perf_counter() - start:.1f} s, once per process (the kernel serves every run below)")
+    if compile_note:
+        print(f"compile: {time.perf_counter() - start:.1f} s, once per process (the kernel serves every run below)")
 
     ratios: dict[str, list[float]] = {}
     for r in range(args.runs):
@@ -191,30 +235,19 @@ def main(argv: list[str] | None = None) -> int:
             ratios.setdefault(f"step {name}", []).append(sec / step["sgd"])
         for name in ("dessilbi", "dessilbi compiled"):
             ratios.setdefault(f"train step {name}", []).append(train[name] / train["sgd"])
-        print(f"run {r + 1}/{args.runs}: step (ms) " + ", ".join(f"{n} {step[n] * 1e3:.2f}" for n in MAKERS)
+        print(f"{label} run {r + 1}/{args.runs}: step (ms) " + ", ".join(f"{n} {step[n] * 1e3:.2f}" for n in MAKERS)
               + "; train step (ms) " + ", ".join(f"{n} {train[n] * 1e3:.1f}" for n in MAKERS), flush=True)
     for name in context:
         print(f"context: step alone {name:24s} {statistics.median(ratios[f'step {name}']):.2f}x sgd's (median)")
-
-    if device.type == "cuda":
-        for name in MAKERS:
-            if name != "sgd":
-                print(f"{name}/sgd: step {statistics.median(ratios[f'step {name}']):.2f}x, train step "
-                      f"{statistics.median(ratios[f'train step {name}']):.2f}x (medians of {args.runs} runs, {device})")
-        return 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    _, opts = zip(*(prepare(base, x, y, make) for make in MAKERS.values()))
-    cpu = interleaved(dict(zip(MAKERS, (o.step for o in opts))), args.step_reps, clock=time.thread_time)
-    torch.set_num_threads(threads)
-    print("context: step alone in CPU time of 1 thread: " + ", ".join(
-        f"{n} {cpu[n] * 1e3:.2f} ms ({cpu[n] / cpu['sgd']:.2f}x)" for n in MAKERS))
-
-    for name in ("dessilbi", "dessilbi compiled"):
-        step_ratio = statistics.median(ratios[f"step {name}"])
-        train_ratio = statistics.median(ratios[f"train step {name}"])
-        print(f"{name}/sgd: step {step_ratio:.2f}x, train step {train_ratio:.2f}x (medians of {args.runs} runs)")
-    return 0
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        _, opts = zip(*(prepare(base, x, y, make) for make in MAKERS.values()))
+        cpu = interleaved(dict(zip(MAKERS, (o.step for o in opts))), args.step_reps, clock=time.thread_time)
+        torch.set_num_threads(threads)
+        print(f"context: {label} step alone in CPU time of 1 thread: " + ", ".join(
+            f"{n} {cpu[n] * 1e3:.2f} ms ({cpu[n] / cpu['sgd']:.2f}x)" for n in MAKERS))
+    return ratios
 
 
 if __name__ == "__main__":

@@ -115,6 +115,9 @@ def dessilbi(
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, p in enumerate(params):  # one device and dtype per multi-tensor call
         buckets.setdefault((p.device, p.dtype), []).append(i)
+    if len(buckets) <= 1:
+        func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h)
+        return
     for idx in buckets.values():
         def sub(xs: list) -> list:
             return [xs[i] for i in idx] if xs else xs
@@ -144,14 +147,17 @@ def _fusable(
     the same way: a mix of layouts gives wrong results, not an error."""
     if not (_HAS_FUSED_SGD and _plain(params)):
         return False
+    states = [xs for xs in (grads, momentum_buffer_list, vs, gammas) if xs]
     for i, p in enumerate(params):
         if p.device.type not in _FUSED_DEVICES or p.dtype not in _FUSED_DTYPES:
             return False
         if not (p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))):
             return False
-        others = [grads[i]] + [xs[i] for xs in (momentum_buffer_list, vs, gammas) if xs]
-        if any(t is not None and (t.stride() != p.stride() or t.dtype != p.dtype) for t in others):
-            return False
+        stride, dtype = p.stride(), p.dtype
+        for xs in states:
+            t = xs[i]
+            if t is not None and (t.stride() != stride or t.dtype != dtype):
+                return False
     return True
 
 
@@ -242,8 +248,7 @@ def _prox_(
         return
     # One scale computation for every filter of every tensor (few small kernels, not per tensor).
     all_norms = torch.cat([_group_norms(v) for v in vs])
-    for scale, new in zip(scales, _filter_scale(all_norms, lam=lam, kappa=kappa).split([s.numel() for s in scales])):
-        scale.copy_(new)
+    torch._foreach_copy_(scales, _filter_scale(all_norms, lam=lam, kappa=kappa).split([s.shape[0] for s in scales]))
 
 
 def _multi_tensor_dessilbi(
@@ -350,8 +355,13 @@ def _fused_coupling_(
     this route above a single generated kernel (``compiled``). tests/test_optim.py holds it to
     the reference loop over 50 steps."""
     a, c = h.w_rate, h.v_rate
-    zs = [torch.mul(g, a - 1) if g is not None else torch.mul(v, s.view(_column(v)) * (a - 1))
-          for v, g, s in zip(vs, gammas, scales or [None] * len(vs))]  # type: ignore[list-item]
+    # Z is a new tensor each step, not a kept buffer: the allocator hands back memory the last
+    # step freed, still in cache, where a kept buffer is cold (benchmarks/optimizer_step.py).
+    if any(g is not None for g in gammas):
+        zs = [torch.mul(g, a - 1) if g is not None else torch.mul(v, s.view(_column(v)) * (a - 1))
+              for v, g, s in zip(vs, gammas, scales or [None] * len(vs))]  # type: ignore[list-item]
+    else:  # Γ = scale·V everywhere ("filter" between checkpoints): the factors in one call
+        zs = torch._foreach_mul(vs, [m.view(_column(v)) for v, m in zip(vs, torch._foreach_mul(scales, a - 1))])
     torch._fused_sgd_(  # type: ignore[attr-defined]
         vs, zs, params, weight_decay=0.0, momentum=1 - a, lr=-c / (1 - a) ** 2, dampening=1 + a / (1 - a),
         nesterov=True, maximize=False, is_first_step=False,

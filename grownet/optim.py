@@ -158,9 +158,13 @@ class DessiLBI(Optimizer):
         (it starts as the first gradient, as in :class:`torch.optim.SGD`). Growth code calls
         this for parameters that are new after a growth.
         """
-        structure = self._structure_of(p)
+        return self._state_in(p, self.param_groups[self._group_index(p)])
+
+    def _state_in(self, p: Tensor, group: Mapping[str, Any]) -> MutableMapping[str, Any]:
+        """:meth:`init_state` for ``p`` of ``group`` (what a step calls: no search for the group)."""
+        structure = group["structure"]
         if structure == "filter":
-            return self._filter_state(p, self.param_groups[self._group_index(p)])
+            return self._filter_state(p, group)
         state = self.state[p]
         if structure == "lasso" and "V" not in state:
             state["V"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -217,8 +221,9 @@ class DessiLBI(Optimizer):
         if not isinstance(state, _FilterState):
             state = self.state[p] = _FilterState(dict(state))
         entries = state.entries
+        shape, stride = p.shape, p.stride()
         for key, value in entries.items():  # the fused kernel reads raw memory: one layout
-            if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+            if isinstance(value, Tensor) and value.shape == shape and value.stride() != stride:
                 entries[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
         if "V" not in entries:
             entries["V"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -247,27 +252,27 @@ class DessiLBI(Optimizer):
         scales: list[Tensor],
     ) -> None:
         structure = group["structure"]
+        momentum = group["momentum"] != 0
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            if p.grad.is_sparse:
+            if grad.is_sparse:
                 raise UsageError(
                     "DessiLBI does not support sparse gradients; use dense modules "
                     "(e.g. nn.Embedding(..., sparse=False))"
                 )
             params.append(p)
-            grads.append(p.grad)
+            grads.append(grad)
+            state = self._state_in(p, group)
             if structure == "filter":
-                state = self._filter_state(p, group)
-                gammas.append(state.entries.get("gamma"))
-                scales.append(state.scale)  # type: ignore[arg-type]
-            else:
-                state = self.init_state(p)
-                if structure == "lasso":
-                    gammas.append(state["gamma"])
+                gammas.append(state.entries.get("gamma"))  # type: ignore[attr-defined]
+                scales.append(state.scale)  # type: ignore[attr-defined]
+            elif structure == "lasso":
+                gammas.append(state["gamma"])
             if structure is not None:
                 vs.append(state["V"])
-            if group["momentum"] != 0:
+            if momentum:
                 momentum_buffers.append(state.get("momentum_buffer"))
 
     @torch.no_grad()

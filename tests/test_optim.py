@@ -246,6 +246,36 @@ def test_without_weight_decay_the_fused_route_couples_in_one_kernel_pass(monkeyp
     assert 0 < support.sum() < support.numel()  # the prox acted on both sides of λ
 
 
+@pytest.mark.parametrize("route", [dict(fused=True), dict(foreach=True)], ids=["fused", "foreach"])
+def test_a_group_of_two_dtypes_is_stepped_per_dtype_like_the_reference(route):
+    """Tensors of two dtypes in one call go to the multi-tensor paths one dtype at a time; the
+    momentum buffers those calls create land in the caller's list at the right places."""
+    g = torch.Generator().manual_seed(3)
+    shapes_dtypes = [((6, 3, 3, 3), torch.float32), ((5, 6, 3, 3), torch.float64), ((4, 5, 1, 1), torch.float32)]
+
+    def state() -> tuple[list[torch.Tensor], ...]:
+        ws = [torch.randn(sh, generator=g, dtype=torch.float64).to(dt) for sh, dt in shapes_dtypes]
+        vs = [torch.randn(sh, generator=g, dtype=torch.float64).to(dt) * 2 for sh, dt in shapes_dtypes]
+        return ws, vs
+
+    ws, vs = state()
+    grads = [[torch.randn(w.shape, generator=g, dtype=torch.float64).to(w.dtype) for w in ws] for _ in range(5)]
+    runs = []
+    for kw in (route, dict(foreach=False)):
+        w_, v_ = [w.clone() for w in ws], [v.clone() for v in vs]
+        bufs: list[torch.Tensor | None] = [None] * len(ws)
+        scales = [functional._filter_scale(functional._group_norms(v), lam=1.0, kappa=1.0) for v in v_]
+        for gr in grads:
+            functional.dessilbi(w_, gr, bufs, v_, [None] * len(ws), scales, structure="filter", lr=0.1, kappa=1.0,
+                                mu=5.0, lam=1.0, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, **kw)
+        runs.append((w_, v_, bufs, scales))
+    for got, want in zip(*runs):
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert [b.dtype for b in runs[0][2]] == [dt for _, dt in shapes_dtypes]
+
+
 def test_a_torch_whose_fused_kernel_refuses_the_coupling_pass_gets_the_d_path(monkeypatch, caplog):
     """The coupling pass gives torch's fused SGD kernel a negative learning rate; where a torch
     refuses (or computes otherwise), the check made once per process says so in a warning and
