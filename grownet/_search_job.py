@@ -207,7 +207,8 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
         state: the search's counters (round, previous activity, history). recipe: the run's.
         meter: the round's importance meter (``grow.signal = "importance"``), or None.
         elapsed: the run's seconds so far (read only under a time budget).
-        share: data-parallel: every rank applies rank 0's plan.
+        share: data-parallel: rank 0 decides (the plan, and the time check with its probes) and
+            every rank applies that decision.
         step_ratio: under a time budget, the planned net's seconds per training step over the
             present net's (measured: :meth:`SearchJob.step_ratio`); None: the MACs ratio.
     """
@@ -218,15 +219,19 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
     else:
         activity = layer_activity(arch, filter_activity(net.model, net.optimizer))
     rule = growth_rule(r, importance=importance, previous=state.prev_activity)
-    hold = None
-    if r.budget.max_rounds and state.round >= r.budget.max_rounds:
-        hold = f"budget.max_rounds {r.budget.max_rounds} reached"
-    plan = plan_growth(arch, activity, hold=hold, **rule)
-    if plan.grew and r.budget.time_budget > 0:
-        hold = time_hold(plan, state, r, net.cost, elapsed(), step_ratio=step_ratio(plan.arch) if step_ratio else None)
-        if hold is not None:
-            plan = plan_growth(arch, activity, hold=hold, **rule)
-    plan, hold = share(lambda: (plan, hold))  # every rank applies rank 0's decision
+
+    def decide() -> tuple[GrowthPlan, str | None]:
+        hold = None
+        if r.budget.max_rounds and state.round >= r.budget.max_rounds:
+            hold = f"budget.max_rounds {r.budget.max_rounds} reached"
+        plan = plan_growth(arch, activity, hold=hold, **rule)
+        if plan.grew and r.budget.time_budget > 0:  # the probes of step_ratio run on rank 0 only
+            hold = time_hold(plan, state, r, net.cost, elapsed(), step_ratio=step_ratio(plan.arch) if step_ratio else None)
+            if hold is not None:
+                plan = plan_growth(arch, activity, hold=hold, **rule)
+        return plan, hold
+
+    plan, hold = share(decide)  # every rank applies rank 0's decision
     record = {
         "round": state.round, "epoch": state.epoch, "macs": net.cost.macs, "params": net.cost.params,
         "val_acc": state.history[-1]["val_acc"] if state.history else None,

@@ -123,6 +123,45 @@ def test_the_time_check_takes_the_rounds_median_epoch_times_the_measured_step_ra
     assert hold(100 + need_macs, None) is None and hold(100 + need_macs - 0.5, None) is not None
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_a_time_budget_only_rank_0_probes_and_every_rank_takes_its_decision(rank):
+    """growth_check's plan and time check (which probes the grown net) run inside ``share``:
+    on rank 0 they run; on another rank ``share`` hands over rank 0's decision and nothing is
+    probed there."""
+    from grownet._search_job import SearchState, growth_check
+    from grownet.arch import Architecture
+    from grownet.loop import Trainee
+    from grownet.optim import DessiLBI, dessilbi_param_groups
+
+    r = load_recipe("cifar10-vgg").with_overrides({"budget.time_budget": "100", "grow.local_epochs": "2"})
+    arch = Architecture(family="vgg", stages=[[8], [8]])
+    model = build_model(arch)
+    opt = DessiLBI(dessilbi_param_groups(model), lr=0.05)
+    for p in (q for g in opt.param_groups if g["structure"] for q in g["params"]):
+        opt.init_state(p)["V"].fill_(1.0)  # every filter's ||V|| > λ: every layer saturated
+        del opt.state[p]["gamma"]  # Γ = κ·prox(V) again
+    state = SearchState(round=1, history=[{"phase": "grow", "round": 1, "wall_time": t, "val_acc": 0.5} for t in (10.0, 20.0)])
+    probed: list[Architecture] = []
+
+    def step_ratio(grown: Architecture) -> float:
+        probed.append(grown)
+        return 1000.0  # the grown net would be far too slow: rank 0 holds
+
+    def share(decide):
+        if rank == 0:
+            return decide()
+        return rank0  # what rank 0 broadcast
+
+    rank0 = growth_check(Trainee(model, opt, cost(arch)), arch, state, r, meter=None, elapsed=lambda: 30.0,
+                         share=lambda decide: decide(), step_ratio=lambda a: 1000.0)
+    rank0 = (rank0.plan, rank0.hold)
+    assert rank0[1].startswith("budget.time_budget 100 s: 30 s elapsed")
+    check = growth_check(Trainee(model, opt, cost(arch)), arch, state, r, meter=None, elapsed=lambda: 30.0,
+                         share=share, step_ratio=step_ratio)
+    assert (check.plan, check.hold) == rank0 and check.model is None  # held on every rank
+    assert len(probed) == (1 if rank == 0 else 0)
+
+
 def test_a_resumed_run_is_planned_from_where_it_stands():
     r = load_recipe("cifar10-cpu").with_overrides(FIXED).with_overrides({"budget.time_budget": "0"})
     seed = seed_arch(r, _Dims)
