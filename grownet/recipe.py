@@ -97,9 +97,10 @@ class GrowSection:
     max_width: int = _key(1024, "no layer grows past this width", low=1, high=65536)
     signal: str = _key(
         "importance",
-        "growth signal: importance (scale-free filter importance along the round, grownet.signal) or support "
-        "(share of filters in Gamma's support, the first version's signal)",
-        choices=("importance", "support"),
+        "growth signal: importance (scale-free filter importance along the round, grownet.signal), support "
+        "(share of filters in Gamma's support, the first version's signal) or uniform (no signal: every layer reads "
+        "activity 1 and widens by the same factor; a control)",
+        choices=("importance", "support", "uniform"),
     )
     rho: float = _key(0.75, "importance signal: a filter is active when its importance over the round is >= rho x the "
                       "mean importance of all filters of the net", low=0.0, low_open=True, high=100.0)

@@ -116,6 +116,21 @@ def test_smoke_search_grows_and_records_every_decision_with_its_numbers(smoke):
         (smoke.run_dir / "summary.json").read_text())["seed_arch"])).macs
 
 
+def test_the_uniform_signal_widens_every_layer_by_the_same_rule(tmp_path, data):
+    """grow.signal = "uniform" (a control): every layer reads activity 1 at every check and
+    widens by grow.ratio, whatever Γ or the filters' importance say."""
+    result = run(tmp_path / "uniform", data, overrides={"grow.signal": "uniform", "grow.deepen": False, "budget.max_macs": 0,
+                                                        "budget.max_rounds": 2, "finetune.epochs": 0})
+    recipe = load_recipe(SMOKE)
+    rounds = json.loads((result.run_dir / "rounds.json").read_text())
+    assert [r["grew"] for r in rounds] == [True, False]
+    for r in rounds[:1]:
+        assert "signal" not in r  # no importance meter ran
+        for l in r["layers"]:
+            assert (l["activity"], l["decision"]) == (1.0, "widen")
+            assert l["new_width"] == widen_width(l["width"], ratio=recipe.grow.ratio, min_add=recipe.grow.min_add)
+
+
 def test_history_counts_training_flops_from_the_cost_of_each_epochs_net(smoke):
     rows = history(smoke.run_dir)
     rounds = json.loads((smoke.run_dir / "rounds.json").read_text())

@@ -104,8 +104,10 @@ def _activity(run: RunRecord) -> Safe:
     info = activity_info(run)
     trace = activity_trace_info(run)
     taus = ", ".join(f"{t:g}" for t in info.taus) or "not recorded"
-    what = ("active filters (importance >= rho x the net's mean filter importance, accumulated over the round)"
-            if trace.signal == "importance" else "filters in the support of Γ")
+    what = {"importance": "active filters (importance >= rho x the net's mean filter importance, accumulated over "
+                          "the round)",
+            "uniform": "filters, set to 1 for every layer (grow.signal = uniform: no signal, a control)",
+            }.get(trace.signal, "filters in the support of Γ")
     parts = [figure(
         plots.activity_figure(info), alt="Heatmap of filter activity per layer per growth check",
         caption=f"Share of each layer's {what} at each growth check; τ = {taus}. "

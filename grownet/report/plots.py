@@ -52,7 +52,8 @@ STYLE = {
 #: Width in inches of a full-width figure: the page's figure column at 100 px/in.
 WIDTH = 9.6
 #: One colour per net kind (the grown net and each control), in every figure that shows them.
-ARM_COLORS = {"grown": "#1f5fbf", "scratch": "#d9822b", "uniform": "#3a9e5b", "random": "#c0392b", "seed": "#8a5cc2"}
+ARM_COLORS = {"grown": "#1f5fbf", "scratch": "#d9822b", "uniform": "#3a9e5b", "random": "#c0392b", "seed": "#8a5cc2",
+              "grown_uniform": "#17a2b8"}
 _DECISION_MARK = {"widen": "#d62728", "clipped": "#ff7f0e", "skipped": "#7f7f7f"}
 #: Cell text is drawn only where the grid is small enough to read it.
 _MAX_ANNOTATED_COLUMNS = 24
@@ -186,7 +187,7 @@ def activity_trace_figure(info: ActivityTraceInfo) -> str:
     import matplotlib
 
     if not info.rounds:
-        return empty_figure("no activity traces recorded (grow.signal = support records one value per check)")
+        return empty_figure("no activity traces recorded (grow.signal = support or uniform records one value per check)")
     with matplotlib.rc_context(STYLE):
         n = len(info.rounds)
         fig = new_figure(WIDTH, 2.8)
