@@ -618,7 +618,8 @@ COMMANDS.append(TuneCommand)
 class StudyCommand(Command):
     name = "study"
     help = ("a study over N seeds (resumable): --kind growth (the grower plus scratch, uniform and random controls at "
-            "its MACs) or --kind ticket (dense SGD vs DessiLBI, the early ticket rewound and fine-tuned, controls)")
+            "its MACs and the grower with uniform widening) or --kind ticket (dense SGD vs DessiLBI, the early ticket "
+            "rewound and fine-tuned, controls)")
     #: --kind ticket's options: flag -> run_ticket_study's argument.
     TICKET_FLAGS = {"--epochs": "epochs", "--ticket-at": "ticket_at", "--target": "target",
                     "--finetune-epochs": "finetune_epochs", "--finetune-lr-scale": "finetune_lr_scale",

@@ -42,7 +42,7 @@ from .arch import Architecture
 from .cost import cost
 from .job import make_data, make_dessilbi, rng_scope, rng_state, seed_all, seed_arch, set_rng_state
 from .models import build_model
-from .policy import widen_width
+from .policy import widen_all
 from .recipe import Recipe, resolve_recipe
 from .train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
 
@@ -248,16 +248,6 @@ def probe(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Op
 # ---- the estimate -------------------------------------------------------------------------------
 
 
-def _widen_all(arch: Architecture, recipe: Recipe) -> Architecture | None:
-    """``arch`` with every layer widened as a saturated layer would be; None if none can."""
-    g, out = recipe.grow, arch
-    for layer, width in arch.layer_widths().items():
-        new = min(widen_width(width, ratio=g.ratio, min_add=g.min_add), g.max_width)
-        if new > width:
-            out = out.with_width(layer, new)
-    return None if out is arch else out
-
-
 def schedule(arch: Architecture, recipe: Recipe, epoch_seconds: Callable[[int], float], *, phase: str = "grow",
              round: int = 1, done: int = 0, elapsed: float = 0.0) -> list[PhaseEstimate]:
     """The rounds and fine-tune still to train from ``arch`` in ``phase`` (round ``round``,
@@ -273,7 +263,8 @@ def schedule(arch: Architecture, recipe: Recipe, epoch_seconds: Callable[[int], 
             out.append(PhaseEstimate("grow", round, epochs, macs, epochs * epoch_seconds(macs)))
             elapsed += out[-1].seconds
             epochs = r.grow.local_epochs
-            grown = _widen_all(arch, r) if len(out) < _MAX_ROUNDS and not (b.max_rounds and round >= b.max_rounds) else None
+            more = len(out) < _MAX_ROUNDS and not (b.max_rounds and round >= b.max_rounds)
+            grown = widen_all(arch, ratio=r.grow.ratio, min_add=r.grow.min_add, max_width=r.grow.max_width) if more else None
             if grown is None:
                 break
             g = cost(grown)

@@ -51,6 +51,7 @@ __all__ = [
     "LayerDecision",
     "GrowthPlan",
     "widen_width",
+    "widen_all",
     "stage_of",
     "stage_taus",
     "layer_activity",
@@ -117,6 +118,17 @@ def widen_width(width: int, *, ratio: float, min_add: int) -> int:
     ``ratio * C`` is rounded to 9 decimals before the ceiling, so 1.1 x 10 gives 11, not 12.
     """
     return max(width + min_add, math.ceil(round(ratio * width, 9)))
+
+
+def widen_all(arch: Architecture, *, ratio: float, min_add: int, max_width: int) -> Architecture | None:
+    """``arch`` with every layer widened as a saturated layer is without the importance signal
+    (:func:`widen_width`, capped at ``max_width``); None if no layer can widen."""
+    out = arch
+    for layer, width in arch.layer_widths().items():
+        new = min(widen_width(width, ratio=ratio, min_add=min_add), max_width)
+        if new > width:
+            out = out.with_width(layer, new)
+    return None if out is arch else out
 
 
 def stage_of(layer: str) -> int:

@@ -8,7 +8,14 @@ init for the search's total epochs with the fine-tune's schedule on the same dat
 - ``scratch``: the grown widths from scratch;
 - ``uniform``: the seed scaled by one width multiplier;
 - ``random``: the seed with a random growth factor per layer (a new draw per seed), scaled
-  to the same MACs.
+  to the same MACs;
+
+and a second search, ``grown_uniform`` (``OUT/seed-k/controls/grown_uniform/``): the same
+recipe, seed and split with ``grow.signal = "uniform"`` (every layer widened by the same
+factor at every check), set by :func:`uniform_growth_recipe` to grow as often as the grown
+arm did and to end just under its MACs. It trains as the grown arm does (DessiLBI rounds, then the
+fine-tune, the same epochs), so grown − grown_uniform is what the signal's allocation adds to
+growing, where the other controls also change how the net is trained.
 
 Validation chooses every arm's weights; the test set is evaluated once per run. The study
 folder gets ``runs.csv`` (one row per run), ``summary.json`` (per arm: mean and standard
@@ -25,6 +32,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import statistics
 from dataclasses import dataclass
@@ -33,19 +41,23 @@ from typing import Any, Mapping, Sequence
 
 from .arch import Architecture
 from .baseline import run_control
+from .cost import cost
 from .errors import RunError, UsageError
 from .files import atomic_write_text
+from .policy import widen_all
 from .recipe import Recipe, resolve_recipe, upgrade_stored
+from .runfolder import RunRecord, load_run
 from .search import search
 from .validate import check_int, check_summary, check_text, read_json, read_run_file
 
-__all__ = ["ARMS", "StudyResult", "METRICS", "check_study_config", "growth_factors", "mean_std", "read_summary", "run_study", "summarize"]
+__all__ = ["ARMS", "StudyResult", "METRICS", "check_study_config", "growth_factors", "mean_std", "read_summary", "run_study",
+           "summarize", "uniform_growth_recipe"]
 
 logger = logging.getLogger(__name__)
 
 #: The arms, in the order tables show them.
-ARMS = ("grown", "scratch", "uniform", "random")
-_CONTROLS = ARMS[1:]
+ARMS = ("grown", "scratch", "uniform", "random", "grown_uniform")
+_CONTROLS = ("scratch", "uniform", "random")  # trained by grownet.baseline.run_control
 METRICS = ("val_acc", "test_acc", "macs", "params", "train_flops", "wall_time")
 
 
@@ -74,7 +86,8 @@ def run_study(
         dataset: a grownet dataset name (``"cifar10"``, ``"npz:PATH"``, ...).
         out: the study folder (created; a rerun continues it).
         recipe: the search recipe (a Recipe, a TOML path or a bundled name; default: the defaults).
-        seeds: number of seeds (0 .. seeds-1), each a search plus three controls.
+        seeds: number of seeds (0 .. seeds-1), each two searches (grown, grown_uniform) and
+            three controls.
         data_dir: folder holding the dataset.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         overrides: ``{"grow.tau": 0.6, ...}`` applied on top of ``recipe``.
@@ -95,9 +108,45 @@ def run_study(
         rows.append(grown)
         for arm in _CONTROLS:
             rows.append(_control(run_dir, arm, seed, seed_arch, data_dir, device))
+        uniform = uniform_growth_recipe(resolved, seed_arch, load_run(run_dir))
+        rows.append(_grown(run_dir / "controls" / "grown_uniform", dataset, uniform, seed, data_dir, device,
+                           arm="grown_uniform")[0])
         _write(path, rows)  # partial results are readable while the study runs
     summary = _write(path, rows)
     return StudyResult(path, rows, summary)
+
+
+def uniform_growth_recipe(recipe: Recipe, seed_arch: Architecture, grown: RunRecord) -> Recipe:
+    """The ``grown_uniform`` arm's recipe: ``recipe`` with ``grow.signal = "uniform"``,
+    ``grow.min_add = 1``, no deepening, the ``grown`` run's MACs as ``budget.max_macs`` and
+    its round count as ``budget.max_rounds``, and the largest ``grow.ratio`` (to 1e-4) with
+    which as many uniform widenings of ``seed_arch`` as the grown run made stay within those
+    MACs: it grows at the same checks, trains the same epochs and ends just under the grown
+    net's MACs (a ratio step moves one layer by one filter; a clipped growth would move all
+    of them by a common fraction, much coarser). A run that never grew keeps the recipe's ratio
+    (nothing fits the budget: no growth either)."""
+    g = recipe.grow
+    target, growths = int(grown.summary["macs"]), sum(1 for r in grown.rounds if r.get("grew"))
+
+    def reach(ratio: float) -> int:
+        arch = seed_arch
+        for _ in range(growths):
+            arch = widen_all(arch, ratio=ratio, min_add=1, max_width=g.max_width) or arch
+        return cost(arch).macs
+
+    ratio = g.ratio
+    if growths and reach(1.0) <= target:
+        lo, hi = 1.0, _MAX_RATIO
+        while hi - lo > 1e-5:  # reach() grows with the ratio: the largest ratio that stays within
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if reach(mid) <= target else (lo, mid)
+        ratio = max(1.0, math.floor(lo * 1e4) / 1e4)
+    return recipe.with_overrides({"grow.signal": "uniform", "grow.ratio": ratio, "grow.min_add": 1, "grow.deepen": False,
+                                  "budget.max_macs": target, "budget.max_rounds": int(grown.summary["rounds"])})
+
+
+#: The largest widening factor :func:`uniform_growth_recipe` considers (``grow.ratio``'s limit).
+_MAX_RATIO = 16.0
 
 
 def check_study_config(path: Path, config: Mapping[str, Any]) -> None:
@@ -115,20 +164,20 @@ def check_study_config(path: Path, config: Mapping[str, Any]) -> None:
     atomic_write_text(file, json.dumps(config, indent=2) + "\n")
 
 
-def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any,
-           device: str) -> tuple[dict[str, Any], Architecture]:
-    """The grown arm's row (the search run, or resumed, if its summary is not there yet) and
+def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, device: str,
+           arm: str = "grown") -> tuple[dict[str, Any], Architecture]:
+    """A searched arm's row (the search run, or resumed, if its summary is not there yet) and
     its seed architecture."""
     summary = run_dir / "summary.json"
     if not summary.exists():
         started = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
-        logger.info("study: seed %d, grown arm (%s)", seed, "resuming" if started else "starting")
+        logger.info("study: seed %d, %s arm (%s)", seed, arm, "resuming" if started else "starting")
         search(None if started else dataset, recipe=None if started else recipe, out=run_dir, data_dir=data_dir,
                seed=None if started else seed, device=device, resume=started, force=run_dir.exists() and not started,
                command="grownet study")
     s = read_summary(summary, "seed_arch", "final_arch")
     seed_arch = Architecture.from_dict(s["seed_arch"])
-    return _row("grown", seed, s, Architecture.from_dict(s["final_arch"]), seed_arch), seed_arch
+    return _row(arm, seed, s, Architecture.from_dict(s["final_arch"]), seed_arch), seed_arch
 
 
 def _control(run_dir: Path, arm: str, seed: int, seed_arch: Architecture, data_dir: Any, device: str) -> dict[str, Any]:
@@ -203,7 +252,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 entry[f"{r['arm']}_macs_ratio"] = round(r["macs"] / g["macs"], 4)
         seeds[str(seed)] = entry
     diffs = {}
-    for arm in _CONTROLS:
+    for arm in ARMS[1:]:
         d = [g["test_acc"] - r["test_acc"] for r in rows if r["arm"] == arm and (g := grown.get(r["seed"]))]
         if d:
             diffs[arm] = {**mean_std(d), "n": len(d)}

@@ -7,6 +7,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,7 +17,9 @@ from grownet.cli import main
 from grownet.cost import cost
 from grownet.errors import RunError, UsageError
 from grownet.seeds import preset
-from grownet.study import growth_factors, run_study, summarize
+from grownet.policy import widen_all
+from grownet.recipe import load_recipe
+from grownet.study import growth_factors, run_study, summarize, uniform_growth_recipe
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _smoke import FAST, SMOKE, smoke_dataset  # noqa: E402
@@ -46,6 +49,26 @@ def test_growth_factors_skip_deepened_layers():
     assert growth_factors(seed, final) == {"stages.0.0": 2.0, "stages.1.0": 1.25}
 
 
+@pytest.mark.parametrize("growths", [1, 2, 3])
+def test_uniform_growth_takes_the_largest_ratio_that_stays_within_the_grown_macs_in_as_many_growths(growths):
+    seed = preset("vgg", width=(16, 32, 64, 64, 64))
+    grown = SimpleNamespace(summary={"macs": 12_000_000, "rounds": growths + 1},
+                            rounds=[{"grew": True}] * growths + [{"grew": False}])
+    recipe = uniform_growth_recipe(load_recipe("growth-study-cpu"), seed, grown)
+    g, b = recipe.grow, recipe.budget
+    assert (g.signal, g.min_add, g.deepen, b.max_macs, b.max_rounds) == ("uniform", 1, False, 12_000_000, growths + 1)
+
+    def reach(ratio: float) -> int:
+        arch = seed
+        for _ in range(growths):
+            arch = widen_all(arch, ratio=ratio, min_add=1, max_width=g.max_width)
+        return cost(arch).macs
+
+    assert reach(g.ratio + 1e-4) > 12_000_000 >= reach(g.ratio) > 0.98 * 12_000_000
+    never = SimpleNamespace(summary={"macs": cost(seed).macs, "rounds": 1}, rounds=[{"grew": False}])
+    assert uniform_growth_recipe(load_recipe("growth-study-cpu"), seed, never).grow.ratio == 1.5  # the recipe's
+
+
 @pytest.mark.parametrize("rng_seed", [0, 1, 2])
 def test_random_control_matches_the_macs_within_two_percent_and_differs_per_seed(rng_seed):
     seed = preset("vgg", width=(16, 32, 64, 64, 64))
@@ -69,16 +92,31 @@ def test_study_runs_every_arm_writes_its_files_and_continues(tmp_path):
     over = {**FAST, "grow.local_epochs": 1, "budget.max_rounds": 2, "grow.tau": 0.5}
     args = dict(out=out, recipe=str(SMOKE), seeds=1, data_dir=data_dir, device="cpu", overrides=over)
     result = run_study(dataset, **args)
-    assert [r["arm"] for r in result.rows] == ["grown", "scratch", "uniform", "random"]
+    assert [r["arm"] for r in result.rows] == ["grown", "scratch", "uniform", "random", "grown_uniform"]
     grown = result.rows[0]
-    for r in result.rows[1:]:
+    for r in result.rows[1:4]:
         assert abs(r["macs"] / grown["macs"] - 1) <= 0.05  # tiny widths round coarsely; the real study checks 2%
         assert r["train_flops"] > 0
+    # the second search: the same recipe and seed, every layer widened by the same factor
+    # the second search: the same seed, every layer widened by one factor, as often as the grower
+    # grew, to the grower's MACs, for the same epochs
+    second = out / "seed-0" / "controls" / "grown_uniform"
+    searched = json.loads((second / "config.json").read_text())
+    assert searched["recipe"]["grow"]["signal"] == "uniform" and searched["seed"] == 0
+    assert searched["recipe"]["budget"]["max_macs"] == grown["macs"] >= result.rows[4]["macs"]
+    assert searched["recipe"]["budget"]["max_rounds"] == json.loads((out / "seed-0" / "summary.json").read_text())["rounds"]
+    growths = [[r["grew"] for r in json.loads((d / "rounds.json").read_text())] for d in (out / "seed-0", second)]
+    assert growths[0] == growths[1] and any(growths[0])
+    rounds = json.loads((second / "rounds.json").read_text())
+    assert {l["activity"] for l in rounds[0]["layers"]} == {1.0}
+    epochs = [json.loads((d / "summary.json").read_text())["epochs"] for d in (out / "seed-0", second)]
+    assert epochs[0] == epochs[1]
+    assert "grown_uniform" in result.summary["grown_minus"]
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(result.summary))
     with open(out / "runs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["arm"] for r in rows] == ["grown", "scratch", "uniform", "random"]
+    assert [r["arm"] for r in rows] == ["grown", "scratch", "uniform", "random", "grown_uniform"]
     assert float(rows[0]["test_acc"]) == grown["test_acc"]
     page = (out / "study.html").read_text()
     assert "<svg" in page and "random" in page
