@@ -1,5 +1,6 @@
-"""The committed growth study (reports/growth-study-cpu/): its summary.json is what its runs say,
-every control sits at the grown net's MACs, and the README quotes the summary's numbers."""
+"""The committed growth studies (reports/growth-study-cpu/ at 12M MACs, reports/growth-study-cpu-24m/):
+each summary.json is what its runs say, every control sits at the grown net's MACs, and the
+README quotes each summary's numbers."""
 
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ from grownet.cost import cost
 from grownet.study import ARMS, summarize
 
 REPO = Path(__file__).resolve().parents[1]
-STUDY = REPO / "reports" / "growth-study-cpu"
-
-pytestmark = pytest.mark.skipif(not (STUDY / "summary.json").is_file(), reason="no committed study")
+STUDIES = [REPO / "reports" / name for name in ("growth-study-cpu", "growth-study-cpu-24m")]
 
 
-def _rows() -> list[dict]:
+@pytest.fixture(params=STUDIES, ids=lambda p: p.name)
+def study(request) -> Path:
+    if not (request.param / "summary.json").is_file():
+        pytest.skip(f"no committed study in {request.param}")
+    return request.param
+
+
+def _rows(study: Path) -> list[dict]:
     """One row per run, rebuilt from each run's own summary.json and architecture.json."""
     rows = []
-    for seed_dir in sorted(STUDY.glob("seed-*")):
+    for seed_dir in sorted(study.glob("seed-*")):
         seed = int(seed_dir.name.split("-")[1])
         grown = json.loads((seed_dir / "summary.json").read_text())
         seed_arch = Architecture.from_dict(grown["seed_arch"])
@@ -41,10 +47,10 @@ def _rows() -> list[dict]:
     return rows
 
 
-def test_summary_is_what_the_runs_say():
-    rows = _rows()
+def test_summary_is_what_the_runs_say(study):
+    rows = _rows(study)
     assert len({r["seed"] for r in rows}) >= 3
-    stored = json.loads((STUDY / "summary.json").read_text())
+    stored = json.loads((study / "summary.json").read_text())
     again = json.loads(json.dumps(summarize(rows)))
     for arm in ARMS:
         for key, value in stored["arms"][arm].items():
@@ -54,20 +60,20 @@ def test_summary_is_what_the_runs_say():
                 assert value["mean"] == pytest.approx(again["arms"][arm][key]["mean"], rel=1e-9), (arm, key)
     for arm, d in stored["grown_minus"].items():
         assert d["mean"] == pytest.approx(again["grown_minus"][arm]["mean"], abs=1e-12)
-    with open(STUDY / "runs.csv", newline="") as f:
+    with open(study / "runs.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
 
 
-def test_every_control_is_at_the_grown_macs_within_two_percent():
-    rows = _rows()
+def test_every_control_is_at_the_grown_macs_within_two_percent(study):
+    rows = _rows(study)
     grown = {r["seed"]: r["macs"] for r in rows if r["arm"] == "grown"}
     for r in rows:
         assert abs(r["macs"] / grown[r["seed"]] - 1) <= 0.02, (r["arm"], r["seed"])
 
 
-def test_readme_quotes_the_study():
+def test_readme_quotes_the_study(study):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    stored = json.loads((STUDY / "summary.json").read_text())
+    stored = json.loads((study / "summary.json").read_text())
     for arm, a in stored["arms"].items():
         text = f"{100 * a['test_acc']['mean']:.2f} ± {100 * a['test_acc']['std']:.2f}"
         assert text in readme, f"README lacks the {arm} arm's test accuracy {text}"
