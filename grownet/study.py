@@ -37,7 +37,7 @@ import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .arch import Architecture
 from .baseline import run_control
@@ -51,7 +51,7 @@ from .search import search
 from .validate import check_int, check_summary, check_text, read_json, read_run_file
 
 __all__ = ["ARMS", "StudyResult", "METRICS", "check_study_config", "growth_factors", "mean_std", "read_summary", "run_study",
-           "summarize", "uniform_growth_recipe"]
+           "summarize", "uniform_growth_recipe", "write_study_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -260,16 +260,24 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _write(path: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    summary = summarize(rows)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["arm", "seed", *METRICS, "growth_cv", "widths"])
-    for r in rows:
-        writer.writerow([r["arm"], r["seed"], *(r[k] for k in METRICS), round(r["growth_cv"], 6),
-                         " ".join(str(w) for w in r["widths"].values())])
-    atomic_write_text(path / "runs.csv", buf.getvalue())
-    atomic_write_text(path / "summary.json", json.dumps(summary, indent=2) + "\n")
     from .study_page import write_study_page
 
-    write_study_page(path / "study.html", rows, summary)
+    summary = summarize(rows)
+    write_study_files(path, ["arm", "seed", *METRICS, "growth_cv", "widths"],
+                      [[r["arm"], r["seed"], *(r[k] for k in METRICS), round(r["growth_cv"], 6),
+                        " ".join(str(w) for w in r["widths"].values())] for r in rows],
+                      summary, lambda page: write_study_page(page, rows, summary))
     return summary
+
+
+def write_study_files(path: Path, header: Sequence[str], lines: Sequence[Sequence[Any]], summary: Mapping[str, Any],
+                      write_page: Callable[[Path], None]) -> None:
+    """A study folder's outputs: ``runs.csv`` (``header``, then one of ``lines`` per run),
+    ``summary.json`` and, through ``write_page``, ``study.html``; each written atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(lines)
+    atomic_write_text(path / "runs.csv", buf.getvalue())
+    atomic_write_text(path / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_page(path / "study.html")

@@ -49,10 +49,7 @@ of the seeds finished when it ends (the last to end, of all of them).
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
-import io
-import json
 import logging
 import math
 import os
@@ -68,14 +65,13 @@ from ..baseline import train_fixed, uniform_architecture
 from ..cost import cost
 from ..data import derive_seed
 from ..errors import RunError, UsageError
-from ..files import atomic_write_text
 from ..job import finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, seed_all, seed_arch
 from ..loop import Phase, Trainee
 from ..models import build_model, check_memory
 from ..recipe import Recipe, resolve_recipe
 from ..runfolder import JobFolder, RunLock, job_folder
 from ..signal import ImportanceMeter
-from ..study import METRICS, StudyResult, check_study_config, mean_std, read_summary
+from ..study import METRICS, StudyResult, check_study_config, mean_std, read_summary, write_study_files
 from ..train import amp_dtype, prepare_model, resolve_device, wants_channels_last
 from ..validate import check_int, check_text, read_json
 from ..weights import save_model
@@ -410,15 +406,11 @@ def summarize_ticket_study(rows: Sequence[Mapping[str, Any]], settings: Mapping[
 
 
 def _write(path: Path, rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any]) -> dict[str, Any]:
-    summary = summarize_ticket_study(rows, settings)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["arm", "seed", *METRICS, "epochs", "widths"])
-    for r in rows:
-        writer.writerow([r["arm"], r["seed"], *(r[k] for k in METRICS), r["epochs"], " ".join(str(w) for w in r["widths"].values())])
-    atomic_write_text(path / "runs.csv", buf.getvalue())
-    atomic_write_text(path / "summary.json", json.dumps(summary, indent=2) + "\n")
     from ._study_page import write_ticket_study_page
 
-    write_ticket_study_page(path / "study.html", rows, summary)
+    summary = summarize_ticket_study(rows, settings)
+    write_study_files(path, ["arm", "seed", *METRICS, "epochs", "widths"],
+                      [[r["arm"], r["seed"], *(r[k] for k in METRICS), r["epochs"],
+                        " ".join(str(w) for w in r["widths"].values())] for r in rows],
+                      summary, lambda page: write_ticket_study_page(page, rows, summary))
     return summary
