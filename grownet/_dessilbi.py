@@ -357,11 +357,9 @@ def _fused_coupling_(
     a, c = h.w_rate, h.v_rate
     # Z is a new tensor each step, not a kept buffer: the allocator hands back memory the last
     # step freed, still in cache, where a kept buffer is cold (benchmarks/optimizer_step.py).
-    if any(g is not None for g in gammas):
-        zs = [torch.mul(g, a - 1) if g is not None else torch.mul(v, s.view(_column(v)) * (a - 1))
-              for v, g, s in zip(vs, gammas, scales or [None] * len(vs))]  # type: ignore[list-item]
-    else:  # Γ = scale·V everywhere ("filter" between checkpoints): the factors in one call
-        zs = torch._foreach_mul(vs, [m.view(_column(v)) for v, m in zip(vs, torch._foreach_mul(scales, a - 1))])
+    factors = torch._foreach_mul(scales, a - 1) if scales else [None] * len(vs)  # all tensors' in one call
+    zs = [torch.mul(g, a - 1) if g is not None else torch.mul(v, m.view(_column(v)))  # type: ignore[union-attr]
+          for v, g, m in zip(vs, gammas, factors)]
     torch._fused_sgd_(  # type: ignore[attr-defined]
         vs, zs, params, weight_decay=0.0, momentum=1 - a, lr=-c / (1 - a) ** 2, dampening=1 + a / (1 - a),
         nesterov=True, maximize=False, is_first_step=False,

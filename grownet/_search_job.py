@@ -197,10 +197,11 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
     """The growth check at the end of round ``state.round``: read every layer's activity (with
     ``meter``: the share of its filters whose importance over the round is active,
     :mod:`grownet.signal`; without: the share in Γ's support,
-    :func:`grownet.policy.layer_activity`; ``grow.signal = "uniform"``: 1 for every layer), plan the growth (:func:`grownet.policy.plan_growth`
-    with the recipe's rule and budgets; held at ``budget.max_rounds`` or when :func:`time_hold`
-    says the time budget would be passed), and grow without changing the function
-    (:func:`grownet.grow.apply`, optimizer state carried over).
+    :func:`grownet.policy.layer_activity`; ``grow.signal = "uniform"``: 1 for every layer),
+    plan the growth (:func:`grownet.policy.plan_growth` with the recipe's rule and budgets;
+    held at ``budget.max_rounds`` or when :func:`time_hold` says the time budget would be
+    passed), and grow without changing the function (:func:`grownet.grow.apply`, optimizer
+    state carried over).
 
     Args:
         net: the trained net and its optimizer (DessiLBI). arch: its architecture.
@@ -216,10 +217,10 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
     importance, signal = None, None
     if meter is not None:
         activity, importance, signal = meter.activity(), meter.importance_share(), meter.record()
+    elif r.grow.signal == "uniform":  # no signal: every layer saturated, the same factor for all
+        activity = {layer.name: 1.0 for layer in arch.layers}
     else:
         activity = layer_activity(arch, filter_activity(net.model, net.optimizer))
-        if recipe.grow.signal == "uniform":  # no signal: every layer saturated, the same factor for all
-            activity = dict.fromkeys(activity, 1.0)
     rule = growth_rule(r, importance=importance, previous=state.prev_activity)
 
     def decide() -> tuple[GrowthPlan, str | None]:
