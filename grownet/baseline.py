@@ -12,6 +12,11 @@ Three controls, each trained from a fresh initialisation and written to
   multiplied by the one factor that matches the MACs (bisection, as for ``uniform``);
 - ``seed``: the seed architecture alone.
 
+A fourth kind is the user's own: ``run_control(run_dir, NAME, arch=A)`` (``grownet baseline
+RUN_DIR --control NAME --arch A.json``) trains architecture ``A`` exactly as the controls above
+are trained, into ``controls/NAME/``: a hand-picked allocation measured against the grown net
+under the same data, epochs and schedule. Reports list such controls after the built-in ones.
+
 Training choice (documented here because reviewers ask): every control gets the same number
 of epochs as the whole search (growth rounds plus fine-tune, ``summary.json`` ``epochs``),
 the search's fine-tune optimizer (``finetune.optimizer``: a *fresh* DessiLBI with the
@@ -48,7 +53,7 @@ from .loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit
 from .models import build_model, check_memory
 from .progress import Reporter
 from .recipe import Recipe
-from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, job_folder, load_run
+from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, check_control_name, job_folder, load_run
 from .train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_device, wants_channels_last
 from .validate import check_int, check_text
 from .weights import save_model
@@ -147,6 +152,12 @@ def random_architecture(seed: Architecture, target_macs: int, *, rng_seed: int) 
     return uniform_architecture(drawn, target_macs)
 
 
+def _check_builtin(control: str) -> None:
+    if control not in CONTROLS:
+        raise UsageError(f"--control: must be one of {', '.join(CONTROLS)}, got {str(control)[:80]!r} (a control of your "
+                         "own architecture also needs --arch)")
+
+
 def control_architecture(run: RunRecord | str | os.PathLike, control: str) -> Architecture:
     """The architecture a control trains: the run's final net (``scratch``), its seed
     (``seed``), the seed scaled to the final net's MACs (``uniform``), or a random allocation
@@ -156,8 +167,7 @@ def control_architecture(run: RunRecord | str | os.PathLike, control: str) -> Ar
         UsageError: for an unknown control name.
         RunError: when the run lacks the architecture the control needs.
     """
-    if control not in CONTROLS:
-        raise UsageError(f"--control: must be one of {', '.join(CONTROLS)}, got {control!r}")
+    _check_builtin(control)
     if not isinstance(run, RunRecord):
         run = load_run(run)
     final = run.arch
@@ -185,6 +195,7 @@ def run_control(
     run_dir: str | os.PathLike,
     control: str,
     *,
+    arch: Architecture | str | os.PathLike | None = None,
     epochs: int | None = None,
     data_dir: str | os.PathLike | None = None,
     device: str = "auto",
@@ -196,7 +207,12 @@ def run_control(
 
     Args:
         run_dir: a finished search's run folder.
-        control: ``"scratch"``, ``"uniform"`` or ``"seed"``.
+        control: ``"scratch"``, ``"uniform"``, ``"random"`` or ``"seed"``; with ``arch``, the
+            name of the user's control (letters, digits, ``_ . -``, at most 64 characters, not
+            a built-in control's name nor ``grown``, ``grown_uniform`` or ``fresh``).
+        arch: the architecture to train (an :class:`~grownet.arch.Architecture` or the path of
+            an architecture JSON); it must fit the run's dataset (input channels and size,
+            classes). Default: the one ``control`` names.
         epochs: epochs to train (default: the search's total epochs, summary.json ``epochs``).
         data_dir: folder holding the dataset (default: the run's config.json ``data_dir``).
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
@@ -207,18 +223,28 @@ def run_control(
         :class:`ControlResult`.
 
     Raises:
-        UsageError: unknown control, bad epochs or device.
+        UsageError: unknown control, a bad name for the user's control, bad epochs or device.
+        ArchitectureError: ``arch`` is a path to a missing or malformed architecture JSON.
         RunError: the run is not finished, or the control exists without ``force``, or
             another process is writing it.
         DivergenceError: the loss stayed non-finite past ``run.max_retries`` retries.
     """
     check_int(epochs, "--epochs", error=UsageError, low=1, optional=True)
     check_text(os.fspath(run_dir), "RUN_DIR")
+    if arch is not None:
+        check_control_name(control, field="--control")
+        if not isinstance(arch, Architecture):
+            check_text(os.fspath(arch), "--arch")
+            arch = Architecture.from_json(arch)
+        arch = replace(arch, meta={})
+    else:
+        _check_builtin(control)
     run = load_run(run_dir)
-    arch = control_architecture(run, control)
+    if arch is None:
+        arch = control_architecture(run, control)
     if control != "scratch" and run.arch is not None and arch == run.arch:
-        logger.warning("control %s: its architecture is the grown net's own (growth scaled every layer by one factor); "
-                       "it trains the same net as the scratch control", control)
+        logger.warning("control %s: its architecture is the grown net's own%s; it trains the same net as the scratch "
+                       "control", control, "" if control not in CONTROLS else " (growth scaled every layer by one factor)")
     total = epochs if epochs is not None else run.summary.get("epochs")
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
         raise RunError(f"{run.path / 'summary.json'}: epochs is {total!r}, not a positive integer; pass --epochs")

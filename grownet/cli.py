@@ -418,15 +418,17 @@ class ReportCommand(Command):
 
 class BaselineCommand(Command):
     name = "baseline"
-    help = "train a control of a finished run (scratch, uniform width at equal MACs, or the seed) into RUN_DIR/controls/"
+    help = ("train a control of a finished run (scratch, uniform or random width at equal MACs, the seed, or an "
+            "architecture of your own) into RUN_DIR/controls/")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from .baseline import CONTROLS
-
         parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder written by grownet search")
-        parser.add_argument("--control", required=True, choices=CONTROLS,
+        parser.add_argument("--control", required=True, metavar="NAME",
                             help="scratch: the final net from scratch; uniform: the seed layout scaled to the final "
-                                 "MACs; seed: the seed net alone")
+                                 "MACs; random: a random allocation at those MACs; seed: the seed net alone; with "
+                                 "--arch: the name of your control (its folder under controls/)")
+        parser.add_argument("--arch", metavar="A.json", help="train this architecture JSON as control NAME, exactly as "
+                                                             "the built-in controls are trained")
         parser.add_argument("--epochs", type=_integer(), metavar="E", help="epochs (default: the search's total epochs)")
         parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (default: the run's own)")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -440,7 +442,7 @@ class BaselineCommand(Command):
             _say(args, f"control {args.control} epoch {row['epoch']}: loss {row['train_loss']:.4f} "
                        f"val acc {row['val_acc']:.4f} ({row['wall_time']:.0f} s)")
 
-        result = run_control(args.run_dir, args.control, epochs=args.epochs, data_dir=args.data_dir,
+        result = run_control(args.run_dir, args.control, arch=args.arch, epochs=args.epochs, data_dir=args.data_dir,
                              device=args.device, force=args.force, progress=progress if args.console else None)
         if args.console is not None:  # with --quiet, grownet.baseline logs the same line
             _say(args, f"control {result.name}: val acc {result.val_acc:.4f}, test acc {result.test_acc:.4f}, "

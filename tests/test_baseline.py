@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from grownet.arch import Architecture, ResStage
 from grownet.baseline import CONTROLS, control_architecture, run_control, scale_widths, uniform_architecture
 from grownet.train import compile_unsupported, cosine_lr
 from grownet.cost import cost
-from grownet.errors import DivergenceError, RunError, UsageError
+from grownet.errors import ArchitectureError, DivergenceError, RunError, UsageError
 from grownet.report import controls_info, load_run
 from grownet.models import build_model
 from grownet.weights import load_model
@@ -211,6 +212,94 @@ def test_cli_baseline_trains_the_control_and_rewrites_the_report(tiny_run: Path,
     assert json.loads((tiny_run / "controls" / "seed" / "summary.json").read_text())["epochs"] == 1
     assert "seed net alone" in (tiny_run / "report.html").read_text(encoding="utf-8")
     assert main(["baseline", str(tiny_run), "--control", "wider"]) == 2
+
+
+# ---- a control of the user's own architecture ------------------------------------------------------------
+
+
+def test_a_control_of_your_own_architecture_trains_exactly_as_the_builtin_ones(
+    tiny_run: Path, seed_control: baseline.ControlResult, tmp_path: Path
+) -> None:
+    # The seed architecture as a control of one's own: the same net, seed, data and schedule as
+    # the built-in seed control, so the same numbers (one thread: the suite's setting).
+    path = tmp_path / "mine.json"
+    SEED.with_meta(note="hand-picked").save(path)
+    mine = run_control(tiny_run, "mine", arch=path, epochs=2, device="cpu")
+    assert mine.path == tiny_run / "controls" / "mine" and mine.arch == SEED
+    assert (mine.val_acc, mine.test_acc, mine.best_epoch) == (seed_control.val_acc, seed_control.test_acc,
+                                                              seed_control.best_epoch)
+    summary = json.loads((mine.path / "summary.json").read_text())
+    assert summary["control"] == "mine" and summary["epochs"] == 2
+    assert Architecture.from_json(mine.path / "architecture.json") == SEED
+
+    # An Architecture object works too; reports list own controls after the built-in ones, by name.
+    wide = SEED.with_widths({layer: 2 * w for layer, w in SEED.layer_widths().items()})
+    run_control(tiny_run, "a-wide.v2", arch=wide, epochs=1, device="cpu")
+    run = load_run(tiny_run)
+    assert list(run.controls) == [*[n for n in CONTROLS if n in run.controls], "a-wide.v2", "mine"]
+    points = controls_info(run)
+    assert [p.name for p in points][-2:] == ["a-wide.v2", "mine"]
+    assert points[-2].label == "a-wide.v2 (your architecture)" and points[-2].macs == cost(wide).macs
+    with pytest.raises(RunError, match="already holds a finished control; pass --force"):
+        run_control(tiny_run, "mine", arch=path, epochs=2, device="cpu")
+
+
+def test_other_jobs_folders_under_controls_are_not_read_as_controls(tiny_run: Path, tmp_path: Path) -> None:
+    # The study keeps a whole search under controls/grown_uniform; a folder whose summary names
+    # another control (copied by hand) is not that control either.
+    controls = tiny_run / "controls"
+    for name, summary in (("grown_uniform", {"val_acc": 0.5, "test_acc": 0.5}),
+                          ("copy", {"control": "seed", "val_acc": 0.5, "test_acc": 0.5})):
+        (controls / name).mkdir(parents=True, exist_ok=True)
+        (controls / name / "summary.json").write_text(json.dumps(summary))
+    try:
+        assert not {"grown_uniform", "copy"} & set(load_run(tiny_run).controls)
+    finally:
+        for name in ("grown_uniform", "copy"):
+            (controls / name / "summary.json").unlink()
+            (controls / name).rmdir()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("seed", "'seed' is taken"),
+    ("grown_uniform", "'grown_uniform' is taken"),
+    ("grown", "'grown' is taken"),
+    ("../up", "'../up' is not a control name"),
+    ("", "'' is not a control name"),
+    ("-x", "'-x' is not a control name"),
+    ("a" * 65, f"'{'a' * 65}' is not a control name"),
+    ("wide net", "'wide net' is not a control name"),
+])
+def test_a_control_of_your_own_needs_a_name_of_its_own(tiny_run: Path, name: str, message: str) -> None:
+    before = sorted(p.name for p in (tiny_run / "controls").iterdir())
+    with pytest.raises(UsageError, match=rf"--control: {re.escape(message)}"):
+        run_control(tiny_run, name, arch=SEED, epochs=1, device="cpu")
+    assert sorted(p.name for p in (tiny_run / "controls").iterdir()) == before
+
+
+def test_a_control_of_your_own_refuses_an_architecture_that_does_not_fit(tiny_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ArchitectureError, match="nope.json.*file not found"):
+        run_control(tiny_run, "mine2", arch=tmp_path / "nope.json", epochs=1, device="cpu")
+    hundred = Architecture("vgg", SEED.stages, num_classes=100)
+    with pytest.raises(RunError, match="the architecture has num_classes 100 but the dataset gives 10"):
+        run_control(tiny_run, "mine2", arch=hundred, epochs=1, device="cpu")
+    assert not (tiny_run / "controls" / "mine2").exists()
+
+
+def test_cli_baseline_trains_a_control_of_your_own(tiny_run: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from grownet.cli import main
+
+    path = tmp_path / "late.json"
+    SEED.with_widths({layer: 8 * (i + 1) for i, layer in enumerate(SEED.layer_widths())}).save(path)
+    argv = ["baseline", str(tiny_run), "--control", "late", "--arch", str(path), "--epochs", "1", "--device", "cpu"]
+    assert main(argv + ["--quiet"]) == 0
+    assert "late (your architecture)" in (tiny_run / "report.html").read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert main(["baseline", str(tiny_run), "--control", "uniform", "--arch", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["grownet: error: --control: 'uniform' is taken (scratch, uniform, random, seed, grown, grown_uniform, "
+                   "fresh are); choose another name for a control of your own architecture"]
 
 
 # ---- divergence: the one policy of grownet.loop ----------------------------------------------------------

@@ -39,6 +39,7 @@ __all__ = [
     "arch_info",
     "decision_info",
     "repro_info",
+    "control_label",
     "controls_info",
     "controls_like_grown",
     "pareto_front",
@@ -504,12 +505,18 @@ def _point(name: str, label: str, s: Mapping[str, Any], run: str = "") -> ModelP
     )
 
 
+def control_label(name: str) -> str:
+    """How reports name a control: :data:`CONTROL_LABELS` for the built-in ones, ``"NAME
+    (your architecture)"`` for a control of the user's own architecture."""
+    return CONTROL_LABELS.get(name, f"{name} (your architecture)")
+
+
 def controls_info(run: RunRecord) -> list[ModelPoint]:
-    """The grown net first, then each finished control (scratch, uniform, seed order)."""
+    """The grown net first, then each finished control: the built-in ones (scratch, uniform,
+    random, seed order), then those of the user's own architectures (by name)."""
     points = [_point("grown", CONTROL_LABELS["grown"], run.summary, run.name)]
-    for name in CONTROL_NAMES:
-        if name in run.controls:
-            points.append(_point(name, CONTROL_LABELS[name], run.controls[name].summary, run.name))
+    for name in (*(n for n in CONTROL_NAMES if n in run.controls), *sorted(set(run.controls) - set(CONTROL_NAMES))):
+        points.append(_point(name, control_label(name), run.controls[name].summary, run.name))
     return points
 
 

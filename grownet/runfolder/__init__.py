@@ -19,16 +19,19 @@ from __future__ import annotations
 
 from ._folder import HISTORY_COLUMNS, RunFolder, RunLock, make_folder, remove_created, to_jsonable
 from ._job import JobFolder, job_folder
-from ._read import CONTROL_NAMES, ControlRecord, RunRecord, load_control, load_run, read_config, read_history, read_json
+from ._read import (CONTROL_NAMES, RESERVED_CONTROL_NAMES, ControlRecord, RunRecord, check_control_name, load_control,
+                    load_run, read_config, read_history, read_json)
 
 __all__ = [
     "CONTROL_NAMES",
     "ControlRecord",
+    "RESERVED_CONTROL_NAMES",
     "HISTORY_COLUMNS",
     "JobFolder",
     "RunFolder",
     "RunLock",
     "RunRecord",
+    "check_control_name",
     "job_folder",
     "load_control",
     "load_run",

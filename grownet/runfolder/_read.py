@@ -9,21 +9,44 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..arch import Architecture
-from ..errors import ArchitectureError, RunError
+from ..errors import ArchitectureError, RunError, UsageError
 from ..recipe import upgrade_stored
 from ..validate import check_config, check_rounds, check_summary
 from ..validate import read_json as _read_checked
 from ._folder import HISTORY_COLUMNS, RunFolder
 
-__all__ = ["CONTROL_NAMES", "ControlRecord", "RunRecord", "load_control", "load_run", "read_config", "read_history", "read_json"]
+__all__ = ["CONTROL_NAMES", "RESERVED_CONTROL_NAMES", "ControlRecord", "check_control_name", "RunRecord", "load_control", "load_run", "read_config", "read_history", "read_json"]
 
 #: The controls of METHOD.md §4, in the order reports show them.
 CONTROL_NAMES = ("scratch", "uniform", "random", "seed")
+#: Names a control of the user's own architecture cannot take: the built-in controls, the
+#: report's name for the grown net, and the folders other jobs keep under ``controls/`` (the
+#: growth study's ``grown_uniform`` search, the ticket job's ``fresh`` retraining).
+RESERVED_CONTROL_NAMES = (*CONTROL_NAMES, "grown", "grown_uniform", "fresh")
+_CONTROL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_control_name(name: Any, *, field: str) -> str:
+    """``name`` if it can name a control of the user's own architecture (``controls/NAME/``):
+    letters, digits, ``_``, ``.`` and ``-``, starting with a letter or digit, at most 64
+    characters, not one of :data:`RESERVED_CONTROL_NAMES`.
+
+    Raises:
+        UsageError: naming ``field``.
+    """
+    if not isinstance(name, str) or not _CONTROL_NAME.fullmatch(name):
+        raise UsageError(f"{field}: {str(name)[:80]!r} is not a control name; use letters, digits, '_', '.' and '-' "
+                         "(at most 64, starting with a letter or digit)")
+    if name in RESERVED_CONTROL_NAMES:
+        raise UsageError(f"{field}: {name!r} is taken ({', '.join(RESERVED_CONTROL_NAMES)} are); choose another name "
+                         "for a control of your own architecture")
+    return name
 _INT_COLUMNS = {"round", "epoch", "macs", "params"}
 
 
@@ -145,9 +168,26 @@ def load_control(path: str | os.PathLike) -> ControlRecord:
     return ControlRecord(path.name, path, summary, history, _arch(path / "architecture.json"))
 
 
+def _own_controls(path: Path) -> list[ControlRecord]:
+    """The finished controls of the user's own architectures under ``path`` (``controls/``), by
+    name: folders with a valid name whose summary.json says it is that control (other jobs'
+    folders there, such as the growth study's ``grown_uniform`` search, do not)."""
+    if not path.is_dir():
+        return []
+    found = []
+    for sub in sorted(path.iterdir()):
+        if sub.name in RESERVED_CONTROL_NAMES or not _CONTROL_NAME.fullmatch(sub.name) or not (sub / "summary.json").is_file():
+            continue
+        record = load_control(sub)
+        if record.summary.get("control") == sub.name:
+            found.append(record)
+    return found
+
+
 def load_run(run_dir: str | os.PathLike) -> RunRecord:
     """Read a run folder: config.json, summary.json, history.csv, rounds.json,
-    architecture.json and every finished control under ``controls/``.
+    architecture.json and every finished control under ``controls/`` (the built-in ones in
+    :data:`CONTROL_NAMES` order, then the user's own by name).
 
     Raises:
         RunError: when the folder or one of its required files (config.json, summary.json,
@@ -163,6 +203,7 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     for name in CONTROL_NAMES:
         if (folder.path / "controls" / name / "summary.json").is_file():
             controls[name] = load_control(folder.path / "controls" / name)
+    controls.update((c.name, c) for c in _own_controls(folder.path / "controls"))
     return RunRecord(
         path=folder.path,
         config=config,
