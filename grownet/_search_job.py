@@ -34,7 +34,7 @@ from .loop import Divergence, LoopState, Phase, Trainee, fit
 from .models import build_model, check_memory
 from .optim import filter_activity
 from .plan import estimate_run, probe
-from .policy import GrowthPlan, layer_activity, plan_growth, stage_taus
+from .policy import GrowthPlan, layer_activity, macs_per_filter, plan_growth, stage_taus
 from .progress import Reporter
 from .recipe import Recipe
 from .runfolder import JobFolder, RunFolder
@@ -415,7 +415,10 @@ class SearchJob:
         g = self.recipe.grow
         if g.signal == "importance" and self.state.phase == "grow":  # a new meter for every round
             every = max(1, g.local_epochs * len(self.data.train) // 10)
-            self.meter = ImportanceMeter(model, arch, rho=g.rho, trace_every=every)
+            weights = None
+            if g.activity_cost_exponent > 0:  # importance per MAC^e: a filter that costs more must matter more
+                weights = {l: m ** -g.activity_cost_exponent for l, m in macs_per_filter(arch, _macs_params).items()}
+            self.meter = ImportanceMeter(model, arch, rho=g.rho, trace_every=every, weights=weights)
             if self.state.signal is not None:
                 self.meter.load_state_dict(self.state.signal)
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from .arch import Architecture
 from .errors import ConfigError
@@ -52,6 +52,7 @@ __all__ = [
     "GrowthPlan",
     "widen_width",
     "widen_all",
+    "macs_per_filter",
     "stage_of",
     "stage_taus",
     "layer_activity",
@@ -129,6 +130,14 @@ def widen_all(arch: Architecture, *, ratio: float, min_add: int, max_width: int)
         if new > width:
             out = out.with_width(layer, new)
     return None if out is arch else out
+
+
+def macs_per_filter(arch: Architecture, cost_fn: CostFn, layers: Iterable[str] | None = None) -> dict[str, int]:
+    """{layer: inference MACs per image that one more filter in it adds (at least 1)}, for
+    ``layers`` (default: every layer of ``arch``, in network order)."""
+    widths = arch.layer_widths()
+    base = cost_fn(arch)[0]
+    return {l: max(1, cost_fn(arch.with_width(l, widths[l] + 1))[0] - base) for l in (widths if layers is None else layers)}
 
 
 def stage_of(layer: str) -> int:
@@ -434,8 +443,7 @@ def _allocate(
     most a quarter of its wanted increment) that still fits; a layer where no filter fits is
     done."""
     widths = arch.layer_widths()
-    base_macs = cost_fn(arch)[0]
-    per_filter = {l: max(1, cost_fn(arch.with_width(l, widths[l] + 1))[0] - base_macs) for l in wanted}
+    per_filter = macs_per_filter(arch, cost_fn, wanted)
     plan: dict[str, int] = {}
     open_ = set(wanted)
     chunk = {l: max(1, math.ceil((w - widths[l]) / 4)) for l, w in wanted.items()}

@@ -104,6 +104,10 @@ class GrowSection:
     )
     rho: float = _key(0.75, "importance signal: a filter is active when its importance over the round is >= rho x the "
                       "mean importance of all filters of the net", low=0.0, low_open=True, high=100.0)
+    activity_cost_exponent: float = _key(
+        0.0, "importance signal: a filter is active when its importance / m ** activity_cost_exponent is >= rho x the mean "
+        "of the same over all filters of the net, m the MACs one more filter of its layer adds (0: importance alone; "
+        "1: importance per MAC, the currency of the greedy budget allocation)", low=0.0, high=4.0)
     cost_exponent: float = _key(1.0, "importance signal, over budget: layers are widened in order of importance / width / "
                                 "(MACs per added filter) ** cost_exponent (0: importance alone)", low=0.0, high=4.0)
 

@@ -52,14 +52,20 @@ class ImportanceMeter:
         arch: the architecture of ``model``.
         rho: a filter is active when I_g >= rho · (mean I over every filter of the net).
         trace_every: record every layer's activity every this many steps (0: never).
+        weights: ``{layer: w > 0}``: the test reads ``w·I_g`` for every filter of the layer
+            instead (the search passes ``m ** -grow.activity_cost_exponent``, m the MACs one
+            more filter of the layer adds: importance per MAC). Scaling every weight by one
+            factor changes nothing; the importance shares and records stay unweighted.
 
     Call :meth:`observe` after every optimizer step (the gradients of the step must still be
     on the parameters). A growth changes the layers: make a new meter for the next round.
     """
 
-    def __init__(self, model: nn.Module, arch: Architecture, *, rho: float, trace_every: int = 0) -> None:
+    def __init__(self, model: nn.Module, arch: Architecture, *, rho: float, trace_every: int = 0,
+                 weights: Mapping[str, float] | None = None) -> None:
         params = dict(model.named_parameters())
         self.rho = float(rho)
+        self.weights = None if weights is None else {layer.name: float(weights[layer.name]) for layer in arch.layers}
         self.trace_every = int(trace_every)
         self.layers = [layer.name for layer in arch.layers]
         self._bn = [[params[n] for n in layer.bn_weights] for layer in arch.layers]
@@ -70,6 +76,10 @@ class ImportanceMeter:
         self._flat = torch.zeros(sum(widths), dtype=torch.float64, device=device)
         self._entry = torch.zeros(sum(widths), dtype=torch.int64, device=device)  # 0: never active
         self.importance = dict(zip(self.layers, self._flat.split(widths)))
+        # Each filter's weight in the activity test (its layer's): None, all ones.
+        self._weight = None if self.weights is None else torch.tensor(
+            [self.weights[layer] for layer, width in zip(self.layers, widths) for _ in range(width)],
+            dtype=torch.float64, device=device)
         self._entries = dict(zip(self.layers, self._entry.split(widths)))
         self.steps = 0
         self.trace: list[dict[str, Any]] = []
@@ -91,9 +101,11 @@ class ImportanceMeter:
             self.trace.append({"step": self.steps, "activity": self._shares(active)})
 
     def _active(self) -> torch.Tensor:
-        """Every filter's mask, ``I_g >= rho · mean I`` (none before any importance)."""
-        total = self._flat.sum()
-        return (self._flat >= self.rho * total / self._flat.numel()) & (total > 0)
+        """Every filter's mask, ``w·I_g >= rho · mean (w·I)`` (w = 1 without ``weights``; none
+        before any importance)."""
+        score = self._flat if self._weight is None else self._flat * self._weight
+        total = score.sum()
+        return (score >= self.rho * total / score.numel()) & (total > 0)
 
     @property
     def entry(self) -> dict[str, list[int | None]]:
@@ -121,6 +133,7 @@ class ImportanceMeter:
         share, entry = self.importance_share(), self.entry
         return {
             "signal": "importance", "rho": self.rho, "steps": self.steps, "trace": list(self.trace),
+            **({} if self.weights is None else {"weights": {k: _round(v) for k, v in self.weights.items()}}),
             "layers": {
                 layer: {"importance_share": share[layer], "importance": [_round(x) for x in self.importance[layer].tolist()],
                         "entry": entry[layer]}

@@ -11,7 +11,7 @@ import torch
 from grownet.arch import Architecture, ResStage
 from grownet.cost import cost
 from grownet.errors import ConfigError
-from grownet.policy import layer_activity, plan_growth, stage_taus, widen_width
+from grownet.policy import layer_activity, macs_per_filter, plan_growth, stage_taus, widen_width
 
 VGG = Architecture("vgg", ((16, 16), (16, 16), (32, 32, 32)))
 RULE = dict(tau=0.8, ratio=1.1, min_add=8)
@@ -276,3 +276,14 @@ def test_cost_exponent_zero_follows_importance_alone():
                        max_macs=budget, cost_fn=_real_cost)
     grown = plan.arch.layer_widths()
     assert grown["stages.0.0"] > 16 and plan.macs <= budget
+
+
+def test_macs_per_filter_is_the_cost_of_one_more_filter():
+    # sum of squared widths: one more filter in a layer of width w adds 2w + 1
+    assert macs_per_filter(VGG, sum_sq) == {layer: 2 * w + 1 for layer, w in VGG.layer_widths().items()}
+    assert macs_per_filter(VGG, sum_sq, ["stages.2.1"]) == {"stages.2.1": 65}
+    # real MACs: a filter of the first conv (32x32, 3 inputs, feeding the next conv) costs more
+    # than one of the last (at the lowest resolution)
+    per = macs_per_filter(VGG, lambda a: (cost(a).macs, cost(a).params))
+    assert per["stages.0.0"] > per["stages.2.2"] > 0
+    assert per["stages.2.2"] == cost(VGG.with_width("stages.2.2", 33)).macs - cost(VGG).macs

@@ -24,7 +24,7 @@ from _smoke import FAST, REPO, SMOKE, smoke_dataset
 from grownet.arch import Architecture
 from grownet.cost import cost
 from grownet.errors import DivergenceError, RunError, UsageError
-from grownet.policy import DECISIONS, widen_width
+from grownet.policy import DECISIONS, macs_per_filter, widen_width
 from grownet.recipe import load_recipe
 from grownet.runfolder import HISTORY_COLUMNS, RunFolder, RunLock
 from grownet.search import Reporter, SearchInterrupted, search
@@ -129,6 +129,20 @@ def test_the_uniform_signal_widens_every_layer_by_the_same_rule(tmp_path, data):
         for l in r["layers"]:
             assert (l["activity"], l["decision"]) == (1.0, "widen")
             assert l["new_width"] == widen_width(l["width"], ratio=recipe.grow.ratio, min_add=recipe.grow.min_add)
+
+
+def test_the_importance_per_mac_signal_weights_each_layer_by_its_filters_cost(tmp_path, data):
+    """grow.activity_cost_exponent = e: the meter of every round tests importance / m^e, m the
+    MACs one more filter of the layer adds in that round's net (recorded in rounds.json)."""
+    result = run(tmp_path / "per-mac", data, overrides={"grow.activity_cost_exponent": 0.5, "grow.deepen": False,
+                                                        "budget.max_rounds": 2, "finetune.epochs": 0})
+    rounds = json.loads((result.run_dir / "rounds.json").read_text())
+    arch = Architecture.from_dict(json.loads((result.run_dir / "summary.json").read_text())["seed_arch"])
+    for r in rounds:
+        per = macs_per_filter(arch, lambda a: (cost(a).macs, cost(a).params))
+        assert r["signal"]["weights"] == pytest.approx({l: m ** -0.5 for l, m in per.items()}, rel=1e-5)
+        if r["grew"]:
+            arch = Architecture.from_dict(r["new_arch"])
 
 
 def test_history_counts_training_flops_from_the_cost_of_each_epochs_net(smoke):

@@ -139,3 +139,30 @@ def test_rescaled_layer_reads_the_same_activity_after_a_round(tmp_path):
     assert abs(base["stages.2.0"] - scaled["stages.2.0"]) <= 0.15, (base, scaled)
     # and the signal lets layers differ (the first version read 1.000 everywhere)
     assert max(base.values()) - min(base.values()) >= 0.2, base
+
+
+def test_weights_scale_each_layers_importance_in_the_activity_test():
+    """With ``weights`` a filter is active when w·I_g >= rho · mean(w·I); one common factor on
+    every weight changes nothing; shares and per-filter importance stay unweighted."""
+    arch, model = _tiny()
+    layers = list(arch.layer_widths())
+    weights = {layer: float(i + 1) for i, layer in enumerate(layers)}  # later layers count more
+    plain = ImportanceMeter(model, arch, rho=0.75)
+    weighted = ImportanceMeter(model, arch, rho=0.75, weights=weights)
+    scaled = ImportanceMeter(model, arch, rho=0.75, weights={k: 1e-6 * v for k, v in weights.items()})
+    ones = ImportanceMeter(model, arch, rho=0.75, weights=dict.fromkeys(layers, 3.0))
+    for step in range(3):
+        _backward(model, step)
+        for m in (plain, weighted, scaled, ones):
+            m.observe()
+    score = {layer: plain.importance[layer] * weights[layer] for layer in layers}
+    mean = float(torch.cat(list(score.values())).mean())
+    expected = {layer: float((score[layer] >= 0.75 * mean).double().mean()) for layer in layers}
+    assert weighted.activity() == pytest.approx(expected, abs=1e-6)
+    assert scaled.activity() == weighted.activity() and ones.activity() == plain.activity()
+    assert weighted.activity() != plain.activity()  # the weights do move the test here
+    assert weighted.importance_share() == plain.importance_share()
+    record = weighted.record()
+    assert record["weights"] == weights and "weights" not in plain.record()
+    assert record["layers"] == plain.record()["layers"] | {
+        layer: {**plain.record()["layers"][layer], "entry": weighted.entry[layer]} for layer in layers}
