@@ -1,4 +1,5 @@
-"""The committed growth studies (reports/growth-study-cpu/ at 12M MACs, reports/growth-study-cpu-24m/):
+"""The committed growth studies (reports/growth-study-cpu/ at 12M MACs, reports/growth-study-cpu-24m/,
+reports/growth-study-cpu-permac/ with grow.activity_cost_exponent = 1):
 each summary.json is what its runs say, every control sits at the grown net's MACs, and the
 README quotes each summary's numbers."""
 
@@ -15,7 +16,7 @@ from grownet.cost import cost
 from grownet.study import ARMS, summarize
 
 REPO = Path(__file__).resolve().parents[1]
-STUDIES = [REPO / "reports" / name for name in ("growth-study-cpu", "growth-study-cpu-24m")]
+STUDIES = [REPO / "reports" / name for name in ("growth-study-cpu", "growth-study-cpu-24m", "growth-study-cpu-permac")]
 
 
 @pytest.fixture(params=STUDIES, ids=lambda p: p.name)
