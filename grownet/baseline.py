@@ -1,6 +1,6 @@
 """Controls for a grown net (METHOD.md §4): what the same budget buys without growing.
 
-Three controls, each trained from a fresh initialisation and written to
+Four controls, each trained from a fresh initialisation and written to
 ``RUN_DIR/controls/<name>/``:
 
 - ``scratch``: the final architecture of the run, trained from scratch;
