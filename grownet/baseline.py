@@ -58,7 +58,7 @@ from .train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_d
 from .validate import check_int, check_text
 from .weights import save_model
 
-__all__ = ["CONTROLS", "ControlResult", "FixedResult", "control_architecture", "train_fixed", "random_architecture", "scale_widths", "uniform_architecture",
+__all__ = ["CONTROLS", "ControlResult", "allocated_architecture", "FixedResult", "control_architecture", "train_fixed", "random_architecture", "scale_widths", "uniform_architecture",
            "run_control"]
 
 logger = logging.getLogger(__name__)
@@ -147,8 +147,15 @@ def random_architecture(seed: Architecture, target_macs: int, *, rng_seed: int) 
     gen = torch.Generator().manual_seed(int(rng_seed))
     layers = list(seed.layer_widths())
     factors = torch.exp((torch.rand(len(layers), generator=gen, dtype=torch.float64) * 2 - 1) * math.log(2)).tolist()
-    # x8: fine rounding of the drawn widths before the common multiplier scales them back
-    drawn = seed.with_widths({layer: max(1, round(seed.width(layer) * f * 8)) for layer, f in zip(layers, factors)})
+    return allocated_architecture(seed, dict(zip(layers, factors)), target_macs)
+
+
+def allocated_architecture(seed: Architecture, factors: Mapping[str, float], target_macs: int) -> Architecture:
+    """The seed with every layer's width multiplied by ``factors[layer]``, then all by the one
+    common multiplier whose MACs come closest to ``target_macs`` (an allocation at given MACs:
+    the random control's, or one of the user's)."""
+    # x8: fine rounding of the scaled widths before the common multiplier scales them back
+    drawn = seed.with_widths({layer: max(1, round(seed.width(layer) * f * 8)) for layer, f in factors.items()})
     return uniform_architecture(drawn, target_macs)
 
 

@@ -512,11 +512,11 @@ def control_label(name: str) -> str:
 
 
 def controls_info(run: RunRecord) -> list[ModelPoint]:
-    """The grown net first, then each finished control: the built-in ones (scratch, uniform,
-    random, seed order), then those of the user's own architectures (by name)."""
+    """The grown net first, then each finished control in ``run.controls``'s order (as
+    :func:`load_run` reads them: the built-in ones, then the user's own by name)."""
     points = [_point("grown", CONTROL_LABELS["grown"], run.summary, run.name)]
-    for name in (*(n for n in CONTROL_NAMES if n in run.controls), *sorted(set(run.controls) - set(CONTROL_NAMES))):
-        points.append(_point(name, control_label(name), run.controls[name].summary, run.name))
+    for name, control in run.controls.items():
+        points.append(_point(name, control_label(name), control.summary, run.name))
     return points
 
 

@@ -4,8 +4,8 @@ allocations trained as controls of each seed of a growth study, beside its own a
 For every ``seed-K`` folder of a finished ``grownet study`` (``--study``), two architectures
 at the grown net's MACs: the seed's layout with layer i of L multiplied by 2^(1 - 2i/(L-1))
 (``early``: x2 for the first conv down to x1/2 for the last) or by its reverse (``late``),
-then by the one common factor that matches the MACs (``grownet.baseline.uniform_architecture``,
-as the uniform and random controls are made). Each is trained with
+then by the one common factor that matches the MACs (``grownet.baseline.allocated_architecture``,
+as the random control is made). Each is trained with
 ``grownet.baseline.run_control(..., arch=...)``: the study's control protocol (same data split,
 seed, epochs and schedule as its scratch, uniform and random arms). Rerunning skips finished
 controls. Then ``summary.json`` here: per seed, every arm's test accuracy (the study's five
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from grownet.arch import Architecture  # noqa: E402
-from grownet.baseline import run_control, uniform_architecture  # noqa: E402
+from grownet.baseline import allocated_architecture, run_control  # noqa: E402
 from grownet.cost import cost  # noqa: E402
 
 ALLOCATIONS = ("early", "late")
@@ -42,9 +42,7 @@ def skewed(seed: Architecture, macs: int, allocation: str) -> Architecture:
     factors = [2.0 ** (1 - 2 * i / (n - 1)) for i in range(n)]
     if allocation == "late":
         factors.reverse()
-    # x8: fine rounding before the common factor scales them back (as random_architecture does)
-    drawn = seed.with_widths({layer: max(1, round(seed.width(layer) * f * 8)) for layer, f in zip(layers, factors)})
-    return uniform_architecture(drawn, macs)
+    return allocated_architecture(seed, dict(zip(layers, factors)), macs)
 
 
 def main(argv: list[str] | None = None) -> int:
