@@ -176,6 +176,12 @@ class GrowthCheck:
     model: nn.Module | None
     arch: Architecture | None
 
+    @property
+    def next_round(self) -> bool:
+        """Whether the growth phase goes on to another round (it grew, or ``budget.min_rounds``
+        is not reached yet); else the fine-tune follows."""
+        return bool(self.record["next_round"])
+
 
 def growth_rule(recipe: Recipe, *, importance: Mapping[str, float] | None,
                 previous: Mapping[str, float] | None) -> dict[str, Any]:
@@ -201,7 +207,8 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
     plan the growth (:func:`grownet.policy.plan_growth` with the recipe's rule and budgets;
     held at ``budget.max_rounds`` or when :func:`time_hold` says the time budget would be
     passed), and grow without changing the function (:func:`grownet.grow.apply`, optimizer
-    state carried over).
+    state carried over). A check that grows nothing before round ``budget.min_rounds`` still
+    leads to another round (``record["next_round"]``) unless the time budget forbids it.
 
     Args:
         net: the trained net and its optimizer (DessiLBI). arch: its architecture.
@@ -223,7 +230,7 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
         activity = layer_activity(arch, filter_activity(net.model, net.optimizer))
     rule = growth_rule(r, importance=importance, previous=state.prev_activity)
 
-    def decide() -> tuple[GrowthPlan, str | None]:
+    def decide() -> tuple[GrowthPlan, str | None, bool]:
         hold = None
         if r.budget.max_rounds and state.round >= r.budget.max_rounds:
             hold = f"budget.max_rounds {r.budget.max_rounds} reached"
@@ -232,15 +239,19 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
             hold = time_hold(plan, state, r, net.cost, elapsed(), step_ratio=step_ratio(plan.arch) if step_ratio else None)
             if hold is not None:
                 plan = plan_growth(arch, activity, hold=hold, **rule)
-        return plan, hold
+        next_round = plan.grew
+        if not plan.grew and state.round < r.budget.min_rounds:  # (max_rounds >= min_rounds: not held by it)
+            timed = time_hold(plan, state, r, net.cost, elapsed(), step_ratio=1.0) if r.budget.time_budget > 0 else None
+            hold, next_round = hold or timed, timed is None
+        return plan, hold, next_round
 
-    plan, hold = share(decide)  # every rank applies rank 0's decision
+    plan, hold, next_round = share(decide)  # every rank applies rank 0's decision
     record = {
         "round": state.round, "epoch": state.epoch, "macs": net.cost.macs, "params": net.cost.params,
         "val_acc": state.history[-1]["val_acc"] if state.history else None,
         "layers": [d.to_dict() for d in plan.decisions], "deepened": list(plan.deepen), "grew": plan.grew,
         "new_macs": plan.macs, "new_params": plan.params, "hold": hold,
-        "new_arch": plan.arch.to_dict() if plan.grew else None,
+        "new_arch": plan.arch.to_dict() if plan.grew else None, "next_round": next_round,
     }
     if signal is not None:
         record["signal"] = signal
@@ -411,14 +422,19 @@ class SearchJob:
         self.net.model, self.net.optimizer, self.net.cost = model, optimizer, cost(arch)
         self.net.wrapped = self.dist.wrap(model)  # DistributedDataParallel on several ranks
         self.arch = arch
+        self._new_meter()
+
+    def _new_meter(self) -> None:
+        """While growing with ``grow.signal = "importance"``: the round's importance meter of the
+        present net (resumed from ``state.signal``); else none."""
         self.meter = None
-        g = self.recipe.grow
+        g, arch = self.recipe.grow, self.arch
         if g.signal == "importance" and self.state.phase == "grow":  # a new meter for every round
             every = max(1, g.local_epochs * len(self.data.train) // 10)
             weights = None
             if g.activity_cost_exponent > 0:  # importance per MAC^e: a filter that costs more must matter more
                 weights = {l: m ** -g.activity_cost_exponent for l, m in macs_per_filter(arch, _macs_params).items()}
-            self.meter = ImportanceMeter(model, arch, rho=g.rho, trace_every=every, weights=weights)
+            self.meter = ImportanceMeter(self.net.model, arch, rho=g.rho, trace_every=every, weights=weights)  # type: ignore[union-attr,arg-type]
             if self.state.signal is not None:
                 self.meter.load_state_dict(self.state.signal)
 
@@ -485,6 +501,12 @@ class SearchJob:
             logger.info("check %d: grew to %s (%.2fM MACs, %d params)", s.round, check.arch.layer_widths(), c.macs / 1e6, c.params)
             s.round += 1
             s.round_epoch = 0
+        elif check.next_round:  # budget.min_rounds: the same net trains another round
+            logger.info("check %d: nothing grew; round %d follows (budget.min_rounds %d)", s.round, s.round + 1,
+                        r.budget.min_rounds)
+            s.round += 1
+            s.round_epoch = 0
+            self._new_meter()
         else:
             why = check.hold or ("nothing saturates" if not check.plan.saturated else "no growth fits the budget")
             logger.info("check %d: stop growing (%s); fine-tuning %d epochs", s.round, why, r.finetune.epochs)

@@ -18,7 +18,8 @@ The estimate (every assumption errs long):
 - every round widens every layer by ``grow.ratio`` (``grow.min_add``, ``grow.max_width``), as if
   every layer saturated, clipped to the MACs / params budget (the round after a clipped
   growth is the last: nothing more fits), held at ``budget.max_rounds`` and by the time budget
-  as the search holds it; deepening is not counted;
+  as the search holds it; deepening is not counted; then rounds of the same net up to
+  ``budget.min_rounds``;
 - the fine-tune trains ``finetune.epochs`` epochs of the last round's net, then validation and
   test are evaluated once.
 
@@ -277,7 +278,15 @@ def schedule(arch: Architecture, recipe: Recipe, epoch_seconds: Callable[[int], 
             arch, macs, params, round = grown, new_macs, _rounded(params + t * (g.params - params)), round + 1
             if t < 1.0:  # clipped to the budget: this round is the last, nothing more fits
                 out.append(PhaseEstimate("grow", round, epochs, macs, epochs * epoch_seconds(macs)))
+                elapsed += out[-1].seconds
                 break
+        epochs = r.grow.local_epochs
+        while round < b.min_rounds:  # the net as it is trains on to budget.min_rounds
+            if b.time_budget and elapsed + epoch_seconds(macs) * (epochs + r.finetune.epochs) > b.time_budget:
+                break
+            round += 1
+            out.append(PhaseEstimate("grow", round, epochs, macs, epochs * epoch_seconds(macs)))
+            elapsed += out[-1].seconds
         done = 0
     if phase in ("grow", "finetune"):
         epochs = r.finetune.epochs - done

@@ -236,6 +236,8 @@ class RichReporter(Reporter):
         if record["grew"]:
             self._macs = record["new_macs"]
             self._print(f"grew: {record['macs'] / 1e6:.2f}M -> {record['new_macs'] / 1e6:.2f}M MACs")
+        elif record.get("next_round"):
+            self._print("nothing grew; another round follows (budget.min_rounds)")
         else:
             self._print(f"stop growing: {record.get('hold') or 'nothing to grow'}")
         self._refresh()

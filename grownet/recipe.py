@@ -135,6 +135,9 @@ class BudgetSection:
         low=0.0,
     )
     max_rounds: int = _key(0, "growing rounds at most (0 = no limit); the last round's check grows nothing", low=0)
+    min_rounds: int = _key(0, "growing rounds at least: a check that grows nothing before this round leaves the net "
+                              "as it is for another round instead of starting the fine-tune (0 = none; at most "
+                              "max_rounds; the time budget still stops it)", low=0)
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,10 @@ class Recipe:
             if not isinstance(values, Mapping):
                 raise ConfigError(f"{name}: must be a table of keys, got {type(values).__name__}")
             sections[name] = _build_section(name, _SECTIONS[name], values)
+        b = sections.get("budget", BudgetSection())
+        if b.max_rounds and b.min_rounds > b.max_rounds:
+            raise ConfigError(f"budget.min_rounds: {b.min_rounds} is more than budget.max_rounds {b.max_rounds}; "
+                              f"lower it or raise budget.max_rounds")
         return cls(**sections)
 
     @classmethod

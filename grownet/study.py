@@ -118,31 +118,37 @@ def run_study(
 
 def uniform_growth_recipe(recipe: Recipe, seed_arch: Architecture, grown: RunRecord) -> Recipe:
     """The ``grown_uniform`` arm's recipe: ``recipe`` with ``grow.signal = "uniform"``,
-    ``grow.min_add = 1``, no deepening, the ``grown`` run's MACs as ``budget.max_macs`` and
-    its round count as ``budget.max_rounds``, and the largest ``grow.ratio`` (to 1e-4) with
-    which as many uniform widenings of ``seed_arch`` as the grown run made stay within those
-    MACs: it grows at the same checks, trains the same epochs and ends just under the grown
-    net's MACs (a ratio step moves one layer by one filter; a clipped growth would move all
-    of them by a common fraction, much coarser). A run that never grew keeps the recipe's ratio
-    (nothing fits the budget: no growth either)."""
+    ``grow.min_add = 1``, no deepening, the ``grown`` run's MACs as ``budget.max_macs``, its
+    round count as both ``budget.max_rounds`` and ``budget.min_rounds`` (so the arm trains the
+    grown run's epochs whatever it grows), and the largest ``grow.ratio`` (to 1e-4) with which
+    ``k`` uniform widenings of ``seed_arch`` stay within those MACs: ``k`` is the grown run's
+    growth count, or fewer where even widenings by one filter per layer would pass the MACs
+    (a grower that spent its MACs in a few cheap layers); the arm ends just under the grown
+    net's MACs (a ratio step moves one layer by one filter; a clipped growth would move all of
+    them by a common fraction, much coarser). When not even one such widening fits, the
+    recipe's ratio stays and the growth is clipped to the MACs."""
     g = recipe.grow
     target, growths = int(grown.summary["macs"]), sum(1 for r in grown.rounds if r.get("grew"))
 
-    def reach(ratio: float) -> int:
+    def reach(ratio: float, k: int) -> int:
         arch = seed_arch
-        for _ in range(growths):
+        for _ in range(k):
             arch = widen_all(arch, ratio=ratio, min_add=1, max_width=g.max_width) or arch
         return cost(arch).macs
 
+    k = growths
+    while k and reach(1.0, k) > target:
+        k -= 1
     ratio = g.ratio
-    if growths and reach(1.0) <= target:
+    if k:
         lo, hi = 1.0, _MAX_RATIO
         while hi - lo > 1e-5:  # reach() grows with the ratio: the largest ratio that stays within
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if reach(mid) <= target else (lo, mid)
+            lo, hi = (mid, hi) if reach(mid, k) <= target else (lo, mid)
         ratio = max(1.0, math.floor(lo * 1e4) / 1e4)
+    rounds = int(grown.summary["rounds"])
     return recipe.with_overrides({"grow.signal": "uniform", "grow.ratio": ratio, "grow.min_add": 1, "grow.deepen": False,
-                                  "budget.max_macs": target, "budget.max_rounds": int(grown.summary["rounds"])})
+                                  "budget.max_macs": target, "budget.max_rounds": rounds, "budget.min_rounds": rounds})
 
 
 #: The largest widening factor :func:`uniform_growth_recipe` considers (``grow.ratio``'s limit).
@@ -151,17 +157,44 @@ _MAX_RATIO = 16.0
 
 def check_study_config(path: Path, config: Mapping[str, Any]) -> None:
     """Bind the study folder ``path`` to ``config`` (``study.json``): create both on the first
-    call, refuse another configuration later (RunError naming the file)."""
+    call, refuse another configuration later (RunError naming the first differing key and the
+    file). ``data_dir`` may change between calls, as on a search's resume: the same data read
+    from another place."""
     file = path / "study.json"
     if file.exists():
         stored = read_json(file, error=RunError, missing="missing")
         if isinstance(stored, dict) and isinstance(stored.get("recipe"), dict):  # as the study was run (recipe.upgrade_stored)
             stored = {**stored, "recipe": Recipe.from_dict(upgrade_stored(stored["recipe"])).to_dict()}
-        if stored != json.loads(json.dumps(config)):
-            raise RunError(f"{path} holds a study of another configuration (see {file}); use another --out")
+        wanted = json.loads(json.dumps(config))
+        if isinstance(stored, dict):
+            stored, wanted = ({k: v for k, v in d.items() if k != "data_dir"} for d in (stored, wanted))
+        differ = _first_difference(stored, wanted)
+        if differ is not None:
+            key, old, now = differ
+            raise RunError(f"{path} holds a study of another configuration ({key} = {old!r}, now {now!r}; see {file}); "
+                           f"use another --out")
         return
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(file, json.dumps(config, indent=2) + "\n")
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "missing"
+
+
+def _first_difference(old: Any, new: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """``(dotted key, old value, new value)`` of the first place where two JSON values differ
+    (keys in ``new``'s order, then those only ``old`` has), or None when they are equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*new, *(k for k in old if k not in new)]:
+            differ = _first_difference(old.get(key, _Missing()), new.get(key, _Missing()), f"{where}.{key}" if where else key)
+            if differ is not None:
+                return differ
+        return None
+    if isinstance(old, _Missing) or isinstance(new, _Missing) or old != new:
+        return (where or "study.json", old, new)
+    return None
 
 
 def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, device: str,

@@ -408,7 +408,7 @@ _TRACE = {"step": _COUNT, "activity": _shares}
 _SIGNAL = {"signal": _str, "rho": _num(0.0), "steps": _COUNT, "trace": _list_of(_object_of(_TRACE))}
 _ROUND = {"round": _int(1), "epoch": _COUNT, "macs": _COUNT, "params": _COUNT, "val_acc": _ACC,
           "layers": _list_of(_object_of(_LAYER, required=("layer",))), "deepened": _list_of(_COUNT), "grew": _bool,
-          "new_macs": _COUNT, "new_params": _COUNT, "hold": _str, "signal": _object_of(_SIGNAL)}
+          "new_macs": _COUNT, "new_params": _COUNT, "hold": _str, "signal": _object_of(_SIGNAL), "next_round": _bool}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

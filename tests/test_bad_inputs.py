@@ -233,6 +233,8 @@ CASES: dict[str, Case] = {
     "recipe missing file": Case((*SEARCH, "--recipe", "{tmp}/none.toml"), "none.toml", lambda tmp: None),
     "tau above 1": Case((*SEARCH, "--grow.tau", "1.5"), "grow.tau: must be in (0, 1]"),
     "tau zero": Case((*SEARCH, "--grow.tau", "0"), "grow.tau: must be in (0, 1]"),
+    "min rounds above max rounds": Case((*SEARCH, "--budget.min_rounds", "3", "--max-rounds", "2"),
+                                        "budget.min_rounds: 3 is more than budget.max_rounds 2"),
     "tau in the file": Case((*SEARCH, "--recipe", "{tmp}/r.toml"), "grow.tau: must be in (0, 1]", text("r.toml", "[grow]\ntau = -0.2\n")),
     "lr zero": Case((*SEARCH, "--optim.lr", "0"), "optim.lr: must be in (0, 10]"),
     "lr negative": Case((*SEARCH, "--finetune.lr", "-0.1"), "finetune.lr"),

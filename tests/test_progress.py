@@ -80,6 +80,21 @@ def test_max_rounds_holds_growth_and_a_params_budget_clips_it():
     assert len(grow) == 2 and grow[1].macs == round(c0.macs + t * (c1.macs - c0.macs))
 
 
+def test_min_rounds_adds_rounds_of_the_last_net_until_the_time_budget_says_stop():
+    r = load_recipe("cifar10-cpu").with_overrides(FIXED).with_overrides({"budget.time_budget": "0"})
+    seed = seed_arch(r, _Dims)
+    m0 = cost(seed).macs
+    full = r.with_overrides({"budget.max_macs": str(m0), "budget.min_rounds": "3"})  # nothing fits: no growth
+    assert [(p.phase, p.round, p.epochs, p.macs) for p in schedule(seed, full, _per_epoch)] == [
+        ("grow", 1, 2, m0), ("grow", 2, 2, m0), ("grow", 3, 2, m0), ("finetune", 3, r.finetune.epochs, m0)]
+    # a round starts only if it and the fine-tune fit, as the search's time check has it
+    need = (4 + 2 + r.finetune.epochs) * m0 / 1e6  # rounds 1-2 done, round 3 and the fine-tune
+    at = full.with_overrides({"budget.time_budget": str(math.ceil(need))})
+    below = full.with_overrides({"budget.time_budget": str(math.floor(need) - 1)})
+    assert [p.round for p in schedule(seed, at, _per_epoch) if p.phase == "grow"] == [1, 2, 3]
+    assert [p.round for p in schedule(seed, below, _per_epoch) if p.phase == "grow"] == [1, 2]
+
+
 def test_the_time_budget_holds_growth_as_the_search_does():
     """The search holds at the check when elapsed + the next round and the fine-tune at the
     grown MACs would pass budget.time_budget (grownet._search_job.time_hold)."""
@@ -154,11 +169,11 @@ def test_under_a_time_budget_only_rank_0_probes_and_every_rank_takes_its_decisio
 
     rank0 = growth_check(Trainee(model, opt, cost(arch)), arch, state, r, meter=None, elapsed=lambda: 30.0,
                          share=lambda decide: decide(), step_ratio=lambda a: 1000.0)
-    rank0 = (rank0.plan, rank0.hold)
-    assert rank0[1].startswith("budget.time_budget 100 s: 30 s elapsed")
+    rank0 = (rank0.plan, rank0.hold, rank0.next_round)
+    assert rank0[1].startswith("budget.time_budget 100 s: 30 s elapsed") and rank0[2] is False
     check = growth_check(Trainee(model, opt, cost(arch)), arch, state, r, meter=None, elapsed=lambda: 30.0,
                          share=share, step_ratio=step_ratio)
-    assert (check.plan, check.hold) == rank0 and check.model is None  # held on every rank
+    assert (check.plan, check.hold, check.next_round) == rank0 and check.model is None  # held on every rank
     assert len(probed) == (1 if rank == 0 else 0)
 
 

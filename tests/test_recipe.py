@@ -75,6 +75,8 @@ def test_every_schema_key_has_help():
         ({"grow": 3}, r"^grow: must be a table of keys, got int$"),
         ({"run": {"compile": "yes"}}, r"^run\.compile: must be one of auto, on, off, got 'yes'$"),
         ({"run": {"amp": "bf32"}}, r"^run\.amp: must be one of auto, off, bf16, fp16, got 'bf32'$"),
+        ({"budget": {"min_rounds": 4, "max_rounds": 3}},
+         r"^budget\.min_rounds: 4 is more than budget\.max_rounds 3; lower it or raise budget\.max_rounds$"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_key(data, message):

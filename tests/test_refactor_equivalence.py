@@ -32,8 +32,9 @@ from test_ticket import OVERRIDES, TINY, _gratings  # noqa: E402
 GOLDEN = Path(__file__).resolve().parent / "data" / "issue14" / "equivalence.json"
 #: Keys never compared: wall-clock times, and dataset names (the npz sets live in temporary folders).
 _WALL = {"wall_time", "dataset"}
-#: Keys the unified loop added to summaries that lacked them (the controls' and tickets' ``events``).
-_ADDED = {"events"}
+#: Keys added since the recording to files that lacked them: the unified loop's ``events`` in the
+#: controls' and tickets' summaries; ``next_round`` in rounds.json (budget.min_rounds).
+_ADDED = {"events", "next_round"}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -28,6 +28,7 @@ from grownet.policy import DECISIONS, macs_per_filter, widen_width
 from grownet.recipe import load_recipe
 from grownet.runfolder import HISTORY_COLUMNS, RunFolder, RunLock
 from grownet.search import Reporter, SearchInterrupted, search
+from grownet.seeds import preset
 from grownet.train import EpochStats, compile_unsupported
 from grownet.weights import load_model
 
@@ -129,6 +130,30 @@ def test_the_uniform_signal_widens_every_layer_by_the_same_rule(tmp_path, data):
         for l in r["layers"]:
             assert (l["activity"], l["decision"]) == (1.0, "widen")
             assert l["new_width"] == widen_width(l["width"], ratio=recipe.grow.ratio, min_add=recipe.grow.min_add)
+
+
+def test_min_rounds_trains_the_same_net_on_when_nothing_grows_and_resumes_exactly(tmp_path, data):
+    """budget.min_rounds = 3 with a MACs budget the seed already fills: no check grows, the
+    first two lead to another round of the same net (each with its own importance meter), the
+    third is held by max_rounds; the epochs are those of three rounds, as with growth, and a
+    run stopped inside the second round resumes to the same files."""
+    seed_macs = cost(preset("vgg", width=8)).macs
+    over = {"budget.max_macs": seed_macs, "budget.min_rounds": 3, "finetune.epochs": 1}
+    whole = run(tmp_path / "whole", data, overrides=over)
+    rounds = json.loads((whole.run_dir / "rounds.json").read_text())
+    assert [(r["round"], r["grew"], r["next_round"]) for r in rounds] == [(1, False, True), (2, False, True), (3, False, False)]
+    assert rounds[2]["hold"] == "budget.max_rounds 3 reached"
+    steps = [r["signal"]["steps"] for r in rounds]
+    assert steps[0] == steps[1] == steps[2] > 0  # a new meter every round, not one summed over rounds
+    assert [(int(h["round"]), h["phase"]) for h in history(whole.run_dir)] == [
+        (1, "grow"), (1, "grow"), (2, "grow"), (2, "grow"), (3, "grow"), (3, "grow"), (3, "finetune")]
+    assert whole.macs == seed_macs
+    out = tmp_path / "stopped"
+    with pytest.raises(SearchInterrupted):
+        run(out, data, overrides=over, reporter=StopAt(3))
+    again = run(out, data, overrides=over, resume=True)
+    assert (again.val_acc, again.test_acc) == (whole.val_acc, whole.test_acc)
+    assert comparable(out) == comparable(whole.run_dir)
 
 
 def test_the_importance_per_mac_signal_weights_each_layer_by_its_filters_cost(tmp_path, data):

@@ -56,7 +56,8 @@ def test_uniform_growth_takes_the_largest_ratio_that_stays_within_the_grown_macs
                             rounds=[{"grew": True}] * growths + [{"grew": False}])
     recipe = uniform_growth_recipe(load_recipe("growth-study-cpu"), seed, grown)
     g, b = recipe.grow, recipe.budget
-    assert (g.signal, g.min_add, g.deepen, b.max_macs, b.max_rounds) == ("uniform", 1, False, 12_000_000, growths + 1)
+    assert (g.signal, g.min_add, g.deepen, b.max_macs) == ("uniform", 1, False, 12_000_000)
+    assert b.max_rounds == b.min_rounds == growths + 1  # the grower's rounds, so its epochs, whatever grows
 
     def reach(ratio: float) -> int:
         arch = seed
@@ -69,6 +70,24 @@ def test_uniform_growth_takes_the_largest_ratio_that_stays_within_the_grown_macs
     assert uniform_growth_recipe(load_recipe("growth-study-cpu"), seed, never).grow.ratio == 1.5  # the recipe's
 
 
+def test_uniform_growth_makes_fewer_growths_where_the_grower_spent_its_macs_in_a_few_cheap_layers():
+    """Widening every layer by one filter twice costs more than a grower that added a few
+    filters to one stage: the arm makes the most growths that fit (one, at the largest ratio)
+    and trains on to the grower's rounds (budget.min_rounds)."""
+    seed = preset("vgg", width=(16, 32, 64, 64, 64))
+    twice = widen_all(widen_all(seed, ratio=1.0, min_add=1, max_width=256), ratio=1.0, min_add=1, max_width=256)
+    target = (cost(seed).macs + cost(twice).macs) // 2  # one widening by a filter per layer fits, two do not
+    grown = SimpleNamespace(summary={"macs": target, "rounds": 3}, rounds=[{"grew": True}] * 2 + [{"grew": False}])
+    recipe = uniform_growth_recipe(load_recipe("growth-study-cpu"), seed, grown)
+    g, b = recipe.grow, recipe.budget
+    assert (b.max_rounds, b.min_rounds, b.max_macs) == (3, 3, target)
+    once = widen_all(seed, ratio=g.ratio, min_add=1, max_width=g.max_width)
+    assert cost(once).macs <= target < cost(widen_all(seed, ratio=g.ratio + 1e-4, min_add=1, max_width=256)).macs
+    # none fits at all: the recipe's ratio, clipped to the MACs by the policy
+    tight = SimpleNamespace(summary={"macs": cost(seed).macs + 10, "rounds": 2}, rounds=[{"grew": True}, {"grew": False}])
+    assert uniform_growth_recipe(load_recipe("growth-study-cpu"), seed, tight).grow.ratio == 1.5
+
+
 @pytest.mark.parametrize("rng_seed", [0, 1, 2])
 def test_random_control_matches_the_macs_within_two_percent_and_differs_per_seed(rng_seed):
     seed = preset("vgg", width=(16, 32, 64, 64, 64))
@@ -78,6 +97,20 @@ def test_random_control_matches_the_macs_within_two_percent_and_differs_per_seed
     assert arch != uniform_architecture(seed, target)
     assert arch != random_architecture(seed, target, rng_seed=rng_seed + 10)
     assert arch == random_architecture(seed, target, rng_seed=rng_seed)  # reproducible
+
+
+def test_a_study_folder_takes_its_own_configuration_from_another_data_folder_and_names_what_differs(tmp_path):
+    from grownet.study import check_study_config
+
+    config = {"dataset": "cifar10", "recipe": load_recipe("smoke").to_dict(), "data_dir": "../shared/data"}
+    check_study_config(tmp_path / "s", config)
+    check_study_config(tmp_path / "s", {**config, "data_dir": "/elsewhere/data"})  # the same data, read elsewhere
+    with pytest.raises(RunError, match=r"holds a study of another configuration \(dataset = 'cifar10', now 'mnist'; "
+                                       r"see .*study\.json\); use another --out$"):
+        check_study_config(tmp_path / "s", {**config, "dataset": "mnist"})
+    with pytest.raises(RunError, match=r"\(settings = missing, now \{'epochs': 3\}; see "):
+        check_study_config(tmp_path / "s", {**config, "settings": {"epochs": 3}})
+    assert json.loads((tmp_path / "s" / "study.json").read_text()) == config  # as first written
 
 
 def test_bad_seed_count_is_refused(tmp_path):
@@ -131,7 +164,7 @@ def test_study_runs_every_arm_writes_its_files_and_continues(tmp_path):
     changed = {p for p in out.rglob("weights.pt") if p.stat().st_mtime_ns != weights.get(p)}
     assert changed == {out / "seed-0" / "controls" / "random" / "weights.pt"}
     # another configuration in the same folder is refused
-    with pytest.raises(RunError, match="study of another configuration"):
+    with pytest.raises(RunError, match=r"study of another configuration \(recipe\.grow\.tau = 0\.5, now 0\.7; see "):
         run_study(dataset, **{**args, "overrides": {**over, "grow.tau": 0.7}})
 
 
