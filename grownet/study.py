@@ -13,8 +13,9 @@ init for the search's total epochs with the fine-tune's schedule on the same dat
 and a second search, ``grown_uniform`` (``OUT/seed-k/controls/grown_uniform/``): the same
 recipe, seed and split with ``grow.signal = "uniform"`` (every layer widened by the same
 factor at every check), set by :func:`uniform_growth_recipe` to grow as often as the grown
-arm did and to end just under its MACs. It trains as the grown arm does (DessiLBI rounds,
-then the fine-tune, the same epochs), so grown − grown_uniform is what the signal's
+arm did (or as often as fits its MACs) and to end just under its MACs, and to train the grown
+arm's rounds whatever it grows (``budget.min_rounds``). It trains as the grown arm does
+(DessiLBI rounds, then the fine-tune, the same epochs), so grown − grown_uniform is what the signal's
 allocation adds to growing, where the other controls also change how the net is trained.
 
 Validation chooses every arm's weights; the test set is evaluated once per run. The study

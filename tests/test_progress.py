@@ -177,6 +177,31 @@ def test_under_a_time_budget_only_rank_0_probes_and_every_rank_takes_its_decisio
     assert len(probed) == (1 if rank == 0 else 0)
 
 
+@pytest.mark.parametrize("fits", [True, False])
+def test_min_rounds_trains_another_round_of_the_same_net_only_if_the_time_budget_allows(fits):
+    """A check that grows nothing (the MACs budget is full) before budget.min_rounds leads to
+    another round when elapsed + a round and the fine-tune of the present net (the round's
+    median epoch, step ratio 1) fit budget.time_budget; else the fine-tune follows, and the
+    record says why."""
+    from grownet._search_job import SearchState, growth_check
+    from grownet.arch import Architecture
+    from grownet.loop import Trainee
+    from grownet.optim import DessiLBI, dessilbi_param_groups
+
+    arch = Architecture(family="vgg", stages=[[8], [8]])
+    r = load_recipe("cifar10-vgg").with_overrides({"grow.local_epochs": "2", "budget.max_macs": str(cost(arch).macs),
+                                                   "budget.min_rounds": "3"})
+    need = 10.0 * (2 + r.finetune.epochs)  # epochs of 10 s: round 2 and the fine-tune
+    r = r.with_overrides({"budget.time_budget": str(30 + need + (1 if fits else -1))})
+    model = build_model(arch)
+    state = SearchState(round=1, history=[{"phase": "grow", "round": 1, "wall_time": t, "val_acc": 0.5} for t in (10.0, 20.0)])
+    check = growth_check(Trainee(model, DessiLBI(dessilbi_param_groups(model), lr=0.05), cost(arch)), arch, state, r,
+                         meter=None, elapsed=lambda: 30.0)
+    assert not check.plan.grew and check.model is None
+    assert check.next_round is fits and check.record["next_round"] is fits
+    assert (check.hold is None) if fits else check.hold.startswith("budget.time_budget")
+
+
 def test_a_resumed_run_is_planned_from_where_it_stands():
     r = load_recipe("cifar10-cpu").with_overrides(FIXED).with_overrides({"budget.time_budget": "0"})
     seed = seed_arch(r, _Dims)
