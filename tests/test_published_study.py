@@ -1,5 +1,6 @@
 """The committed growth studies (reports/growth-study-cpu/ at 12M MACs, reports/growth-study-cpu-24m/,
-reports/growth-study-cpu-permac/ with grow.activity_cost_exponent = 1):
+reports/growth-study-cpu-permac/ with grow.activity_cost_exponent = 1, and the same with six rounds
+allowed in reports/growth-study-cpu-permac-6rounds/):
 each summary.json is what its runs say, every control sits at the grown net's MACs, and the
 README quotes each summary's numbers."""
 
@@ -16,7 +17,8 @@ from grownet.cost import cost
 from grownet.study import ARMS, summarize
 
 REPO = Path(__file__).resolve().parents[1]
-STUDIES = [REPO / "reports" / name for name in ("growth-study-cpu", "growth-study-cpu-24m", "growth-study-cpu-permac")]
+STUDIES = [REPO / "reports" / name for name in ("growth-study-cpu", "growth-study-cpu-24m", "growth-study-cpu-permac",
+                                                "growth-study-cpu-permac-6rounds")]
 
 
 @pytest.fixture(params=STUDIES, ids=lambda p: p.name)
