@@ -216,7 +216,7 @@ def run_control(
         run_dir: a finished search's run folder.
         control: ``"scratch"``, ``"uniform"``, ``"random"`` or ``"seed"``; with ``arch``, the
             name of the user's control (letters, digits, ``_ . -``, at most 64 characters, not
-            a built-in control's name nor ``grown``, ``grown_uniform`` or ``fresh``).
+            a built-in control's name nor ``grown``, ``grown_uniform``, ``fixed_uniform`` or ``fresh``).
         arch: the architecture to train (an :class:`~grownet.arch.Architecture` or the path of
             an architecture JSON); it must fit the run's dataset (input channels and size,
             classes). Default: the one ``control`` names.

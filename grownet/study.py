@@ -17,6 +17,11 @@ arm did (or as often as fits its MACs) and to end just under its MACs, and to tr
 arm's rounds whatever it grows (``budget.min_rounds``). It trains as the grown arm does
 (DessiLBI rounds, then the fine-tune, the same epochs), so grown − grown_uniform is what the signal's
 allocation adds to growing, where the other controls also change how the net is trained.
+A third search, ``fixed_uniform`` (:func:`fixed_width_recipe`), trains the ``uniform``
+control's widths from the first step exactly as the grown arm trains (the same rounds,
+nothing grows, then the fine-tune): grown_uniform − fixed_uniform is what growing adds over
+training the final net with the grower's schedule, and fixed_uniform − uniform what that
+schedule adds over the controls' one cosine schedule.
 
 Validation chooses every arm's weights; the test set is evaluated once per run. The study
 folder gets ``runs.csv`` (one row per run), ``summary.json`` (per arm: mean and standard
@@ -51,13 +56,13 @@ from .runfolder import RunRecord, load_run
 from .search import search
 from .validate import check_int, check_summary, check_text, read_json, read_run_file
 
-__all__ = ["ARMS", "StudyResult", "METRICS", "check_study_config", "growth_factors", "mean_std", "read_summary", "run_study",
+__all__ = ["ARMS", "CONTRASTS", "StudyResult", "METRICS", "check_study_config", "growth_factors", "mean_std", "read_summary", "run_study",
            "summarize", "uniform_growth_recipe", "write_study_files"]
 
 logger = logging.getLogger(__name__)
 
 #: The arms, in the order tables show them.
-ARMS = ("grown", "scratch", "uniform", "random", "grown_uniform")
+ARMS = ("grown", "scratch", "uniform", "random", "grown_uniform", "fixed_uniform")
 _CONTROLS = ("scratch", "uniform", "random")  # trained by grownet.baseline.run_control
 METRICS = ("val_acc", "test_acc", "macs", "params", "train_flops", "wall_time")
 
@@ -87,8 +92,8 @@ def run_study(
         dataset: a grownet dataset name (``"cifar10"``, ``"npz:PATH"``, ...).
         out: the study folder (created; a rerun continues it).
         recipe: the search recipe (a Recipe, a TOML path or a bundled name; default: the defaults).
-        seeds: number of seeds (0 .. seeds-1), each two searches (grown, grown_uniform) and
-            three controls.
+        seeds: number of seeds (0 .. seeds-1), each three searches (grown, grown_uniform,
+            fixed_uniform) and three controls.
         data_dir: folder holding the dataset.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         overrides: ``{"grow.tau": 0.6, ...}`` applied on top of ``recipe``.
@@ -109,9 +114,13 @@ def run_study(
         rows.append(grown)
         for arm in _CONTROLS:
             rows.append(_control(run_dir, arm, seed, seed_arch, data_dir, device))
-        uniform = uniform_growth_recipe(resolved, seed_arch, load_run(run_dir))
+        record = load_run(run_dir)
+        uniform = uniform_growth_recipe(resolved, seed_arch, record)
         rows.append(_grown(run_dir / "controls" / "grown_uniform", dataset, uniform, seed, data_dir, device,
                            arm="grown_uniform")[0])
+        fixed = fixed_width_recipe(resolved, run_dir / "controls" / "uniform" / "architecture.json", record)
+        rows.append(_grown(run_dir / "controls" / "fixed_uniform", dataset, fixed, seed, data_dir, device,
+                           arm="fixed_uniform", seed_arch=seed_arch)[0])
         _write(path, rows)  # partial results are readable while the study runs
     summary = _write(path, rows)
     return StudyResult(path, rows, summary)
@@ -150,6 +159,21 @@ def uniform_growth_recipe(recipe: Recipe, seed_arch: Architecture, grown: RunRec
     rounds = int(grown.summary["rounds"])
     return recipe.with_overrides({"grow.signal": "uniform", "grow.ratio": ratio, "grow.min_add": 1, "grow.deepen": False,
                                   "budget.max_macs": target, "budget.max_rounds": rounds, "budget.min_rounds": rounds})
+
+
+def fixed_width_recipe(recipe: Recipe, arch_file: Path, grown: RunRecord) -> Recipe:
+    """The ``fixed_uniform`` arm's recipe: ``recipe`` started from the architecture in
+    ``arch_file`` (``model.seed_arch``; the study passes the ``uniform`` control's widths) with
+    its own MACs as ``budget.max_macs`` (no growth fits), no deepening, and the ``grown`` run's
+    round count as ``budget.max_rounds`` and ``budget.min_rounds``: the final widths from the
+    first step, trained exactly as the grower (DessiLBI rounds, then the fine-tune, the same
+    epochs), so that it differs from the ``uniform`` control only in the schedule and from
+    ``grown_uniform`` only in growing."""
+    rounds = int(grown.summary["rounds"])
+    return recipe.with_overrides({"model.seed_arch": str(arch_file), "model.seed_width": 0, "model.seed_depths": 0,
+                                  "budget.max_macs": cost(Architecture.from_json(arch_file)).macs,
+                                  "budget.max_params": 0, "grow.deepen": False, "budget.max_rounds": rounds,
+                                  "budget.min_rounds": rounds})
 
 
 #: The largest widening factor :func:`uniform_growth_recipe` considers (``grow.ratio``'s limit).
@@ -199,9 +223,10 @@ def _first_difference(old: Any, new: Any, where: str = "") -> tuple[str, Any, An
 
 
 def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, device: str,
-           arm: str = "grown") -> tuple[dict[str, Any], Architecture]:
+           arm: str = "grown", seed_arch: Architecture | None = None) -> tuple[dict[str, Any], Architecture]:
     """A searched arm's row (the search run, or resumed, if its summary is not there yet) and
-    its seed architecture."""
+    its seed architecture; the row's growth factors are against ``seed_arch`` (default: the
+    search's own seed)."""
     summary = run_dir / "summary.json"
     if not summary.exists():
         started = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
@@ -210,8 +235,8 @@ def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, d
                seed=None if started else seed, device=device, resume=started, force=run_dir.exists() and not started,
                command="grownet study")
     s = read_summary(summary, "seed_arch", "final_arch")
-    seed_arch = Architecture.from_dict(s["seed_arch"])
-    return _row(arm, seed, s, Architecture.from_dict(s["final_arch"]), seed_arch), seed_arch
+    own = Architecture.from_dict(s["seed_arch"])
+    return _row(arm, seed, s, Architecture.from_dict(s["final_arch"]), seed_arch or own), own
 
 
 def _control(run_dir: Path, arm: str, seed: int, seed_arch: Architecture, data_dir: Any, device: str) -> dict[str, Any]:
@@ -267,8 +292,9 @@ def _cv(values: Sequence[float]) -> float:
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per arm: ``n`` and, for every metric, ``{"mean", "std"}`` (sample standard deviation;
     0 for one run); per seed: the grown arm's growth-factor CV and each control's MACs
-    relative to the grown net's; and the grown arm's mean test-accuracy difference to each
-    control with the standard deviation of the per-seed differences."""
+    relative to the grown net's; the grown arm's mean test-accuracy difference to each
+    control with the standard deviation of the per-seed differences (``grown_minus``), and the
+    same for the pairs of :data:`CONTRASTS` (``contrasts``, keyed ``"a - b"``)."""
     arms: dict[str, Any] = {}
     for arm in ARMS:
         runs = [r for r in rows if r["arm"] == arm]
@@ -287,10 +313,22 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         seeds[str(seed)] = entry
     diffs = {}
     for arm in ARMS[1:]:
-        d = [g["test_acc"] - r["test_acc"] for r in rows if r["arm"] == arm and (g := grown.get(r["seed"]))]
-        if d:
+        if (d := _paired(rows, "grown", arm)):
             diffs[arm] = {**mean_std(d), "n": len(d)}
-    return {"arms": arms, "seeds": seeds, "grown_minus": diffs}
+    contrasts = {f"{a} - {b}": {**mean_std(d), "n": len(d)} for a, b in CONTRASTS if (d := _paired(rows, a, b))}
+    return {"arms": arms, "seeds": seeds, "grown_minus": diffs, "contrasts": contrasts}
+
+
+#: Differences of test accuracy between two arms besides grown − arm (``summary["contrasts"]``):
+#: what growing adds at the grower's schedule (both arms trained so, uniform widths), and what
+#: that schedule adds at fixed uniform widths (against the controls' one cosine schedule).
+CONTRASTS = (("grown_uniform", "fixed_uniform"), ("fixed_uniform", "uniform"))
+
+
+def _paired(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> list[float]:
+    """Arm ``a``'s test accuracy minus arm ``b``'s, per seed that has both (in ``b``'s row order)."""
+    first = {r["seed"]: r for r in rows if r["arm"] == a}
+    return [first[r["seed"]]["test_acc"] - r["test_acc"] for r in rows if r["arm"] == b and r["seed"] in first]
 
 
 def _write(path: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -63,6 +63,18 @@ def _arm_table(summary: Mapping[str, Any]) -> str:
     return "<table>" + "".join(out) + "</table>"
 
 
+def _contrast_table(summary: Mapping[str, Any]) -> str:
+    """The summary's other paired differences (test accuracy, points), or nothing."""
+    contrasts = summary.get("contrasts") or {}
+    if not contrasts:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{d['n']}</td><td>{mean_std_text(d, sign='+')}</td></tr>"
+                   for k, d in contrasts.items())
+    return ("<h2>Paired differences</h2><p>Test accuracy, per seed, mean ± std over seeds: what growing adds at the "
+            "grower's schedule, and what that schedule adds at fixed widths.</p><table><tr><th>arms</th><th>n</th>"
+            f"<th>difference (pts)</th></tr>{rows}</table>")
+
+
 def _widths_table(rows: Sequence[Mapping[str, Any]]) -> str:
     layers: list[str] = []
     for r in rows:
@@ -83,5 +95,5 @@ def write_study_page(path: str | Path, rows: Sequence[Mapping[str, Any]], summar
             f"</head><body><h1>Growth study</h1><p>Every arm at the grown net's MACs, same epochs, schedule and data "
             f"split; validation chooses, test is evaluated once per run. Growth CV: coefficient of variation of the "
             f"per-layer growth factors (final / seed width).</p>{accuracy_macs_svg(summary['arms'])}<h2>Arms</h2>{_arm_table(summary)}"
-            f"<h2>Widths per run</h2>{_widths_table(rows)}</body></html>\n")
+            f"{_contrast_table(summary)}<h2>Widths per run</h2>{_widths_table(rows)}</body></html>\n")
     atomic_write_text(path, page)

@@ -263,6 +263,7 @@ def test_other_jobs_folders_under_controls_are_not_read_as_controls(tiny_run: Pa
 @pytest.mark.parametrize("name, message", [
     ("seed", "'seed' is taken"),
     ("grown_uniform", "'grown_uniform' is taken"),
+    ("fixed_uniform", "'fixed_uniform' is taken"),
     ("grown", "'grown' is taken"),
     ("../up", "'../up' is not a control name"),
     ("", "'' is not a control name"),
@@ -299,7 +300,7 @@ def test_cli_baseline_trains_a_control_of_your_own(tiny_run: Path, tmp_path: Pat
     assert main(["baseline", str(tiny_run), "--control", "uniform", "--arch", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["grownet: error: --control: 'uniform' is taken (scratch, uniform, random, seed, grown, grown_uniform, "
-                   "fresh are); choose another name for a control of your own architecture"]
+                   "fixed_uniform, fresh are); choose another name for a control of your own architecture"]
 
 
 # ---- divergence: the one policy of grownet.loop ----------------------------------------------------------

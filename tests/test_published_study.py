@@ -14,7 +14,7 @@ import pytest
 
 from grownet.arch import Architecture
 from grownet.cost import cost
-from grownet.study import ARMS, summarize
+from grownet.study import ARMS, CONTRASTS, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = [REPO / "reports" / name for name in ("growth-study-cpu", "growth-study-cpu-24m", "growth-study-cpu-permac",
@@ -63,6 +63,10 @@ def test_summary_is_what_the_runs_say(study):
                 assert value["mean"] == pytest.approx(again["arms"][arm][key]["mean"], rel=1e-9), (arm, key)
     for arm, d in stored["grown_minus"].items():
         assert d["mean"] == pytest.approx(again["grown_minus"][arm]["mean"], abs=1e-12)
+    assert set(stored["contrasts"]) == set(again["contrasts"]) == {f"{a} - {b}" for a, b in CONTRASTS}
+    for pair, d in stored["contrasts"].items():
+        assert (d["mean"], d["std"]) == (pytest.approx(again["contrasts"][pair]["mean"], abs=1e-12),
+                                         pytest.approx(again["contrasts"][pair]["std"], abs=1e-12))
     with open(study / "runs.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
 
@@ -85,12 +89,19 @@ def test_readme_quotes_the_study(study):
         assert text in readme, f"README lacks grown - {arm} = {text}"
     for seed, entry in stored["seeds"].items():
         assert f"{entry['growth_cv']:.2f}" in readme, f"README lacks seed {seed}'s growth CV"
+    for pair, d in stored["contrasts"].items():
+        text = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}"
+        assert text in readme, f"README lacks {pair} = {text}"
 
 
-def test_uniform_growth_trained_the_growers_epochs(study):
-    """grown − grown_uniform compares allocations only when both trained the same epochs:
-    every published grown_uniform arm did (budget.min_rounds holds it to the grower's rounds)."""
+def test_the_searched_controls_trained_the_growers_rounds_and_epochs(study):
+    """grown − grown_uniform compares allocations, and grown_uniform − fixed_uniform growing
+    against not growing, only when the arms trained the same epochs: every published one did
+    (budget.min_rounds holds them to the grower's rounds); fixed_uniform never grew."""
     for seed_dir in sorted(study.glob("seed-*")):
         grown = json.loads((seed_dir / "summary.json").read_text())
-        arm = json.loads((seed_dir / "controls" / "grown_uniform" / "summary.json").read_text())
-        assert (arm["epochs"], arm["rounds"]) == (grown["epochs"], grown["rounds"]), seed_dir
+        for name in ("grown_uniform", "fixed_uniform"):
+            arm = json.loads((seed_dir / "controls" / name / "summary.json").read_text())
+            assert (arm["epochs"], arm["rounds"]) == (grown["epochs"], grown["rounds"]), (seed_dir, name)
+        rounds = json.loads((seed_dir / "controls" / "fixed_uniform" / "rounds.json").read_text())
+        assert not any(r["grew"] for r in rounds), seed_dir

@@ -41,6 +41,21 @@ def test_summary_statistics_follow_their_definitions():
     assert d["mean"] == pytest.approx((0.01 - 0.01 + 0.02) / 3)
     assert d["std"] == pytest.approx(statistics.stdev([0.01, -0.01, 0.02]))
     assert s["seeds"]["1"]["uniform_macs_ratio"] == 0.98
+    assert s["contrasts"] == {}  # no grown_uniform or fixed_uniform arm
+
+
+def test_contrasts_pair_the_arms_by_seed():
+    """grown_uniform − fixed_uniform (growing, at the grower's schedule) and fixed_uniform −
+    uniform (that schedule, at fixed widths), per seed, only where both arms ran."""
+    rows = [_row("uniform", 0, 0.70), _row("uniform", 1, 0.72), _row("uniform", 2, 0.71),
+            _row("fixed_uniform", 1, 0.74), _row("fixed_uniform", 0, 0.75),
+            _row("grown_uniform", 0, 0.79), _row("grown_uniform", 1, 0.78)]
+    c = summarize(rows)["contrasts"]
+    assert list(c) == ["grown_uniform - fixed_uniform", "fixed_uniform - uniform"]
+    g = c["grown_uniform - fixed_uniform"]
+    assert (g["n"], g["mean"], g["std"]) == (2, pytest.approx(0.04), pytest.approx(0.0, abs=1e-12))
+    f = c["fixed_uniform - uniform"]
+    assert (f["n"], f["mean"], f["std"]) == (2, pytest.approx(0.035), pytest.approx(statistics.stdev([0.05, 0.02])))
 
 
 def test_growth_factors_skip_deepened_layers():
@@ -125,7 +140,7 @@ def test_study_runs_every_arm_writes_its_files_and_continues(tmp_path):
     over = {**FAST, "grow.local_epochs": 1, "budget.max_rounds": 2, "grow.tau": 0.5}
     args = dict(out=out, recipe=str(SMOKE), seeds=1, data_dir=data_dir, device="cpu", overrides=over)
     result = run_study(dataset, **args)
-    assert [r["arm"] for r in result.rows] == ["grown", "scratch", "uniform", "random", "grown_uniform"]
+    assert [r["arm"] for r in result.rows] == ["grown", "scratch", "uniform", "random", "grown_uniform", "fixed_uniform"]
     grown = result.rows[0]
     for r in result.rows[1:4]:
         assert abs(r["macs"] / grown["macs"] - 1) <= 0.05  # tiny widths round coarsely; the real study checks 2%
@@ -145,11 +160,19 @@ def test_study_runs_every_arm_writes_its_files_and_continues(tmp_path):
     epochs = [json.loads((d / "summary.json").read_text())["epochs"] for d in (out / "seed-0", second)]
     assert epochs[0] == epochs[1]
     assert "grown_uniform" in result.summary["grown_minus"]
+    # the third search: the uniform control's widths from the first step, the grower's rounds, no growth
+    fixed = out / "seed-0" / "controls" / "fixed_uniform"
+    uniform_arch = Architecture.from_json(out / "seed-0" / "controls" / "uniform" / "architecture.json")
+    assert Architecture.from_dict(json.loads((fixed / "summary.json").read_text())["seed_arch"]) == uniform_arch.with_meta()
+    assert Architecture.from_json(fixed / "architecture.json").layer_widths() == uniform_arch.layer_widths()
+    assert [r["grew"] for r in json.loads((fixed / "rounds.json").read_text())] == [False] * len(growths[0])
+    assert json.loads((fixed / "summary.json").read_text())["epochs"] == epochs[0]
+    assert set(result.summary["contrasts"]) == {"grown_uniform - fixed_uniform", "fixed_uniform - uniform"}
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(result.summary))
     with open(out / "runs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["arm"] for r in rows] == ["grown", "scratch", "uniform", "random", "grown_uniform"]
+    assert [r["arm"] for r in rows] == ["grown", "scratch", "uniform", "random", "grown_uniform", "fixed_uniform"]
     assert float(rows[0]["test_acc"]) == grown["test_acc"]
     page = (out / "study.html").read_text()
     assert "<svg" in page and "random" in page

@@ -53,7 +53,7 @@ STYLE = {
 WIDTH = 9.6
 #: One colour per net kind (the grown net and each control), in every figure that shows them.
 ARM_COLORS = {"grown": "#1f5fbf", "scratch": "#d9822b", "uniform": "#3a9e5b", "random": "#c0392b", "seed": "#8a5cc2",
-              "grown_uniform": "#17a2b8"}
+              "grown_uniform": "#17a2b8", "fixed_uniform": "#6c757d"}
 _DECISION_MARK = {"widen": "#d62728", "clipped": "#ff7f0e", "skipped": "#7f7f7f"}
 #: Cell text is drawn only where the grid is small enough to read it.
 _MAX_ANNOTATED_COLUMNS = 24

@@ -27,8 +27,8 @@ __all__ = ["CONTROL_NAMES", "RESERVED_CONTROL_NAMES", "ControlRecord", "check_co
 CONTROL_NAMES = ("scratch", "uniform", "random", "seed")
 #: Names a control of the user's own architecture cannot take: the built-in controls, the
 #: report's name for the grown net, and the folders other jobs keep under ``controls/`` (the
-#: growth study's ``grown_uniform`` search, the ticket job's ``fresh`` retraining).
-RESERVED_CONTROL_NAMES = (*CONTROL_NAMES, "grown", "grown_uniform", "fresh")
+#: growth study's ``grown_uniform`` and ``fixed_uniform`` searches, the ticket job's ``fresh`` retraining).
+RESERVED_CONTROL_NAMES = (*CONTROL_NAMES, "grown", "grown_uniform", "fixed_uniform", "fresh")
 _CONTROL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
