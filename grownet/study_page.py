@@ -92,8 +92,10 @@ def _widths_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def write_study_page(path: str | Path, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> None:
     """Write the study page to ``path`` (atomically)."""
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>grownet growth study</title><style>{page_style()}</style>"
-            f"</head><body><h1>Growth study</h1><p>Every arm at the grown net's MACs, same epochs, schedule and data "
-            f"split; validation chooses, test is evaluated once per run. Growth CV: coefficient of variation of the "
+            f"</head><body><h1>Growth study</h1><p>Every arm at the grown net's MACs, for the grown run's epochs, on the same "
+            f"data split: the controls from scratch (scratch, uniform, random) with one cosine schedule, the searched "
+            f"arms (grown, grown_uniform, fixed_uniform) with the grower's DessiLBI rounds, then its fine-tune; "
+            f"validation chooses, test is evaluated once per run. Growth CV: coefficient of variation of the "
             f"per-layer growth factors (final / seed width).</p>{accuracy_macs_svg(summary['arms'])}<h2>Arms</h2>{_arm_table(summary)}"
             f"{_contrast_table(summary)}<h2>Widths per run</h2>{_widths_table(rows)}</body></html>\n")
     atomic_write_text(path, page)
