@@ -203,7 +203,7 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
     """The growth check at the end of round ``state.round``: read every layer's activity (with
     ``meter``: the share of its filters whose importance over the round is active,
     :mod:`grownet.signal`; without: the share in Γ's support,
-    :func:`grownet.policy.layer_activity`; ``grow.signal = "uniform"``: 1 for every layer),
+    :func:`grownet.policy.layer_activity`; ``grow.signal = "uniform"``: 1 for every layer; ``"off"``: 0),
     plan the growth (:func:`grownet.policy.plan_growth` with the recipe's rule and budgets;
     held at ``budget.max_rounds`` or when :func:`time_hold` says the time budget would be
     passed), and grow without changing the function (:func:`grownet.grow.apply`, optimizer
@@ -226,6 +226,8 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
         activity, importance, signal = meter.activity(), meter.importance_share(), meter.record()
     elif r.grow.signal == "uniform":  # no signal: every layer saturated, the same factor for all
         activity = {layer.name: 1.0 for layer in arch.layers}
+    elif r.grow.signal == "off":  # no layer saturated: the architecture stays as it is
+        activity = {layer.name: 0.0 for layer in arch.layers}
     else:
         activity = layer_activity(arch, filter_activity(net.model, net.optimizer))
     rule = growth_rule(r, importance=importance, previous=state.prev_activity)

@@ -98,9 +98,10 @@ class GrowSection:
     signal: str = _key(
         "importance",
         "growth signal: importance (scale-free filter importance along the round, grownet.signal), support "
-        "(share of filters in Gamma's support, the first version's signal) or uniform (no signal: every layer reads "
-        "activity 1 and widens by the same factor; a control)",
-        choices=("importance", "support", "uniform"),
+        "(share of filters in Gamma's support, the first version's signal), uniform (no signal: every layer reads "
+        "activity 1 and widens by the same factor; a control) or off (every layer reads 0: nothing grows; with "
+        "budget.min_rounds, the seed trained with the growth phase's rounds, then the fine-tune)",
+        choices=("importance", "support", "uniform", "off"),
     )
     rho: float = _key(0.75, "importance signal: a filter is active when its importance over the round is >= rho x the "
                       "mean importance of all filters of the net", low=0.0, low_open=True, high=100.0)

@@ -164,16 +164,15 @@ def uniform_growth_recipe(recipe: Recipe, seed_arch: Architecture, grown: RunRec
 def fixed_width_recipe(recipe: Recipe, arch_file: Path, grown: RunRecord) -> Recipe:
     """The ``fixed_uniform`` arm's recipe: ``recipe`` started from the architecture in
     ``arch_file`` (``model.seed_arch``; the study passes the ``uniform`` control's widths) with
-    its own MACs as ``budget.max_macs`` (no growth fits), no deepening, and the ``grown`` run's
-    round count as ``budget.max_rounds`` and ``budget.min_rounds``: the final widths from the
-    first step, trained exactly as the grower (DessiLBI rounds, then the fine-tune, the same
-    epochs), so that it differs from the ``uniform`` control only in the schedule and from
-    ``grown_uniform`` only in growing."""
+    ``grow.signal = "off"`` (nothing grows; no MACs or params budget to check it against) and
+    the ``grown`` run's round count as ``budget.max_rounds`` and ``budget.min_rounds``: the
+    final widths from the first step, trained exactly as the grower (DessiLBI rounds, then the
+    fine-tune, the same epochs), so that it differs from the ``uniform`` control only in the
+    schedule and from ``grown_uniform`` only in growing."""
     rounds = int(grown.summary["rounds"])
     return recipe.with_overrides({"model.seed_arch": str(arch_file), "model.seed_width": 0, "model.seed_depths": 0,
-                                  "budget.max_macs": cost(Architecture.from_json(arch_file)).macs,
-                                  "budget.max_params": 0, "grow.deepen": False, "budget.max_rounds": rounds,
-                                  "budget.min_rounds": rounds})
+                                  "grow.signal": "off", "grow.deepen": False, "budget.max_macs": 0, "budget.max_params": 0,
+                                  "budget.max_rounds": rounds, "budget.min_rounds": rounds})
 
 
 #: The largest widening factor :func:`uniform_growth_recipe` considers (``grow.ratio``'s limit).

@@ -156,6 +156,19 @@ def test_min_rounds_trains_the_same_net_on_when_nothing_grows_and_resumes_exactl
     assert comparable(out) == comparable(whole.run_dir)
 
 
+def test_signal_off_keeps_the_seed_for_the_rounds_min_rounds_asks_for(tmp_path, data):
+    """grow.signal = "off": every layer reads activity 0, nothing grows at any check; with
+    budget.min_rounds the seed trains the growth phase's rounds, then the fine-tune."""
+    result = run(tmp_path / "off", data, overrides={"grow.signal": "off", "budget.max_rounds": 2, "budget.min_rounds": 2,
+                                                    "finetune.epochs": 0})
+    rounds = json.loads((result.run_dir / "rounds.json").read_text())
+    assert [(r["grew"], r["next_round"]) for r in rounds] == [(False, True), (False, False)]
+    assert all(l["activity"] == 0.0 and l["decision"] == "keep" for r in rounds for l in r["layers"])
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert Architecture.from_dict(summary["seed_arch"]).layer_widths() == result.arch.layer_widths()
+    assert summary["epochs"] == 4
+
+
 def test_the_importance_per_mac_signal_weights_each_layer_by_its_filters_cost(tmp_path, data):
     """grow.activity_cost_exponent = e: the meter of every round tests importance / m^e, m the
     MACs one more filter of the layer adds in that round's net (recorded in rounds.json)."""

@@ -167,6 +167,7 @@ def test_study_runs_every_arm_writes_its_files_and_continues(tmp_path):
     assert Architecture.from_json(fixed / "architecture.json").layer_widths() == uniform_arch.layer_widths()
     assert [r["grew"] for r in json.loads((fixed / "rounds.json").read_text())] == [False] * len(growths[0])
     assert json.loads((fixed / "summary.json").read_text())["epochs"] == epochs[0]
+    assert json.loads((fixed / "config.json").read_text())["recipe"]["grow"]["signal"] == "off"
     assert set(result.summary["contrasts"]) == {"grown_uniform - fixed_uniform", "fixed_uniform - uniform"}
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(result.summary))

@@ -107,6 +107,7 @@ def _activity(run: RunRecord) -> Safe:
     what = {"importance": "active filters (importance >= rho x the net's mean filter importance, accumulated over "
                           "the round)",
             "uniform": "filters, set to 1 for every layer (grow.signal = uniform: no signal, a control)",
+            "off": "filters, set to 0 for every layer (grow.signal = off: nothing grows)",
             }.get(trace.signal, "filters in the support of Γ")
     parts = [figure(
         plots.activity_figure(info), alt="Heatmap of filter activity per layer per growth check",

@@ -187,7 +187,7 @@ def activity_trace_figure(info: ActivityTraceInfo) -> str:
     import matplotlib
 
     if not info.rounds:
-        return empty_figure("no activity traces recorded (grow.signal = support or uniform records one value per check)")
+        return empty_figure("no activity traces recorded (grow.signal = support, uniform or off records one value per check)")
     with matplotlib.rc_context(STYLE):
         n = len(info.rounds)
         fig = new_figure(WIDTH, 2.8)

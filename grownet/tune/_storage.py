@@ -32,7 +32,7 @@ logger = logging.getLogger("grownet.tune")
 #: What replaces a hidden part of a URL.
 MASK = "***"
 #: What may stand before ``://`` and still be shown: a scheme, or a CLI ``--storage=scheme``.
-_PREFIX = re.compile(r"[\w+.=\-]*")
+_PREFIX = re.compile(r"[\w+.=\-]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 #: A user name that is shown as it is (anything else in the user part is hidden).
 _USER = re.compile(r"[\w.~%+\-]*")
@@ -158,8 +158,18 @@ def scrub(text: object, url: str) -> str:
     url = str(url)
     if url:
         out = out.replace(url, mask_url(url))
-    for secret in sorted(_secrets(url), key=len, reverse=True):
-        out = out.replace(secret, MASK)
+    # Every occurrence of every form, overlaps merged, becomes one mask: replacing the forms
+    # one after another could cut an occurrence apart and leave a piece of it in view (the
+    # form " 10" of "+10" taking the space and "10" of "with 100:+10" left "0" shown).
+    spans: list[list[int]] = []
+    for start, end in sorted((m.start(), m.start() + len(secret)) for secret in _secrets(url)
+                             for m in re.finditer(f"(?={re.escape(secret)})", out) if secret):  # overlapping too
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    for start, end in reversed(spans):
+        out = out[:start] + MASK + out[end:]
     return out
 
 
