@@ -171,11 +171,14 @@ class SearchCommand(Command):
                 reporter = RichReporter(args.console, recipe=said)  # the plan says it
             elif args.recipe is None and not args.resume:
                 reporter = _SayFirst(args, said)
+        ended = False
         try:
-            return self._search(search, args, recipe, overrides, reporter, dist, device)
+            status = self._search(search, args, recipe, overrides, reporter, dist, device)
+            ended = True
+            return status
         finally:
             if dist is not None:
-                dist.close()
+                dist.close(wait=ended)  # after an error another rank may never arrive: no barrier then
 
     def _search(self, search: Any, args: argparse.Namespace, recipe: Any, overrides: Any, reporter: Any, dist: Any,
                 device: str) -> int:

@@ -145,9 +145,13 @@ class DistContext:
         """``run`` on rank 0; a :class:`FollowerFolder` (no writes) elsewhere."""
         return run if self.is_main else FollowerFolder(run.path)
 
-    def close(self) -> None:
-        """Leave the process group (if one was joined)."""
+    def close(self, *, wait: bool = False) -> None:
+        """Leave the process group (if one was joined); ``wait``: first wait until every rank
+        gets here (a run that ended well everywhere: no rank tears down its connections while
+        another still uses them, and no rank exits while rank 0 writes the run's last files)."""
         if self.active and torch.distributed.is_initialized():
+            if wait:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
