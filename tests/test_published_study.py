@@ -105,3 +105,27 @@ def test_the_searched_controls_trained_the_growers_rounds_and_epochs(study):
             assert (arm["epochs"], arm["rounds"]) == (grown["epochs"], grown["rounds"]), (seed_dir, name)
         rounds = json.loads((seed_dir / "controls" / "fixed_uniform" / "rounds.json").read_text())
         assert not any(r["grew"] for r in rounds), seed_dir
+
+
+def test_the_12m_fixed_widths_in_ten_epochs_trained_less_and_the_readme_quotes_them():
+    """reports/growth-study-cpu/seed-k/controls/fixed_uniform_10ep/: the fixed_uniform widths
+    with two rounds, 10 epochs, fewer training FLOPs than the grower in every seed; the README
+    quotes their test accuracy and grown − them."""
+    import statistics
+
+    study = REPO / "reports" / "growth-study-cpu"
+    runs = sorted(study.glob("seed-*/controls/fixed_uniform_10ep/summary.json"))
+    if not runs:
+        pytest.skip("no committed 10-epoch fixed_uniform runs")
+    tests, diffs = [], []
+    for path in runs:
+        arm = json.loads(path.read_text())
+        grown = json.loads((path.parents[2] / "summary.json").read_text())
+        fixed = json.loads((path.parents[1] / "fixed_uniform" / "summary.json").read_text())
+        assert (arm["epochs"], arm["rounds"]) == (10, 2) and arm["final_arch"]["stages"] == fixed["final_arch"]["stages"]
+        assert arm["train_flops"] < grown["train_flops"], path
+        tests.append(arm["test_acc"])
+        diffs.append(grown["test_acc"] - arm["test_acc"])
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"{100 * statistics.fmean(tests):.2f} ± {100 * statistics.stdev(tests):.2f}" in readme
+    assert f"{100 * statistics.fmean(diffs):+.2f} ± {100 * statistics.stdev(diffs):.2f}" in readme
