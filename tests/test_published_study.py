@@ -107,23 +107,25 @@ def test_the_searched_controls_trained_the_growers_rounds_and_epochs(study):
         assert not any(r["grew"] for r in rounds), seed_dir
 
 
-def test_the_12m_fixed_widths_in_ten_epochs_trained_less_and_the_readme_quotes_them():
-    """reports/growth-study-cpu/seed-k/controls/fixed_uniform_10ep/: the fixed_uniform widths
-    with two rounds, 10 epochs, fewer training FLOPs than the grower in every seed; the README
+@pytest.mark.parametrize(("name", "folder", "epochs", "rounds"), [
+    ("growth-study-cpu", "fixed_uniform_10ep", 10, 2), ("growth-study-cpu-24m", "fixed_uniform_12ep", 12, 3)])
+def test_the_fixed_widths_with_fewer_rounds_trained_less_and_the_readme_quotes_them(name, folder, epochs, rounds):
+    """reports/<study>/seed-k/controls/<folder>/ (reports/growth-study-cpu/fixed_uniform_10ep.py):
+    the fixed_uniform widths with fewer rounds than the grower, so fewer epochs; the README
     quotes their test accuracy and grown − them."""
     import statistics
 
-    study = REPO / "reports" / "growth-study-cpu"
-    runs = sorted(study.glob("seed-*/controls/fixed_uniform_10ep/summary.json"))
+    study = REPO / "reports" / name
+    runs = sorted(study.glob(f"seed-*/controls/{folder}/summary.json"))
     if not runs:
-        pytest.skip("no committed 10-epoch fixed_uniform runs")
+        pytest.skip(f"no committed {folder} runs in {study}")
     tests, diffs = [], []
     for path in runs:
         arm = json.loads(path.read_text())
         grown = json.loads((path.parents[2] / "summary.json").read_text())
         fixed = json.loads((path.parents[1] / "fixed_uniform" / "summary.json").read_text())
-        assert (arm["epochs"], arm["rounds"]) == (10, 2) and arm["final_arch"]["stages"] == fixed["final_arch"]["stages"]
-        assert arm["train_flops"] < grown["train_flops"], path
+        assert (arm["epochs"], arm["rounds"]) == (epochs, rounds) and arm["final_arch"]["stages"] == fixed["final_arch"]["stages"]
+        assert arm["epochs"] < grown["epochs"] and arm["train_flops"] < fixed["train_flops"], path
         tests.append(arm["test_acc"])
         diffs.append(grown["test_acc"] - arm["test_acc"])
     readme = (REPO / "README.md").read_text(encoding="utf-8")
