@@ -497,18 +497,17 @@ class SearchJob:
         for d in check.plan.decisions:
             if d.decision != "keep":
                 logger.info("check %d: %s %s (%s)", s.round, d.layer, d.decision, d.reason)
-        if check.model is not None and check.arch is not None:
-            self._set_model(check.model, check.arch)
-            c = self.net.cost  # type: ignore[union-attr]
-            logger.info("check %d: grew to %s (%.2fM MACs, %d params)", s.round, check.arch.layer_widths(), c.macs / 1e6, c.params)
+        if check.next_round:
+            if check.model is not None and check.arch is not None:
+                self._set_model(check.model, check.arch)  # with the new round's meter
+                c = self.net.cost  # type: ignore[union-attr]
+                logger.info("check %d: grew to %s (%.2fM MACs, %d params)", s.round, check.arch.layer_widths(), c.macs / 1e6, c.params)
+            else:  # budget.min_rounds: the same net trains another round
+                logger.info("check %d: nothing grew; round %d follows (budget.min_rounds %d)", s.round, s.round + 1,
+                            r.budget.min_rounds)
+                self._new_meter()
             s.round += 1
             s.round_epoch = 0
-        elif check.next_round:  # budget.min_rounds: the same net trains another round
-            logger.info("check %d: nothing grew; round %d follows (budget.min_rounds %d)", s.round, s.round + 1,
-                        r.budget.min_rounds)
-            s.round += 1
-            s.round_epoch = 0
-            self._new_meter()
         else:
             why = check.hold or ("nothing saturates" if not check.plan.saturated else "no growth fits the budget")
             logger.info("check %d: stop growing (%s); fine-tuning %d epochs", s.round, why, r.finetune.epochs)

@@ -258,12 +258,18 @@ def schedule(arch: Architecture, recipe: Recipe, epoch_seconds: Callable[[int], 
     c = cost(arch)
     macs, params = c.macs, c.params
     out: list[PhaseEstimate] = []
+
+    def train_round(epochs: int) -> None:  # round ``round`` of the net at ``macs``
+        nonlocal elapsed
+        out.append(PhaseEstimate("grow", round, epochs, macs, epochs * epoch_seconds(macs)))
+        elapsed += out[-1].seconds
+
+    def over_time(at_macs: int) -> bool:  # another round and the fine-tune at ``at_macs`` pass the time budget
+        return bool(b.time_budget) and elapsed + epoch_seconds(at_macs) * (r.grow.local_epochs + r.finetune.epochs) > b.time_budget
+
     if phase == "grow":
-        epochs = r.grow.local_epochs - done
+        train_round(r.grow.local_epochs - done)
         while True:
-            out.append(PhaseEstimate("grow", round, epochs, macs, epochs * epoch_seconds(macs)))
-            elapsed += out[-1].seconds
-            epochs = r.grow.local_epochs
             more = len(out) < _MAX_ROUNDS and not (b.max_rounds and round >= b.max_rounds)
             grown = widen_all(arch, ratio=r.grow.ratio, min_add=r.grow.min_add, max_width=r.grow.max_width) if more else None
             if grown is None:
@@ -273,20 +279,15 @@ def schedule(arch: Architecture, recipe: Recipe, epoch_seconds: Callable[[int], 
                             ((b.max_macs, macs, g.macs), (b.max_params, params, g.params)) if limit and full > limit]
             t = max(0.0, min(fits))
             new_macs = _rounded(macs + t * (g.macs - macs))
-            if new_macs <= macs or (b.time_budget and elapsed + epoch_seconds(new_macs) * (epochs + r.finetune.epochs) > b.time_budget):
+            if new_macs <= macs or over_time(new_macs):
                 break
             arch, macs, params, round = grown, new_macs, _rounded(params + t * (g.params - params)), round + 1
+            train_round(r.grow.local_epochs)
             if t < 1.0:  # clipped to the budget: this round is the last, nothing more fits
-                out.append(PhaseEstimate("grow", round, epochs, macs, epochs * epoch_seconds(macs)))
-                elapsed += out[-1].seconds
                 break
-        epochs = r.grow.local_epochs
-        while round < b.min_rounds:  # the net as it is trains on to budget.min_rounds
-            if b.time_budget and elapsed + epoch_seconds(macs) * (epochs + r.finetune.epochs) > b.time_budget:
-                break
+        while round < b.min_rounds and not over_time(macs):  # the net as it is trains on to budget.min_rounds
             round += 1
-            out.append(PhaseEstimate("grow", round, epochs, macs, epochs * epoch_seconds(macs)))
-            elapsed += out[-1].seconds
+            train_round(r.grow.local_epochs)
         done = 0
     if phase in ("grow", "finetune"):
         epochs = r.finetune.epochs - done

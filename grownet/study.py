@@ -156,9 +156,8 @@ def uniform_growth_recipe(recipe: Recipe, seed_arch: Architecture, grown: RunRec
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if reach(mid, k) <= target else (lo, mid)
         ratio = max(1.0, math.floor(lo * 1e4) / 1e4)
-    rounds = int(grown.summary["rounds"])
     return recipe.with_overrides({"grow.signal": "uniform", "grow.ratio": ratio, "grow.min_add": 1, "grow.deepen": False,
-                                  "budget.max_macs": target, "budget.max_rounds": rounds, "budget.min_rounds": rounds})
+                                  "budget.max_macs": target, **_growers_rounds(grown)})
 
 
 def fixed_width_recipe(recipe: Recipe, arch_file: Path, grown: RunRecord) -> Recipe:
@@ -169,10 +168,16 @@ def fixed_width_recipe(recipe: Recipe, arch_file: Path, grown: RunRecord) -> Rec
     final widths from the first step, trained exactly as the grower (DessiLBI rounds, then the
     fine-tune, the same epochs), so that it differs from the ``uniform`` control only in the
     schedule and from ``grown_uniform`` only in growing."""
-    rounds = int(grown.summary["rounds"])
     return recipe.with_overrides({"model.seed_arch": str(arch_file), "model.seed_width": 0, "model.seed_depths": 0,
                                   "grow.signal": "off", "grow.deepen": False, "budget.max_macs": 0, "budget.max_params": 0,
-                                  "budget.max_rounds": rounds, "budget.min_rounds": rounds})
+                                  **_growers_rounds(grown)})
+
+
+def _growers_rounds(grown: RunRecord) -> dict[str, int]:
+    """Recipe overrides for a searched arm that trains the ``grown`` run's rounds, no more and
+    no fewer whatever it grows: its round count as ``budget.max_rounds`` and ``budget.min_rounds``."""
+    rounds = int(grown.summary["rounds"])
+    return {"budget.max_rounds": rounds, "budget.min_rounds": rounds}
 
 
 #: The largest widening factor :func:`uniform_growth_recipe` considers (``grow.ratio``'s limit).
