@@ -110,7 +110,7 @@ def test_the_searched_controls_trained_the_growers_rounds_and_epochs(study):
 @pytest.mark.parametrize(("name", "folder", "epochs", "rounds"), [
     ("growth-study-cpu", "fixed_uniform_10ep", 10, 2), ("growth-study-cpu-24m", "fixed_uniform_12ep", 12, 3)])
 def test_the_fixed_widths_with_fewer_rounds_trained_less_and_the_readme_quotes_them(name, folder, epochs, rounds):
-    """reports/<study>/seed-k/controls/<folder>/ (reports/growth-study-cpu/fixed_uniform_10ep.py):
+    """reports/<study>/seed-k/controls/<folder>/ (reports/growth-study-cpu/fixed_uniform_fewer_rounds.py):
     the fixed_uniform widths with fewer rounds than the grower, so fewer epochs; the README
     quotes their test accuracy and grown − them."""
     import statistics

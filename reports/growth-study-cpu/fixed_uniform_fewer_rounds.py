@@ -3,7 +3,7 @@
 fewer epochs and training FLOPs. Writes ``seed-k/controls/fixed_uniform_<E>ep/`` of the study
 folder, E its epochs (a search, resumable: a finished seed is skipped).
 
-Run: ``python reports/growth-study-cpu/fixed_uniform_10ep.py runs/growth-study-cpu ../shared/data``
+Run: ``python reports/growth-study-cpu/fixed_uniform_fewer_rounds.py runs/growth-study-cpu ../shared/data``
 (12M, 10 epochs); ``... runs/growth-study-cpu-24m ../shared/data --rounds 3`` (24M, 12 epochs).
 """
 
