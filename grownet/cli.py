@@ -79,6 +79,11 @@ def _integer(low: int | None = None, high: int = MAX_INT) -> Any:
     return parse
 
 
+def _arm_list(text: str) -> tuple[str, ...]:
+    """An argparse ``type``: comma-separated names (checked where they are used)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 # ---- recipe flags -----------------------------------------------------------------------------
 
 
@@ -622,9 +627,9 @@ COMMANDS.append(TuneCommand)
 
 class StudyCommand(Command):
     name = "study"
-    help = ("a study over N seeds (resumable): --kind growth (the grower plus scratch, uniform and random controls at "
-            "its MACs and the grower with uniform widening) or --kind ticket (dense SGD vs DessiLBI, the early ticket "
-            "rewound and fine-tuned, controls)")
+    help = ("a study over N seeds (resumable): --kind growth (the grower; scratch, uniform and random controls at its "
+            "MACs; the grower with uniform widening; the uniform widths trained on the grower's schedule) or --kind "
+            "ticket (dense SGD vs DessiLBI, the early ticket rewound and fine-tuned, controls)")
     #: --kind ticket's options: flag -> run_ticket_study's argument.
     TICKET_FLAGS = {"--epochs": "epochs", "--ticket-at": "ticket_at", "--target": "target",
                     "--finetune-epochs": "finetune_epochs", "--finetune-lr-scale": "finetune_lr_scale",
@@ -637,6 +642,9 @@ class StudyCommand(Command):
         parser.add_argument("--out", required=True, metavar="DIR", help="the study folder; run the same command again to continue it")
         parser.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds, 0..N-1 (default 3)")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+        parser.add_argument("--arms", metavar="A,B", type=_arm_list,
+                            help="--kind growth: the arms to run, of grown, scratch, uniform, random, grown_uniform, "
+                                 "fixed_uniform (default all; grown always runs; a later call may add arms)")
         ticket = parser.add_argument_group("--kind ticket (grownet.ticket.run_ticket_study; default recipe ticket-study-cpu)")
         ticket.add_argument("--epochs", type=_integer(1), metavar="E", help="epochs of every full-length arm (default finetune.epochs)")
         ticket.add_argument("--ticket-at", type=float, metavar="X", help="ticket epoch as a fraction of E (default 0.15)")
@@ -652,6 +660,8 @@ class StudyCommand(Command):
         if args.kind == "ticket":
             from .ticket import run_ticket_study
 
+            if args.arms is not None:
+                raise UsageError("--arms: applies to --kind growth only")
             result = run_ticket_study(args.dataset, out=args.out, recipe=args.recipe, overrides=recipe_overrides(args),
                                       seeds=args.seeds, data_dir=args.data_dir, device=args.device, **given)
         else:
@@ -660,8 +670,9 @@ class StudyCommand(Command):
                 raise UsageError(f"{flag}: applies to --kind ticket only")
             from .study import run_study
 
+            arms = {} if args.arms is None else {"arms": args.arms}
             result = run_study(args.dataset, out=args.out, recipe=args.recipe, overrides=recipe_overrides(args),
-                               seeds=args.seeds, data_dir=args.data_dir, device=args.device)
+                               seeds=args.seeds, data_dir=args.data_dir, device=args.device, **arms)
         for arm, a in result.summary["arms"].items():
             _say(args, f"{arm}: test acc {100 * a['test_acc']['mean']:.2f} ± {100 * a['test_acc']['std']:.2f} % "
                        f"at {a['macs']['mean'] / 1e6:.2f}M MACs (n={a['n']})")

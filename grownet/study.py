@@ -30,6 +30,7 @@ grown net's growth factors and their coefficient of variation) and ``study.html`
 
 Rerunning the same call continues where it stopped: finished runs are read back, an
 interrupted search resumes from its checkpoint, an unfinished control is trained again.
+``arms`` limits a call to some arms (the grown arm always runs); a later call may add others.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .arch import Architecture
-from .baseline import run_control
+from .baseline import control_architecture, run_control
 from .cost import cost
 from .errors import RunError, UsageError
 from .files import atomic_write_text
@@ -56,8 +57,8 @@ from .runfolder import RunRecord, load_run
 from .search import search
 from .validate import check_int, check_summary, check_text, read_json, read_run_file
 
-__all__ = ["ARMS", "CONTRASTS", "StudyResult", "METRICS", "check_study_config", "growth_factors", "mean_std", "read_summary", "run_study",
-           "summarize", "uniform_growth_recipe", "write_study_files"]
+__all__ = ["ARMS", "CONTRASTS", "StudyResult", "METRICS", "check_arms", "check_study_config", "growth_factors", "mean_std",
+           "read_summary", "run_study", "summarize", "uniform_growth_recipe", "write_study_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def run_study(
     data_dir: str | os.PathLike | None = None,
     device: str = "auto",
     overrides: Mapping[str, Any] | None = None,
+    arms: Sequence[str] = ARMS,
 ) -> StudyResult:
     """Run (or continue) the study in ``out`` and write its CSV, summary and page.
 
@@ -97,12 +99,16 @@ def run_study(
         data_dir: folder holding the dataset.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         overrides: ``{"grow.tau": 0.6, ...}`` applied on top of ``recipe``.
+        arms: the arms to run, names from :data:`ARMS`; ``grown`` runs whether named or not
+            (every other arm is defined by it). A later call with more arms adds them to the
+            same folder; the tables show the arms that have runs.
 
     Raises:
-        UsageError: bad ``seeds``.
+        UsageError: bad ``seeds`` or an unknown arm.
         RunError: ``out`` holds a study of another configuration.
     """
     check_int(seeds, "--seeds", error=UsageError, low=1, high=100)
+    wanted = check_arms(arms)
     path = Path(check_text(os.fspath(out), "--out"))
     resolved = resolve_recipe(recipe, overrides)
     config = {"dataset": dataset, "recipe": resolved.to_dict(), "data_dir": None if data_dir is None else str(data_dir)}
@@ -113,17 +119,47 @@ def run_study(
         grown, seed_arch = _grown(run_dir, dataset, resolved, seed, data_dir, device)
         rows.append(grown)
         for arm in _CONTROLS:
-            rows.append(_control(run_dir, arm, seed, seed_arch, data_dir, device))
+            if arm in wanted:
+                rows.append(_control(run_dir, arm, seed, seed_arch, data_dir, device))
         record = load_run(run_dir)
-        uniform = uniform_growth_recipe(resolved, seed_arch, record)
-        rows.append(_grown(run_dir / "controls" / "grown_uniform", dataset, uniform, seed, data_dir, device,
-                           arm="grown_uniform")[0])
-        fixed = fixed_width_recipe(resolved, run_dir / "controls" / "uniform" / "architecture.json", record)
-        rows.append(_grown(run_dir / "controls" / "fixed_uniform", dataset, fixed, seed, data_dir, device,
-                           arm="fixed_uniform", seed_arch=seed_arch)[0])
+        if "grown_uniform" in wanted:
+            uniform = uniform_growth_recipe(resolved, seed_arch, record)
+            rows.append(_grown(run_dir / "controls" / "grown_uniform", dataset, uniform, seed, data_dir, device,
+                               arm="grown_uniform")[0])
+        if "fixed_uniform" in wanted:
+            fixed = fixed_width_recipe(resolved, _uniform_widths(run_dir, record), record)
+            rows.append(_grown(run_dir / "controls" / "fixed_uniform", dataset, fixed, seed, data_dir, device,
+                               arm="fixed_uniform", seed_arch=seed_arch)[0])
         _write(path, rows)  # partial results are readable while the study runs
     summary = _write(path, rows)
     return StudyResult(path, rows, summary)
+
+
+def check_arms(arms: Sequence[str]) -> tuple[str, ...]:
+    """The arms to run, in :data:`ARMS` order, ``grown`` always among them.
+
+    Raises:
+        UsageError: an arm that is not in :data:`ARMS`, or none given.
+    """
+    if isinstance(arms, str) or not arms:
+        raise UsageError(f"--arms: give one or more of {', '.join(ARMS)}, comma-separated")
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise UsageError(f"--arms: unknown arm {str(unknown[0])[:40]!r}; choose from {', '.join(ARMS)}")
+    return tuple(a for a in ARMS if a == "grown" or a in arms)
+
+
+def _uniform_widths(run_dir: Path, grown: RunRecord) -> Path:
+    """The ``uniform`` control's architecture as a JSON file for :func:`fixed_width_recipe`:
+    the control's own ``architecture.json`` where it was trained, else the same architecture
+    (:func:`grownet.baseline.control_architecture`) written to ``controls/uniform.arch.json``."""
+    trained = run_dir / "controls" / "uniform" / "architecture.json"
+    if trained.is_file():
+        return trained
+    file = run_dir / "controls" / "uniform.arch.json"
+    file.parent.mkdir(exist_ok=True)
+    atomic_write_text(file, control_architecture(grown, "uniform").to_json())
+    return file
 
 
 def uniform_growth_recipe(recipe: Recipe, seed_arch: Architecture, grown: RunRecord) -> Recipe:

@@ -196,3 +196,44 @@ def test_cli_refuses_a_bad_seed_count_in_one_line(tmp_path, capsys):
     assert main(["study", "--out", str(tmp_path / "s"), "--seeds", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seeds" in err[0]
+
+
+def test_a_study_of_some_arms_runs_those_and_adds_more_later(tmp_path):
+    from grownet.baseline import control_architecture
+    from grownet.runfolder import load_run
+
+    dataset, data_dir = smoke_dataset(tmp_path)
+    out = tmp_path / "study"
+    over = {**FAST, "grow.local_epochs": 1, "budget.max_rounds": 2, "grow.tau": 0.5}
+    args = dict(out=out, recipe=str(SMOKE), seeds=1, data_dir=data_dir, device="cpu", overrides=over)
+    result = run_study(dataset, arms=["fixed_uniform"], **args)  # grown runs without being named
+    assert [r["arm"] for r in result.rows] == ["grown", "fixed_uniform"]
+    assert not (out / "seed-0" / "controls" / "uniform").exists()  # its widths without training it
+    fixed = json.loads((out / "seed-0" / "controls" / "fixed_uniform" / "summary.json").read_text())
+    want = control_architecture(load_run(out / "seed-0"), "uniform")
+    assert Architecture.from_dict(fixed["seed_arch"]).layer_widths() == want.layer_widths()
+    assert set(result.summary["arms"]) == {"grown", "fixed_uniform"} and result.summary["contrasts"] == {}
+    weights = {p: p.stat().st_mtime_ns for p in out.rglob("weights.pt")}
+    more = run_study(dataset, arms=("uniform", "grown", "fixed_uniform"), **args)
+    assert [r["arm"] for r in more.rows] == ["grown", "uniform", "fixed_uniform"]
+    assert set(more.summary["contrasts"]) == {"fixed_uniform - uniform"}
+    assert all(p.stat().st_mtime_ns == t for p, t in weights.items())  # nothing finished trained again
+    uniform = Architecture.from_json(out / "seed-0" / "controls" / "uniform" / "architecture.json")
+    assert uniform.layer_widths() == want.layer_widths()
+
+
+@pytest.mark.parametrize("arms, message", [
+    ("grown,bogus", "--arms: unknown arm 'bogus'; choose from grown, scratch, uniform, random, grown_uniform, fixed_uniform"),
+    (",", "--arms: give one or more of grown, scratch,"),
+])
+def test_cli_refuses_unknown_or_no_arms_in_one_line_and_writes_nothing(tmp_path, capsys, arms, message):
+    assert main(["study", "--out", str(tmp_path / "s"), "--arms", arms]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_refuses_arms_for_a_ticket_study(tmp_path, capsys):
+    assert main(["study", "--kind", "ticket", "--out", str(tmp_path / "s"), "--arms", "grown"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--arms: applies to --kind growth only")
+    assert not (tmp_path / "s").exists()

@@ -26,7 +26,7 @@ from grownet.errors import ConfigError, RunError, UsageError
 from grownet.recipe import Recipe, load_recipe
 from grownet.report import ModelPoint, pareto_front
 from grownet.search import Reporter
-from grownet.tune import (SEARCHED, TuneReporter, TuneSpace, load_space, make_sampler, mask_url, trial_rows, tune,
+from grownet.tune import (OPTIONAL, SEARCHED, TuneReporter, TuneSpace, load_space, make_sampler, mask_url, trial_rows, tune,
                           write_outputs)
 
 optuna = pytest.importorskip("optuna")
@@ -68,7 +68,8 @@ def test_default_space_covers_every_searched_key_within_the_recipe_ranges():
     recipe = load_recipe(SMOKE).with_overrides({"grow.local_epochs": 3})
     space = TuneSpace.from_dict(None, recipe=recipe)
     d = space.to_dict()
-    assert list(d) == list(SEARCHED) == ["tau", "ratio", "min_add", "local_epochs", "deepen", "kappa", "mu", "lr"]
+    assert list(d) == [k for k in SEARCHED if k not in OPTIONAL] == ["tau", "ratio", "min_add", "local_epochs", "deepen",
+                                                                     "kappa", "mu", "lr"]
     assert d["local_epochs"] == {"low": 2, "high": 6, "log": False}  # half (rounded up) to twice the recipe's 3
     assert d["deepen"] == {"choices": [True, False]}
     assert d["lr"]["log"] and d["mu"]["log"] and d["kappa"]["log"] and not d["tau"]["log"]
@@ -83,7 +84,9 @@ def test_default_space_covers_every_searched_key_within_the_recipe_ranges():
     ({"min_add": [2, 4, 8]}, r"^tune\.min_add: must be \[low, high\] or a single value, got 3 values$"),
     ({"local_epochs": 0}, r"^tune\.local_epochs: must be >= 1, got 0$"),
     ({"deepen": "yes"}, r"^tune\.deepen: must be true or false, got 'yes'$"),
-    ({"widen": [1, 2]}, r"^tune\.widen: unknown key \(searched: tau, ratio, min_add, local_epochs, deepen, kappa, mu, lr\)$"),
+    ({"widen": [1, 2]}, r"^tune\.widen: unknown key \(searched: tau, ratio, min_add, local_epochs, deepen, kappa, mu, lr, "
+                             r"activity_cost_exponent\)$"),
+    ({"activity_cost_exponent": [0, 5]}, r"^tune\.activity_cost_exponent\[1\]: must be in \[0, 4\], got 5$"),
 ])
 def test_bad_ranges_are_rejected_naming_the_key(table, message):
     with pytest.raises(ConfigError, match=message):
@@ -101,6 +104,20 @@ def test_a_single_value_pins_a_key(tmp_path):
     bad.write_text("[tune]\ntau = [0.5, 2]\n")
     with pytest.raises(ConfigError, match=r"bad\.toml: tune\.tau\[1\]: must be in \(0, 1\], got 2"):
         load_space(bad)
+
+
+def test_an_optional_key_is_searched_only_where_named_and_a_stored_space_without_it_reads_back_as_it_was():
+    named = TuneSpace.from_dict({"activity_cost_exponent": [0, 1]}, recipe=Recipe())
+    assert named.to_dict()["activity_cost_exponent"] == {"low": 0.0, "high": 1.0, "log": False}
+    values = {k: (d["choices"][0] if "choices" in d else d["low"]) for k, d in named.to_dict().items()}
+    values["activity_cost_exponent"] = 0.5
+    assert named.suggest(optuna.trial.FixedTrial(values))["grow.activity_cost_exponent"] == 0.5
+    default = TuneSpace.from_dict(None, recipe=Recipe())
+    assert "activity_cost_exponent" not in default.to_dict()  # the recipe's value stays
+    assert "grow.activity_cost_exponent" not in default.suggest(optuna.trial.FixedTrial(values))
+    stored = default.to_dict()  # as a study written before the key existed holds it
+    assert TuneSpace.from_stored(stored).to_dict() == stored
+    assert TuneSpace.from_stored(named.to_dict()) == named
 
 
 def test_recipe_files_with_a_tune_table_still_load_as_recipes(tmp_path):
@@ -149,8 +166,9 @@ def test_three_trials_on_the_default_sqlite_storage(study3):
         assert Path(t.run_dir) == (out / "trials" / f"trial-{t.number:04d}").resolve()
         # the sampled values are the ones the search ran with
         recipe = json.loads((Path(t.run_dir) / "config.json").read_text())["recipe"]
-        for key, path in SEARCHED.items():
-            section, name = path.split(".")
+        assert set(t.params) == set(SEARCHED) - OPTIONAL
+        for key in t.params:
+            section, name = SEARCHED[key].split(".")
             assert recipe[section][name] == t.params[key], key
         assert t.params["local_epochs"] == 1 and 0.3 <= t.params["tau"] <= 0.9 and 0.02 <= t.params["lr"] <= 0.1
         assert recipe["budget"]["max_rounds"] == 2 and recipe["data"]["limit_train"] == 500  # the recipe's budget
@@ -259,7 +277,7 @@ def test_resume_retries_lost_and_interrupted_trials_and_adds_trials(study3, data
     for old, new in zip(before.trials, result.trials):
         assert (old.params, old.val_acc, old.macs) == (new.params, new.val_acc, new.macs)
     t5 = result.trials[5]
-    assert t5.params == {k: lost.params[k] for k in SEARCHED} and t5.run == "trial-0003"
+    assert t5.params == lost.params and t5.run == "trial-0003"
     with open(Path(t5.run_dir) / "history.csv", newline="") as fh:
         epochs = [int(r["epoch"]) for r in csv.DictReader(fh)]
     assert epochs == list(range(1, len(epochs) + 1))

@@ -1,7 +1,8 @@
 """Hyperparameter tuning: an optuna study whose trials are grownet searches.
 
 Each trial samples the growing hyperparameters of :data:`SEARCHED` from a :class:`TuneSpace`
-(the recipe's ``[tune]`` table, or the defaults), runs :func:`grownet.search.search` under the
+(the recipe's ``[tune]`` table, or the defaults; the keys of :data:`OPTIONAL` only where the
+table names them), runs :func:`grownet.search.search` under the
 recipe's budget, and reports two objectives: validation accuracy (maximised) and inference
 MACs (minimised). The result is the Pareto front.
 
@@ -44,12 +45,13 @@ from __future__ import annotations
 
 from ._results import TrialRow, TuneResult, trial_rows, trials_frame, write_outputs
 from ._sampler import make_sampler
-from ._space import OBJECTIVES, SEARCHED, Param, TuneSpace, load_space, tune_table
+from ._space import OBJECTIVES, OPTIONAL, SEARCHED, Param, TuneSpace, load_space, tune_table
 from ._storage import mask_url
 from ._study import tune
 from ._worker import TuneReporter
 
 __all__ = [
+    "OPTIONAL",
     "SEARCHED",
     "OBJECTIVES",
     "Param",

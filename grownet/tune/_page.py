@@ -105,7 +105,7 @@ def _space_table(space: Mapping[str, Any]) -> Safe:
         elif d:
             rng = f"[{d.get('low')}, {d.get('high')}]" + (" (log)" if d.get("log") else "")
         else:
-            rng = None
+            rng = "not searched (the recipe's value)"
         space_rows.append([k, path, rng])
     return table(["key", "recipe key", "range"], space_rows)
 

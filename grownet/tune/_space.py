@@ -25,7 +25,11 @@ SEARCHED: dict[str, str] = {
     "kappa": "optim.kappa",
     "mu": "optim.mu",
     "lr": "optim.lr",
+    "activity_cost_exponent": "grow.activity_cost_exponent",
 }
+#: Keys searched only where the ``[tune]`` table or ``--tune.KEY`` names them (elsewhere the
+#: recipe's value stays): a study stored before such a key existed reads back as it was.
+OPTIONAL = frozenset({"activity_cost_exponent"})
 #: The study's objectives, in order: (name, direction).
 OBJECTIVES = (("val_acc", "maximize"), ("macs", "minimize"))
 _LOG_SCALE = frozenset({"kappa", "mu", "lr"})  # positive scale parameters: sampled uniformly in log
@@ -77,7 +81,8 @@ class Param:
 
 @dataclass(frozen=True)
 class TuneSpace:
-    """The searched hyperparameters (one :class:`Param` per key of :data:`SEARCHED`)."""
+    """The searched hyperparameters: one :class:`Param` per key of :data:`SEARCHED`, those of
+    :data:`OPTIONAL` only where named."""
 
     params: tuple[Param, ...]
 
@@ -87,6 +92,7 @@ class TuneSpace:
 
         A key's value is ``[low, high]`` (a range), a single value (pinned; not searched),
         or for ``deepen`` a list of booleans. Bounds must lie in the recipe key's own range.
+        Keys of :data:`OPTIONAL` left out are not searched (no default range).
 
         Raises:
             ConfigError: naming ``tune.<key>`` (and the bound's index) for an unknown key, a
@@ -98,13 +104,17 @@ class TuneSpace:
         unknown = sorted(set(table) - set(SEARCHED))
         if unknown:
             raise ConfigError(f"tune.{unknown[0]}: unknown key (searched: {', '.join(SEARCHED)})")
-        return cls(tuple(_param(name, table.get(name, _default_range(name, recipe))) for name in SEARCHED))
+        return cls(tuple(_param(name, table[name] if name in table else _default_range(name, recipe))
+                         for name in SEARCHED if name in table or name not in OPTIONAL))
 
     @classmethod
     def from_stored(cls, data: Mapping[str, Any]) -> "TuneSpace":
-        """The space a study stored (:meth:`to_dict`), trusted as written by :func:`tune`."""
+        """The space a study stored (:meth:`to_dict`), trusted as written by :func:`tune`
+        (a key it lacks is not searched)."""
         params = []
         for name in SEARCHED:
+            if name not in data:
+                continue
             d = data[name]
             if "choices" in d:
                 params.append(Param(name, "bool", choices=tuple(d["choices"])))
@@ -114,7 +124,7 @@ class TuneSpace:
         return cls(tuple(params))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """``{key: Param.to_dict()}`` in :data:`SEARCHED` order."""
+        """``{key: Param.to_dict()}`` of the searched keys in :data:`SEARCHED` order."""
         return {p.name: p.to_dict() for p in self.params}
 
     def suggest(self, trial: "optuna.Trial") -> dict[str, Any]:
