@@ -39,6 +39,17 @@ to price them), 1.33x and 1.41x. With two or three optimizers instead of six eve
 rises to about 1.85x (SGD gains more from a warm cache): the ratio depends on the cache
 state the benchmark sets up, and the script's own runs of one build range 1.68-1.78x.
 
+Probed in the seventh session (same machine, idle apart from the probe): the step's parts
+timed one after another on the VGG's conv tensors, medians of 200: Z's multiply 0.26-0.36 ms,
+the coupling pass 0.41 ms, the fused momentum step 0.35 ms, the norms 0.17 ms, the factors'
+kernels 0.12 ms; a fill of the same tensors (one write, no read) 0.13 ms. Writes, not reads,
+set the cost here (the tensors sit in the 480 MB L3): SGD's foreach step writes 3 weight-sized
+arrays, this one 5 (Z, then W and V, then W and the buffer); 3 (W, V, the buffer) is the
+floor, which only the generated kernel reaches (``compiled=True``). Running the four passes chunk by chunk so that each chunk stays in L2
+(2 MB per core) made it slower, not faster (3.75x, 1.91x and 1.80x SGD's for chunks of 16k,
+64k and 256k elements against 1.72x unchunked: per-call overhead outgrows the cache gain).
+The script's own median the same day: ``dessilbi/sgd: step 1.74x, train step 1.01x``.
+
 The second net, the one grownet grew in reports/cifar10-gpu/ (13 conv tensors of 16-24
 filters, 27 BatchNorm and linear tensors, 48.7k parameters), is what searches actually step:
 there the step is per-tensor Python and small kernels, not traffic. Same idle machine, same
