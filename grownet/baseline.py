@@ -48,6 +48,7 @@ import torch
 from .arch import Architecture, ResStage
 from .cost import cost
 from .errors import ArchitectureError, RunError, UsageError
+from .files import stored_dir
 from .job import finetune_schedule, make_data, make_finetune_optimizer, seed_all
 from .loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit
 from .models import build_model, check_memory
@@ -257,7 +258,7 @@ def run_control(
         raise RunError(f"{run.path / 'summary.json'}: epochs is {total!r}, not a positive integer; pass --epochs")
     config = dict(run.config)
     if data_dir is not None:
-        config["data_dir"] = str(data_dir)
+        config["data_dir"] = stored_dir(data_dir)
     dev = resolve_device(device)
     recipe = Recipe.from_dict(config["recipe"])
     check_memory(arch, batch_size=recipe.data.batch_size, device=dev)  # before the control's folder is made

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "read_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "read_text", "stored_dir"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -33,6 +33,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def stored_dir(path: str | os.PathLike | None) -> str | None:
+    """A folder the user gave (``--data-dir``) as configs store it: absolute, so that a resume
+    or a control started from another working directory finds it; None stays None."""
+    return None if path is None else os.path.abspath(os.fspath(path))
 
 
 def read_text(path: str | os.PathLike, *, error: type[Exception], missing: str, what: str = "",

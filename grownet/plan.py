@@ -41,6 +41,7 @@ from torch import nn
 
 from .arch import Architecture
 from .cost import cost
+from .files import stored_dir
 from .job import make_data, make_dessilbi, rng_scope, rng_state, seed_all, seed_arch, set_rng_state
 from .models import build_model
 from .policy import widen_all
@@ -348,7 +349,7 @@ def plan_run(dataset: str | None = None, *, recipe: Recipe | str | os.PathLike |
     r = resolve_recipe(recipe, overrides)
     dev = resolve_device(device)
     channels_last = wants_channels_last(r.run.channels_last, dev)
-    config = {"dataset": dataset or "cifar10", "data_dir": None if data_dir is None else str(data_dir), "seed": seed}
+    config = {"dataset": dataset or "cifar10", "data_dir": stored_dir(data_dir), "seed": seed}
     with rng_scope(dev):
         seed_all(seed)
         data = make_data(config, r, dev, channels_last=channels_last)

@@ -46,6 +46,7 @@ from typing import Any, Callable, Mapping
 from ._search_job import SearchJob, SearchResult, check_payload
 from .distributed import LOCAL, DistContext, FollowerFolder
 from .errors import RunError, UsageError
+from .files import stored_dir
 from .job import provenance, rng_scope, seed_arch, seed_arch_file
 from .models import check_memory
 from .progress import Reporter
@@ -235,7 +236,7 @@ def _new_config(
         "recipe": resolved.to_dict(),
         "seed": 0 if seed is None else seed,
         "dataset": dataset or "cifar10",
-        "data_dir": None if data_dir is None else str(data_dir),
+        "data_dir": stored_dir(data_dir),
         "device": device,
         **provenance(command or "grownet.search.search(...)"),
     }
@@ -282,7 +283,7 @@ def _resume_config(
     if dataset is not None and dataset != stored["dataset"]:
         raise RunError(f"{run.path} was started on dataset {stored['dataset']!r}, not {dataset!r}")
     config = dict(stored)
-    config["data_dir"] = str(data_dir) if data_dir is not None else stored.get("data_dir")
+    config["data_dir"] = stored_dir(data_dir) if data_dir is not None else stored.get("data_dir")
     config["device"] = device
     return config
 

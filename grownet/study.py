@@ -50,7 +50,7 @@ from .arch import Architecture
 from .baseline import control_architecture, run_control
 from .cost import cost
 from .errors import RunError, UsageError
-from .files import atomic_write_text
+from .files import atomic_write_text, stored_dir
 from .policy import widen_all
 from .recipe import Recipe, resolve_recipe, upgrade_stored
 from .runfolder import RunRecord, load_run
@@ -111,7 +111,7 @@ def run_study(
     wanted = check_arms(arms)
     path = Path(check_text(os.fspath(out), "--out"))
     resolved = resolve_recipe(recipe, overrides)
-    config = {"dataset": dataset, "recipe": resolved.to_dict(), "data_dir": None if data_dir is None else str(data_dir)}
+    config = {"dataset": dataset, "recipe": resolved.to_dict(), "data_dir": stored_dir(data_dir)}
     check_study_config(path, config)
     rows: list[dict[str, Any]] = []
     for seed in range(seeds):

@@ -271,6 +271,21 @@ def test_resume_after_interruptions_gives_the_result_of_an_uninterrupted_run(tmp
     assert comparable(out) == comparable(smoke.run_dir)
 
 
+def test_a_relative_data_dir_is_stored_absolute_so_a_resume_from_elsewhere_finds_the_data(tmp_path, data, monkeypatch):
+    dataset, data_dir = data
+    if data_dir is None:
+        pytest.skip("needs a dataset read from a folder (../shared/data)")
+    folder = os.path.abspath(data_dir)
+    monkeypatch.chdir(os.path.dirname(folder))
+    out = tmp_path / "relative"
+    with pytest.raises(SearchInterrupted):
+        search(dataset, data_dir=os.path.basename(folder), recipe=SMOKE, overrides=FAST, out=out, seed=3, device="cpu",
+               reporter=StopAt(2))
+    assert json.loads((out / "config.json").read_text())["data_dir"] == folder
+    monkeypatch.chdir(tmp_path)  # where the relative name means nothing
+    assert search(None, out=out, resume=True, device="cpu").test_acc > 0
+
+
 def test_an_sgd_fine_tune_follows_its_schedule_and_resumes_exactly(tmp_path, data):
     import math
 

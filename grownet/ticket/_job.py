@@ -18,7 +18,7 @@ from ..arch import Architecture
 from ..baseline import train_fixed
 from ..cost import cost
 from ..errors import UsageError
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, stored_dir
 from ..job import (finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, provenance, rng_scope, seed_all,
                    seed_arch)
 from ..loop import Clock, LoopState, Phase, Trainee, cpu_state
@@ -415,7 +415,7 @@ class _TicketJob:
         spec = self.arch_spec
         return {
             "recipe": self.recipe.to_dict(), "seed": self.seed, "dataset": self.dataset,
-            "data_dir": None if self.data_dir is None else str(self.data_dir), "device": str(self.device),
+            "data_dir": stored_dir(self.data_dir), "device": str(self.device),
             **provenance(self.command or "grownet.ticket.ticket(...)"),
             "ticket": {"arch": spec.to_dict() if isinstance(spec, Architecture) else (
                            dict(spec) if isinstance(spec, Mapping) else (None if spec is None else str(spec))),

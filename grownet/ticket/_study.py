@@ -65,6 +65,7 @@ from ..baseline import train_fixed, uniform_architecture
 from ..cost import cost
 from ..data import derive_seed
 from ..errors import RunError, UsageError
+from ..files import stored_dir
 from ..job import finetune_schedule, make_data, make_dessilbi, make_finetune_optimizer, seed_all, seed_arch
 from ..loop import Phase, Trainee
 from ..models import build_model, check_memory
@@ -156,7 +157,7 @@ def run_ticket_study(
     if relative_to != "net":  # a study folder written before the option existed stays valid
         settings["relative_to"] = relative_to
     config = {"kind": "ticket", "dataset": dataset, "recipe": r.to_dict(), "settings": settings,
-              "data_dir": None if data_dir is None else str(data_dir)}
+              "data_dir": stored_dir(data_dir)}
     check_study_config(path, config)
     dev = resolve_device(device)
     seeds_ = [_Seed(path / f"seed-{seed}", seed, dataset, data_dir, r, settings, dev) for seed in range(seeds)]
@@ -201,7 +202,7 @@ class _Seed:
     def __init__(self, root: Path, seed: int, dataset: str, data_dir: Any, recipe: Recipe, settings: Mapping[str, Any],
                  device: torch.device) -> None:
         self.root, self.seed, self.recipe, self.s, self.device = root, seed, recipe, settings, device
-        self.config = {"dataset": dataset, "data_dir": None if data_dir is None else str(data_dir), "seed": seed}
+        self.config = {"dataset": dataset, "data_dir": stored_dir(data_dir), "seed": seed}
         self.channels_last = wants_channels_last(recipe.run.channels_last, device)
         self.amp = amp_dtype(recipe.run.amp, device)
         self._data: Any = None
