@@ -10,14 +10,18 @@ Four controls, each trained from a fresh initialisation and written to
 - ``random``: a random allocation at the final net's MACs: every layer of the seed gets a
   growth factor drawn log-uniformly from [1/2, 2] (a new draw per run seed), then all are
   multiplied by the one factor that matches the MACs (bisection, as for ``uniform``);
-- ``seed``: the seed architecture alone.
+- ``seed``: the seed architecture alone;
+- ``fixed_uniform``: the ``uniform`` widths trained with the run's own schedule instead (a
+  search of its own: the run's recipe, seed and data from those widths, nothing grows
+  (``grow.signal = "off"``), the run's rounds, then its fine-tune; :func:`fixed_width_recipe`).
+  It differs from the grown net only in growing and from ``uniform`` only in the schedule.
 
 A fourth kind is the user's own: ``run_control(run_dir, NAME, arch=A)`` (``grownet baseline
 RUN_DIR --control NAME --arch A.json``) trains architecture ``A`` exactly as the controls above
 are trained, into ``controls/NAME/``: a hand-picked allocation measured against the grown net
 under the same data, epochs and schedule. Reports list such controls after the built-in ones.
 
-Training choice (documented here because reviewers ask): every control gets the same number
+Training choice (documented here because reviewers ask): every control but ``fixed_uniform`` gets the same number
 of epochs as the whole search (growth rounds plus fine-tune, ``summary.json`` ``epochs``),
 the search's fine-tune optimizer (``finetune.optimizer``: a *fresh* DessiLBI with the
 ``optim.*`` settings, or momentum SGD with the ``finetune.*`` settings) and the fine-tune's
@@ -28,7 +32,7 @@ device options come from the run's config.json, and the epochs run through the o
 loop (:func:`grownet.loop.fit`, with its divergence policy). As in the search, the epoch with the best validation accuracy
 is kept and the test set is evaluated once, on it.
 
-Each control folder holds ``summary.json`` (``control``, ``val_acc``, ``test_acc``, ``macs``,
+Each control folder (``fixed_uniform``'s is a run folder, as a search writes it) holds ``summary.json`` (``control``, ``val_acc``, ``test_acc``, ``macs``,
 ``params``, ``train_flops``, ``wall_time``, ``epochs``, ``best_epoch``, ``events``, ...),
 ``history.csv`` (the run's columns; ``round`` 0, ``phase`` ``"control"``), ``architecture.json``,
 ``weights.pt`` and ``grownet.log``.
@@ -48,19 +52,20 @@ import torch
 from .arch import Architecture, ResStage
 from .cost import cost
 from .errors import ArchitectureError, RunError, UsageError
-from .files import stored_dir
+from .files import atomic_write_text, stored_dir
 from .job import finetune_schedule, make_data, make_finetune_optimizer, seed_all
 from .loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit
 from .models import build_model, check_memory
 from .progress import Reporter
 from .recipe import Recipe
+from .search import search_or_resume
 from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, check_control_name, job_folder, load_run
 from .train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_device, wants_channels_last
 from .validate import check_int, check_text
 from .weights import save_model
 
-__all__ = ["CONTROLS", "ControlResult", "allocated_architecture", "FixedResult", "control_architecture", "train_fixed", "random_architecture", "scale_widths", "uniform_architecture",
-           "run_control"]
+__all__ = ["CONTROLS", "ControlResult", "allocated_architecture", "FixedResult", "control_architecture", "fixed_width_recipe",
+           "same_rounds", "train_fixed", "random_architecture", "scale_widths", "uniform_architecture", "run_control"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +173,9 @@ def _check_builtin(control: str) -> None:
 
 def control_architecture(run: RunRecord | str | os.PathLike, control: str) -> Architecture:
     """The architecture a control trains: the run's final net (``scratch``), its seed
-    (``seed``), the seed scaled to the final net's MACs (``uniform``), or a random allocation
-    at those MACs (``random``, drawn with the run's seed).
+    (``seed``), the seed scaled to the final net's MACs (``uniform``, and ``fixed_uniform``
+    with the run's schedule), or a random allocation at those MACs (``random``, drawn with
+    the run's seed).
 
     Raises:
         UsageError: for an unknown control name.
@@ -215,13 +221,15 @@ def run_control(
 
     Args:
         run_dir: a finished search's run folder.
-        control: ``"scratch"``, ``"uniform"``, ``"random"`` or ``"seed"``; with ``arch``, the
+        control: ``"scratch"``, ``"uniform"``, ``"random"``, ``"seed"`` or ``"fixed_uniform"`` (a
+            search: an unfinished one resumes from its checkpoint); with ``arch``, the
             name of the user's control (letters, digits, ``_ . -``, at most 64 characters, not
             a built-in control's name nor ``grown``, ``grown_uniform``, ``fixed_uniform`` or ``fresh``).
         arch: the architecture to train (an :class:`~grownet.arch.Architecture` or the path of
             an architecture JSON); it must fit the run's dataset (input channels and size,
             classes). Default: the one ``control`` names.
-        epochs: epochs to train (default: the search's total epochs, summary.json ``epochs``).
+        epochs: epochs to train (default: the search's total epochs, summary.json ``epochs``;
+            ``fixed_uniform`` takes none: it trains the run's rounds and fine-tune).
         data_dir: folder holding the dataset (default: the run's config.json ``data_dir``).
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         force: replace an existing result of this control.
@@ -247,7 +255,12 @@ def run_control(
         arch = replace(arch, meta={})
     else:
         _check_builtin(control)
+        if control == SCHEDULE_CONTROL and epochs is not None:
+            raise UsageError(f"--epochs: the {SCHEDULE_CONTROL} control trains the run's own rounds and fine-tune; "
+                             "leave --epochs out")
     run = load_run(run_dir)
+    if control == SCHEDULE_CONTROL and arch is None:
+        return _train_on_schedule(run, data_dir=data_dir, device=device, force=force, progress=progress)
     if arch is None:
         arch = control_architecture(run, control)
     if control != "scratch" and run.arch is not None and arch == run.arch:
@@ -273,6 +286,63 @@ def run_control(
         logger.info("control %s: val acc %.4f, test acc %.4f, %.2fM MACs, %.0f s -> %s",
                     control, result.val_acc, result.test_acc, result.macs / 1e6, result.wall_time, out.path)
     return result
+
+
+def fixed_width_recipe(recipe: Recipe, arch_file: Path, grown: RunRecord) -> Recipe:
+    """The ``fixed_uniform`` control's recipe: ``recipe`` started from the architecture in
+    ``arch_file`` (``model.seed_arch``; the ``uniform`` control's widths) with
+    ``grow.signal = "off"`` (nothing grows; no MACs or params budget to check it against) and
+    the ``grown`` run's rounds (:func:`same_rounds`): the final widths from the first step,
+    trained exactly as the grower (DessiLBI rounds, then the fine-tune, the same epochs)."""
+    return recipe.with_overrides({"model.seed_arch": str(arch_file), "model.seed_width": 0, "model.seed_depths": 0,
+                                  "grow.signal": "off", "grow.deepen": False, "budget.max_macs": 0, "budget.max_params": 0,
+                                  **same_rounds(grown)})
+
+
+def same_rounds(grown: RunRecord) -> dict[str, int]:
+    """Recipe overrides for a search that trains the ``grown`` run's rounds, no more and no
+    fewer whatever it grows: its round count as ``budget.max_rounds`` and ``budget.min_rounds``."""
+    rounds = int(grown.summary["rounds"])
+    return {"budget.max_rounds": rounds, "budget.min_rounds": rounds}
+
+
+#: The control that is a search of its own (:func:`fixed_width_recipe`).
+SCHEDULE_CONTROL = "fixed_uniform"
+
+
+def _train_on_schedule(run: RunRecord, *, data_dir: str | os.PathLike | None, device: str, force: bool,
+                       progress: Callable[[Mapping[str, Any]], None] | None) -> ControlResult:
+    """The ``fixed_uniform`` control: a search into ``controls/fixed_uniform/`` from the
+    uniform widths (written to ``controls/fixed_uniform.arch.json``, which its config names),
+    with the run's recipe, seed and dataset; a finished one is replaced only with ``force``,
+    an interrupted one resumes."""
+    folder = run.path / "controls" / SCHEDULE_CONTROL
+    finished = (folder / "summary.json").is_file()
+    if finished and not force:
+        raise RunError(f"{folder} already holds a finished control; pass --force to train it again")
+    arch_file = run.path / "controls" / f"{SCHEDULE_CONTROL}.arch.json"
+    arch_file.parent.mkdir(exist_ok=True)
+    atomic_write_text(arch_file, control_architecture(run, "uniform").to_json())
+    recipe = fixed_width_recipe(Recipe.from_dict(run.config["recipe"]), arch_file, run)
+    reporter = None if progress is None else _EpochReporter(progress)
+    result = search_or_resume(folder, dataset=run.config["dataset"], recipe=recipe, seed=int(run.config["seed"]),
+                              data_dir=data_dir if data_dir is not None else run.config.get("data_dir"), device=device,
+                              restart=finished, reporter=reporter, command=f"grownet baseline --control {SCHEDULE_CONTROL}")
+    best = load_run(folder).summary.get("best_epoch")
+    logger.info("control %s: val acc %.4f, test acc %.4f, %.2fM MACs, %.0f s -> %s", SCHEDULE_CONTROL,
+                result.val_acc, result.test_acc, result.macs / 1e6, result.wall_time, folder)
+    return ControlResult(SCHEDULE_CONTROL, folder, result.arch, result.val_acc, result.test_acc, result.macs, result.params,
+                         result.train_flops, result.wall_time, result.epochs, int(best or 0), tuple(result.events))
+
+
+class _EpochReporter(Reporter):
+    """A search's progress hooks that pass each epoch's history row to ``progress``."""
+
+    def __init__(self, progress: Callable[[Mapping[str, Any]], None]) -> None:
+        self._progress = progress
+
+    def epoch_end(self, row: Mapping[str, Any]) -> None:
+        self._progress(row)
 
 
 def _train(out: JobFolder, control: str, arch: Architecture, recipe: Recipe, config: Mapping[str, Any],

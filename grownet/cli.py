@@ -426,18 +426,21 @@ class ReportCommand(Command):
 
 class BaselineCommand(Command):
     name = "baseline"
-    help = ("train a control of a finished run (scratch, uniform or random width at equal MACs, the seed, or an "
-            "architecture of your own) into RUN_DIR/controls/")
+    help = ("train a control of a finished run (scratch, uniform or random width at equal MACs, the seed, the "
+            "uniform widths on the run's own schedule, or an architecture of your own) into RUN_DIR/controls/")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder written by grownet search")
         parser.add_argument("--control", required=True, metavar="NAME",
                             help="scratch: the final net from scratch; uniform: the seed layout scaled to the final "
-                                 "MACs; random: a random allocation at those MACs; seed: the seed net alone; with "
-                                 "--arch: the name of your control (its folder under controls/)")
+                                 "MACs; random: a random allocation at those MACs; seed: the seed net alone; "
+                                 "fixed_uniform: the uniform widths trained as the run trained (its rounds, nothing "
+                                 "grows, its fine-tune; resumes if interrupted); with --arch: the name of your control "
+                                 "(its folder under controls/)")
         parser.add_argument("--arch", metavar="A.json", help="train this architecture JSON as control NAME, exactly as "
                                                              "the built-in controls are trained")
-        parser.add_argument("--epochs", type=_integer(), metavar="E", help="epochs (default: the search's total epochs)")
+        parser.add_argument("--epochs", type=_integer(), metavar="E",
+                            help="epochs (default: the search's total epochs; not for fixed_uniform)")
         parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset (default: the run's own)")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
         parser.add_argument("--force", action="store_true", help="train the control again, replacing its results")

@@ -56,7 +56,7 @@ from .seeds import PRESETS
 from .train import resolve_device
 from .validate import check_int, check_text
 
-__all__ = ["search", "SearchResult", "Reporter", "SearchInterrupted", "default_out"]
+__all__ = ["search", "search_or_resume", "SearchResult", "Reporter", "SearchInterrupted", "default_out"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,29 @@ def _follow(dist: DistContext, *, device: str, resume: bool, reporter: Reporter 
             return job.run(resume=resume)
     except KeyboardInterrupt:
         raise SearchInterrupted(f"interrupted (rank {dist.rank}); rank 0 keeps the last checkpoint in {path}") from None
+
+
+def search_or_resume(
+    out: str | os.PathLike,
+    *,
+    dataset: str,
+    recipe: Recipe,
+    seed: int,
+    data_dir: str | os.PathLike | None,
+    device: str,
+    restart: bool = False,
+    reporter: Reporter | None = None,
+    command: str | None = None,
+) -> SearchResult:
+    """Run a search into ``out``, or resume it where ``out`` holds a checkpoint (then
+    ``dataset``, ``recipe`` and ``seed`` are the run's own; ``restart``: start it over, deleting
+    what ``out`` holds). What a job that runs searches of its own (a study's arms, the
+    ``fixed_uniform`` control) calls, so that an interrupted job continues where it stopped."""
+    out = Path(out)
+    started = not restart and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
+    return search(None if started else dataset, recipe=None if started else recipe, out=out, data_dir=data_dir,
+                  seed=None if started else seed, device=device, resume=started, force=out.exists() and not started,
+                  reporter=reporter, command=command)
 
 
 @_data_parallel

@@ -47,14 +47,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .arch import Architecture
-from .baseline import control_architecture, run_control
+from .baseline import fixed_width_recipe, run_control, same_rounds
 from .cost import cost
 from .errors import RunError, UsageError
 from .files import atomic_write_text, stored_dir
 from .policy import widen_all
 from .recipe import Recipe, resolve_recipe, upgrade_stored
 from .runfolder import RunRecord, load_run
-from .search import search
+from .search import search_or_resume
 from .validate import check_int, check_summary, check_text, read_json, read_run_file
 
 __all__ = ["ARMS", "CONTRASTS", "StudyResult", "METRICS", "check_arms", "check_study_config", "growth_factors", "mean_std",
@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 
 #: The arms, in the order tables show them.
 ARMS = ("grown", "scratch", "uniform", "random", "grown_uniform", "fixed_uniform")
-_CONTROLS = ("scratch", "uniform", "random")  # trained by grownet.baseline.run_control
+_CONTROLS = ("scratch", "uniform", "random")  # trained by grownet.baseline.run_control (fixed_uniform too, last)
 METRICS = ("val_acc", "test_acc", "macs", "params", "train_flops", "wall_time")
 
 
@@ -121,15 +121,12 @@ def run_study(
         for arm in _CONTROLS:
             if arm in wanted:
                 rows.append(_control(run_dir, arm, seed, seed_arch, data_dir, device))
-        record = load_run(run_dir)
         if "grown_uniform" in wanted:
-            uniform = uniform_growth_recipe(resolved, seed_arch, record)
+            uniform = uniform_growth_recipe(resolved, seed_arch, load_run(run_dir))
             rows.append(_grown(run_dir / "controls" / "grown_uniform", dataset, uniform, seed, data_dir, device,
                                arm="grown_uniform")[0])
         if "fixed_uniform" in wanted:
-            fixed = fixed_width_recipe(resolved, _uniform_widths(run_dir, record), record)
-            rows.append(_grown(run_dir / "controls" / "fixed_uniform", dataset, fixed, seed, data_dir, device,
-                               arm="fixed_uniform", seed_arch=seed_arch)[0])
+            rows.append(_control(run_dir, "fixed_uniform", seed, seed_arch, data_dir, device))
         _write(path, rows)  # partial results are readable while the study runs
     summary = _write(path, rows)
     return StudyResult(path, rows, summary)
@@ -147,19 +144,6 @@ def check_arms(arms: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise UsageError(f"--arms: unknown arm {str(unknown[0])[:40]!r}; choose from {', '.join(ARMS)}")
     return tuple(a for a in ARMS if a == "grown" or a in arms)
-
-
-def _uniform_widths(run_dir: Path, grown: RunRecord) -> Path:
-    """The ``uniform`` control's architecture as a JSON file for :func:`fixed_width_recipe`:
-    the control's own ``architecture.json`` where it was trained, else the same architecture
-    (:func:`grownet.baseline.control_architecture`) written to ``controls/uniform.arch.json``."""
-    trained = run_dir / "controls" / "uniform" / "architecture.json"
-    if trained.is_file():
-        return trained
-    file = run_dir / "controls" / "uniform.arch.json"
-    file.parent.mkdir(exist_ok=True)
-    atomic_write_text(file, control_architecture(grown, "uniform").to_json())
-    return file
 
 
 def uniform_growth_recipe(recipe: Recipe, seed_arch: Architecture, grown: RunRecord) -> Recipe:
@@ -193,27 +177,7 @@ def uniform_growth_recipe(recipe: Recipe, seed_arch: Architecture, grown: RunRec
             lo, hi = (mid, hi) if reach(mid, k) <= target else (lo, mid)
         ratio = max(1.0, math.floor(lo * 1e4) / 1e4)
     return recipe.with_overrides({"grow.signal": "uniform", "grow.ratio": ratio, "grow.min_add": 1, "grow.deepen": False,
-                                  "budget.max_macs": target, **_growers_rounds(grown)})
-
-
-def fixed_width_recipe(recipe: Recipe, arch_file: Path, grown: RunRecord) -> Recipe:
-    """The ``fixed_uniform`` arm's recipe: ``recipe`` started from the architecture in
-    ``arch_file`` (``model.seed_arch``; the study passes the ``uniform`` control's widths) with
-    ``grow.signal = "off"`` (nothing grows; no MACs or params budget to check it against) and
-    the ``grown`` run's round count as ``budget.max_rounds`` and ``budget.min_rounds``: the
-    final widths from the first step, trained exactly as the grower (DessiLBI rounds, then the
-    fine-tune, the same epochs), so that it differs from the ``uniform`` control only in the
-    schedule and from ``grown_uniform`` only in growing."""
-    return recipe.with_overrides({"model.seed_arch": str(arch_file), "model.seed_width": 0, "model.seed_depths": 0,
-                                  "grow.signal": "off", "grow.deepen": False, "budget.max_macs": 0, "budget.max_params": 0,
-                                  **_growers_rounds(grown)})
-
-
-def _growers_rounds(grown: RunRecord) -> dict[str, int]:
-    """Recipe overrides for a searched arm that trains the ``grown`` run's rounds, no more and
-    no fewer whatever it grows: its round count as ``budget.max_rounds`` and ``budget.min_rounds``."""
-    rounds = int(grown.summary["rounds"])
-    return {"budget.max_rounds": rounds, "budget.min_rounds": rounds}
+                                  "budget.max_macs": target, **same_rounds(grown)})
 
 
 #: The largest widening factor :func:`uniform_growth_recipe` considers (``grow.ratio``'s limit).
@@ -269,17 +233,17 @@ def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, d
     search's own seed)."""
     summary = run_dir / "summary.json"
     if not summary.exists():
-        started = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
-        logger.info("study: seed %d, %s arm (%s)", seed, arm, "resuming" if started else "starting")
-        search(None if started else dataset, recipe=None if started else recipe, out=run_dir, data_dir=data_dir,
-               seed=None if started else seed, device=device, resume=started, force=run_dir.exists() and not started,
-               command="grownet study")
+        logger.info("study: seed %d, %s arm", seed, arm)
+        search_or_resume(run_dir, dataset=dataset, recipe=recipe, seed=seed, data_dir=data_dir, device=device,
+                         command="grownet study")
     s = read_summary(summary, "seed_arch", "final_arch")
     own = Architecture.from_dict(s["seed_arch"])
     return _row(arm, seed, s, Architecture.from_dict(s["final_arch"]), seed_arch or own), own
 
 
 def _control(run_dir: Path, arm: str, seed: int, seed_arch: Architecture, data_dir: Any, device: str) -> dict[str, Any]:
+    """A control arm's row, the control trained first where its summary is not there yet (an
+    unfinished ``fixed_uniform`` search resumes; another unfinished control is trained again)."""
     folder = run_dir / "controls" / arm
     if not (folder / "summary.json").exists():
         logger.info("study: seed %d, %s arm", seed, arm)

@@ -200,7 +200,11 @@ def test_run_control_rejects_bad_arguments(tiny_run: Path) -> None:
         run_control(tiny_run, "seed", epochs=0, device="cpu")
     with pytest.raises(UsageError, match="--control: must be one of"):
         run_control(tiny_run, "wider", device="cpu")
-    assert CONTROLS == ("scratch", "uniform", "random", "seed")
+    assert CONTROLS == ("scratch", "uniform", "random", "seed", "fixed_uniform")
+    with pytest.raises(UsageError, match=r"^--epochs: the fixed_uniform control trains the run's own rounds and "
+                                         r"fine-tune; leave --epochs out$"):
+        run_control(tiny_run, "fixed_uniform", epochs=3, device="cpu")
+    assert not (tiny_run / "controls" / "fixed_uniform").exists()
 
 
 def test_cli_baseline_trains_the_control_and_rewrites_the_report(tiny_run: Path, seed_control: baseline.ControlResult) -> None:
@@ -299,8 +303,8 @@ def test_cli_baseline_trains_a_control_of_your_own(tiny_run: Path, tmp_path: Pat
     capsys.readouterr()
     assert main(["baseline", str(tiny_run), "--control", "uniform", "--arch", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["grownet: error: --control: 'uniform' is taken (scratch, uniform, random, seed, grown, grown_uniform, "
-                   "fixed_uniform, fresh are); choose another name for a control of your own architecture"]
+    assert err == ["grownet: error: --control: 'uniform' is taken (scratch, uniform, random, seed, fixed_uniform, grown, "
+                   "grown_uniform, fresh are); choose another name for a control of your own architecture"]
 
 
 # ---- divergence: the one policy of grownet.loop ----------------------------------------------------------
@@ -366,3 +370,38 @@ def test_a_compiled_control_writes_weights_that_load_into_a_plain_model(tmp_path
     model = load_model(out / "architecture.json", out / "weights.pt")  # strict: every key matches
     assert not any(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values())
                    if a.is_floating_point() and a.dim() == 4)  # trained weights, not a fresh init
+
+
+def test_fixed_uniform_trains_the_uniform_widths_on_the_runs_own_schedule_and_the_report_lists_it(tmp_path: Path) -> None:
+    import sys
+
+    from grownet.cli import main
+    from grownet.report import write_report
+    from grownet.search import search
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _smoke import FAST, SMOKE, smoke_dataset
+
+    dataset, data_dir = smoke_dataset(tmp_path)
+    over = {**FAST, "grow.local_epochs": 1, "budget.max_rounds": 2, "grow.tau": 0.5}
+    run = search(dataset, data_dir=data_dir, recipe=SMOKE, overrides=over, out=tmp_path / "run", seed=1, device="cpu")
+    result = run_control(run.run_dir, "fixed_uniform", device="cpu")
+    folder = run.run_dir / "controls" / "fixed_uniform"
+    assert result.path == folder and (folder / "summary.json").is_file()
+    uniform = control_architecture(load_run(run.run_dir), "uniform")
+    assert result.arch.layer_widths() == uniform.layer_widths() and result.macs == cost(uniform).macs
+    # the run's schedule: its rounds (nothing grows), its epochs, its recipe and seed otherwise
+    rounds = json.loads((folder / "rounds.json").read_text())
+    assert [r["grew"] for r in rounds] == [False] * run.rounds and result.epochs == run.epochs
+    config, own = (json.loads((d / "config.json").read_text()) for d in (folder, run.run_dir))
+    assert config["seed"] == own["seed"] and config["recipe"]["grow"]["signal"] == "off"
+    assert config["recipe"]["optim"] == own["recipe"]["optim"] and config["recipe"]["finetune"] == own["recipe"]["finetune"]
+    # read back as a control of the run, labelled in its report
+    assert load_run(run.run_dir).controls["fixed_uniform"].summary["test_acc"] == result.test_acc
+    assert "uniform width, this run&#x27;s schedule" in write_report(run.run_dir).read_text(encoding="utf-8")
+    argv = ["baseline", str(run.run_dir), "--control", "fixed_uniform", "--device", "cpu", "--quiet", "--no-report"]
+    assert main(argv) == 2  # finished: --force is needed
+    mtime = (folder / "weights.pt").stat().st_mtime_ns
+    assert main(argv + ["--force"]) == 0
+    again = json.loads((folder / "summary.json").read_text())
+    assert (folder / "weights.pt").stat().st_mtime_ns != mtime and again["test_acc"] == result.test_acc

@@ -53,6 +53,7 @@ CONTROL_LABELS = {
     "uniform": "uniform width, equal MACs",
     "random": "random allocation, equal MACs",
     "seed": "seed net alone",
+    "fixed_uniform": "uniform width, this run's schedule",
 }
 
 
@@ -521,12 +522,13 @@ def controls_info(run: RunRecord) -> list[ModelPoint]:
 
 
 def controls_like_grown(run: RunRecord) -> list[str]:
-    """Names of the finished controls (other than ``scratch``) whose architecture equals the
-    grown net's: e.g. ``uniform`` when growth widened every layer by one factor."""
+    """Names of the finished controls trained from scratch (other than ``scratch``) whose
+    architecture equals the grown net's: e.g. ``uniform`` when growth widened every layer by
+    one factor."""
     if run.arch is None:
         return []
     return [name for name in CONTROL_NAMES
-            if name != "scratch" and name in run.controls and run.controls[name].arch == run.arch]
+            if name not in ("scratch", "fixed_uniform") and name in run.controls and run.controls[name].arch == run.arch]
 
 
 def pareto_front(points: Sequence[ModelPoint], *, metric: str = "test_acc") -> list[bool]:

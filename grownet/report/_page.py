@@ -156,7 +156,7 @@ def _controls(run: RunRecord) -> Safe:
     points = controls_info(run)
     if len(points) == 1:
         return section("controls", "Controls", _para(
-            "No controls yet. Run `grownet baseline RUN_DIR --control scratch|uniform|random|seed` (or `--control NAME "
+            "No controls yet. Run `grownet baseline RUN_DIR --control scratch|uniform|random|seed|fixed_uniform` (or `--control NAME "
             "--arch A.json` for an architecture of your own) and regenerate this report with `grownet report RUN_DIR`."))
     grown = points[0]
     rows = [
@@ -174,9 +174,11 @@ def _controls(run: RunRecord) -> Safe:
         parts.append(_para(f"The {CONTROL_LABELS[name]} control has exactly the grown net's widths (growth scaled every "
                            f"layer by the same factor), so it trains the same net as the scratch control.", "warn"))
     return section("controls", "Controls", join(parts), intro="METHOD.md §4: " + "; ".join(f"{k}: {v}" for k, v in CONTROL_LABELS.items() if k != "grown")
-              + ". Each control trains from scratch for the search's total epochs, with the search's fine-tune "
-                "optimizer and a cosine learning rate over all of them, on the same data split and seed; its best "
-                "validation epoch is kept and tested once.")
+              + ". Each control but fixed_uniform trains from scratch for the search's total epochs, with the search's "
+                "fine-tune optimizer and a cosine learning rate over all of them, on the same data split and seed; "
+                "fixed_uniform trains the uniform widths exactly as this run trained (its DessiLBI rounds, nothing "
+                "grows, then its fine-tune), so that it differs from the grown net only in growing. Each keeps its best "
+                "validation epoch and tests it once.")
 
 
 def _decisions(run: RunRecord) -> Safe:

@@ -23,12 +23,13 @@ from ._folder import HISTORY_COLUMNS, RunFolder
 
 __all__ = ["CONTROL_NAMES", "RESERVED_CONTROL_NAMES", "ControlRecord", "check_control_name", "RunRecord", "load_control", "load_run", "read_config", "read_history", "read_json"]
 
-#: The controls of METHOD.md §4, in the order reports show them.
-CONTROL_NAMES = ("scratch", "uniform", "random", "seed")
+#: The controls of METHOD.md §4 and ``fixed_uniform`` (the uniform widths on the run's own
+#: schedule, a search of its own: grownet.baseline), in the order reports show them.
+CONTROL_NAMES = ("scratch", "uniform", "random", "seed", "fixed_uniform")
 #: Names a control of the user's own architecture cannot take: the built-in controls, the
 #: report's name for the grown net, and the folders other jobs keep under ``controls/`` (the
-#: growth study's ``grown_uniform`` and ``fixed_uniform`` searches, the ticket job's ``fresh`` retraining).
-RESERVED_CONTROL_NAMES = (*CONTROL_NAMES, "grown", "grown_uniform", "fixed_uniform", "fresh")
+#: growth study's ``grown_uniform`` search, the ticket job's ``fresh`` retraining).
+RESERVED_CONTROL_NAMES = (*CONTROL_NAMES, "grown", "grown_uniform", "fresh")
 _CONTROL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
