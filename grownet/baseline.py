@@ -299,11 +299,12 @@ def fixed_width_recipe(recipe: Recipe, arch_file: Path, grown: RunRecord) -> Rec
                                   **same_rounds(grown)})
 
 
-def same_rounds(grown: RunRecord) -> dict[str, int]:
+def same_rounds(grown: RunRecord) -> dict[str, int | float]:
     """Recipe overrides for a search that trains the ``grown`` run's rounds, no more and no
-    fewer whatever it grows: its round count as ``budget.max_rounds`` and ``budget.min_rounds``."""
+    fewer whatever it grows: its round count as ``budget.max_rounds`` and ``budget.min_rounds``,
+    and no ``budget.time_budget`` (the grower's rounds are the schedule, not this run's clock)."""
     rounds = int(grown.summary["rounds"])
-    return {"budget.max_rounds": rounds, "budget.min_rounds": rounds}
+    return {"budget.max_rounds": rounds, "budget.min_rounds": rounds, "budget.time_budget": 0.0}
 
 
 #: The control that is a search of its own (:func:`fixed_width_recipe`).

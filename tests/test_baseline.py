@@ -383,7 +383,7 @@ def test_fixed_uniform_trains_the_uniform_widths_on_the_runs_own_schedule_and_th
     from _smoke import FAST, SMOKE, smoke_dataset
 
     dataset, data_dir = smoke_dataset(tmp_path)
-    over = {**FAST, "grow.local_epochs": 1, "budget.max_rounds": 2, "grow.tau": 0.5}
+    over = {**FAST, "grow.local_epochs": 1, "budget.max_rounds": 2, "grow.tau": 0.5, "budget.time_budget": 1e6}
     run = search(dataset, data_dir=data_dir, recipe=SMOKE, overrides=over, out=tmp_path / "run", seed=1, device="cpu")
     result = run_control(run.run_dir, "fixed_uniform", device="cpu")
     folder = run.run_dir / "controls" / "fixed_uniform"
@@ -395,6 +395,7 @@ def test_fixed_uniform_trains_the_uniform_widths_on_the_runs_own_schedule_and_th
     assert [r["grew"] for r in rounds] == [False] * run.rounds and result.epochs == run.epochs
     config, own = (json.loads((d / "config.json").read_text()) for d in (folder, run.run_dir))
     assert config["seed"] == own["seed"] and config["recipe"]["grow"]["signal"] == "off"
+    assert config["recipe"]["budget"]["time_budget"] == 0 < own["recipe"]["budget"]["time_budget"]  # rounds, not a clock
     assert config["recipe"]["optim"] == own["recipe"]["optim"] and config["recipe"]["finetune"] == own["recipe"]["finetune"]
     # read back as a control of the run, labelled in its report
     assert load_run(run.run_dir).controls["fixed_uniform"].summary["test_acc"] == result.test_acc
