@@ -1,7 +1,7 @@
 """Controls for a grown net (METHOD.md §4): what the same budget buys without growing.
 
-Four controls, each trained from a fresh initialisation and written to
-``RUN_DIR/controls/<name>/``:
+Five controls, each written to ``RUN_DIR/controls/<name>/``; the first four are trained from a
+fresh initialisation with the fine-tune's schedule (below), the fifth with the run's own:
 
 - ``scratch``: the final architecture of the run, trained from scratch;
 - ``uniform``: the seed's layout with every width scaled by one multiplier, found by
@@ -16,13 +16,13 @@ Four controls, each trained from a fresh initialisation and written to
   (``grow.signal = "off"``), the run's rounds, then its fine-tune; :func:`fixed_width_recipe`).
   It differs from the grown net only in growing and from ``uniform`` only in the schedule.
 
-A fourth kind is the user's own: ``run_control(run_dir, NAME, arch=A)`` (``grownet baseline
+Another kind is the user's own: ``run_control(run_dir, NAME, arch=A)`` (``grownet baseline
 RUN_DIR --control NAME --arch A.json``) trains architecture ``A`` exactly as the controls above
 are trained, into ``controls/NAME/``: a hand-picked allocation measured against the grown net
 under the same data, epochs and schedule. Reports list such controls after the built-in ones.
 
-Training choice (documented here because reviewers ask): every control but ``fixed_uniform`` gets the same number
-of epochs as the whole search (growth rounds plus fine-tune, ``summary.json`` ``epochs``),
+Training choice (documented here because reviewers ask): every control but ``fixed_uniform``
+gets the same number of epochs as the whole search (growth rounds plus fine-tune, ``summary.json`` ``epochs``),
 the search's fine-tune optimizer (``finetune.optimizer``: a *fresh* DessiLBI with the
 ``optim.*`` settings, or momentum SGD with the ``finetune.*`` settings) and the fine-tune's
 cosine learning-rate schedule (``finetune.lr`` down to ``finetune.min_lr``, with its warm-up
@@ -32,10 +32,10 @@ device options come from the run's config.json, and the epochs run through the o
 loop (:func:`grownet.loop.fit`, with its divergence policy). As in the search, the epoch with the best validation accuracy
 is kept and the test set is evaluated once, on it.
 
-Each control folder (``fixed_uniform``'s is a run folder, as a search writes it) holds ``summary.json`` (``control``, ``val_acc``, ``test_acc``, ``macs``,
+Each control folder holds ``summary.json`` (``control``, ``val_acc``, ``test_acc``, ``macs``,
 ``params``, ``train_flops``, ``wall_time``, ``epochs``, ``best_epoch``, ``events``, ...),
 ``history.csv`` (the run's columns; ``round`` 0, ``phase`` ``"control"``), ``architecture.json``,
-``weights.pt`` and ``grownet.log``.
+``weights.pt`` and ``grownet.log``; ``fixed_uniform``'s is a run folder, as a search writes it.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ from .loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit
 from .models import build_model, check_memory
 from .progress import Reporter
 from .recipe import Recipe
-from .search import search_or_resume
 from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, check_control_name, job_folder, load_run
+from .search import search_or_resume
 from .train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_device, wants_channels_last
 from .validate import check_int, check_text
 from .weights import save_model

@@ -17,7 +17,7 @@ arm did (or as often as fits its MACs) and to end just under its MACs, and to tr
 arm's rounds whatever it grows (``budget.min_rounds``). It trains as the grown arm does
 (DessiLBI rounds, then the fine-tune, the same epochs), so grown − grown_uniform is what the signal's
 allocation adds to growing, where the other controls also change how the net is trained.
-A third search, ``fixed_uniform`` (:func:`fixed_width_recipe`), trains the ``uniform``
+A third search, ``fixed_uniform`` (the control of :func:`grownet.baseline.fixed_width_recipe`), trains the ``uniform``
 control's widths from the first step exactly as the grown arm trains (the same rounds,
 nothing grows, then the fine-tune): grown_uniform − fixed_uniform is what growing adds over
 training the final net with the grower's schedule, and fixed_uniform − uniform what that
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .arch import Architecture
-from .baseline import fixed_width_recipe, run_control, same_rounds
+from .baseline import run_control, same_rounds
 from .cost import cost
 from .errors import RunError, UsageError
 from .files import atomic_write_text, stored_dir

@@ -84,8 +84,8 @@ def test_default_space_covers_every_searched_key_within_the_recipe_ranges():
     ({"min_add": [2, 4, 8]}, r"^tune\.min_add: must be \[low, high\] or a single value, got 3 values$"),
     ({"local_epochs": 0}, r"^tune\.local_epochs: must be >= 1, got 0$"),
     ({"deepen": "yes"}, r"^tune\.deepen: must be true or false, got 'yes'$"),
-    ({"widen": [1, 2]}, r"^tune\.widen: unknown key \(searched: tau, ratio, min_add, local_epochs, deepen, kappa, mu, lr, "
-                             r"activity_cost_exponent\)$"),
+    ({"widen": [1, 2]}, (r"^tune\.widen: unknown key \(searched: tau, ratio, min_add, local_epochs, deepen, kappa, mu, "
+                         r"lr, activity_cost_exponent\)$")),
     ({"activity_cost_exponent": [0, 5]}, r"^tune\.activity_cost_exponent\[1\]: must be in \[0, 4\], got 5$"),
 ])
 def test_bad_ranges_are_rejected_naming_the_key(table, message):

@@ -156,8 +156,9 @@ def _controls(run: RunRecord) -> Safe:
     points = controls_info(run)
     if len(points) == 1:
         return section("controls", "Controls", _para(
-            "No controls yet. Run `grownet baseline RUN_DIR --control scratch|uniform|random|seed|fixed_uniform` (or `--control NAME "
-            "--arch A.json` for an architecture of your own) and regenerate this report with `grownet report RUN_DIR`."))
+            "No controls yet. Run `grownet baseline RUN_DIR --control scratch|uniform|random|seed|fixed_uniform` (or "
+            "`--control NAME --arch A.json` for an architecture of your own) and regenerate this report with "
+            "`grownet report RUN_DIR`."))
     grown = points[0]
     rows = [
         (p.label, pct(p.val_acc), pct(p.test_acc), si(p.macs), si(p.params), si(p.train_flops),
