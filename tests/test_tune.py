@@ -120,6 +120,18 @@ def test_an_optional_key_is_searched_only_where_named_and_a_stored_space_without
     assert TuneSpace.from_stored(named.to_dict()) == named
 
 
+def test_a_study_that_searches_an_optional_key_stores_it_and_resumes_with_it(tmp_path, data):
+    out = tmp_path / "o"
+    first = run_tune(out, data, trials=0, space={**SPACE, "activity_cost_exponent": [0.0, 1.0]})
+    config = load(out, first.study_name).user_attrs["grownet.tune"]
+    assert config["space"]["activity_cost_exponent"] == {"low": 0.0, "high": 1.0, "log": False}
+    assert "[0.0, 1.0]" in (out / "tune.html").read_text(encoding="utf-8")
+    again = run_tune(out, data, trials=0, recipe=None, overrides=None, space=None)  # the study's own space
+    assert again.study_name == first.study_name
+    with pytest.raises(RunError, match=r"another search space \(tune\.activity_cost_exponent = \{.*\}, now None\)"):
+        run_tune(out, data, trials=0)  # the same space without the key
+
+
 def test_recipe_files_with_a_tune_table_still_load_as_recipes(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(SMOKE.read_text() + "\n[tune]\ntau = [0.6, 0.9]\n")
