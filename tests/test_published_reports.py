@@ -15,7 +15,7 @@ from grownet.report.formatting import duration, pct, si
 REPO = Path(__file__).resolve().parents[1]
 #: Published run folders (a study folder, with its study.json, is checked in tests/test_published_study.py).
 FOLDERS = sorted(p.parent for p in (REPO / "reports").glob("*/summary.json") if not (p.parent / "study.json").exists())
-CONTROLS = ("scratch", "uniform", "seed")  # the first version's three; random came with grownet study
+CONTROLS = ("scratch", "uniform", "seed", "fixed_uniform")  # the first version's three, then fixed_uniform
 
 
 def summaries(folder: Path) -> dict[str, dict]:
@@ -32,10 +32,13 @@ def test_reports_holds_the_cifar10_cpu_runs_with_their_controls():
     """The first version's run (Γ support signal) with its three controls, and the current
     recipe's run with the controls that were trained (see the README's Status)."""
     v1, now = REPO / "reports" / "cifar10-cpu-v1", REPO / "reports" / "cifar10-cpu"
-    assert v1 in FOLDERS and set(summaries(v1)) == {"grown", *CONTROLS}
+    assert v1 in FOLDERS and set(summaries(v1)) == {"grown", "scratch", "uniform", "seed"}
     for folder in (v1, now):
         assert (folder / "report.html").is_file() and (folder / "architecture.json").is_file()
-    assert now in FOLDERS and {"grown", "uniform"} <= set(summaries(now))
+    assert now in FOLDERS and {"grown", "uniform", "fixed_uniform"} <= set(summaries(now))
+    fixed = json.loads((now / "controls" / "fixed_uniform" / "summary.json").read_text())
+    grown = json.loads((now / "summary.json").read_text())
+    assert (fixed["epochs"], fixed["rounds"]) == (grown["epochs"], grown["rounds"])  # the grower's schedule
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
@@ -97,7 +100,7 @@ def test_the_gpu_run_is_the_reference_recipe_on_all_of_cifar10_with_four_control
     assert "cifar10: 50000 train, 10000 test images" in (folder / "grownet.log").read_text()
     assert "NVIDIA H200" in (folder / "device" / "machine.txt").read_text()
     runs = {**summaries(folder), "random": json.loads((folder / "controls" / "random" / "summary.json").read_text())}
-    assert set(runs) == {"grown", *CONTROLS, "random"}
+    assert set(runs) == {"grown", "scratch", "uniform", "seed", "random"}
     assert {s["epochs"] for s in runs.values()} == {runs["grown"]["epochs"]}
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## On a GPU"):readme.index("## Growth study (CPU)")]
