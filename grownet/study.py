@@ -227,10 +227,9 @@ def _first_difference(old: Any, new: Any, where: str = "") -> tuple[str, Any, An
 
 
 def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, device: str,
-           arm: str = "grown", seed_arch: Architecture | None = None) -> tuple[dict[str, Any], Architecture]:
-    """A searched arm's row (the search run, or resumed, if its summary is not there yet) and
-    its seed architecture; the row's growth factors are against ``seed_arch`` (default: the
-    search's own seed)."""
+           arm: str = "grown") -> tuple[dict[str, Any], Architecture]:
+    """A growing arm's row (the search run, or resumed, if its summary is not there yet) and
+    its seed architecture, against which the row's growth factors are."""
     summary = run_dir / "summary.json"
     if not summary.exists():
         logger.info("study: seed %d, %s arm", seed, arm)
@@ -238,7 +237,7 @@ def _grown(run_dir: Path, dataset: str, recipe: Any, seed: int, data_dir: Any, d
                          command="grownet study")
     s = read_summary(summary, "seed_arch", "final_arch")
     own = Architecture.from_dict(s["seed_arch"])
-    return _row(arm, seed, s, Architecture.from_dict(s["final_arch"]), seed_arch or own), own
+    return _row(arm, seed, s, Architecture.from_dict(s["final_arch"]), own), own
 
 
 def _control(run_dir: Path, arm: str, seed: int, seed_arch: Architecture, data_dir: Any, device: str) -> dict[str, Any]:

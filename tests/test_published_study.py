@@ -1,8 +1,8 @@
 """The committed growth studies (reports/growth-study-cpu/ at 12M MACs, reports/growth-study-cpu-24m/,
-reports/growth-study-cpu-permac/ with grow.activity_cost_exponent = 1, and the same with six rounds
-allowed in reports/growth-study-cpu-permac-6rounds/):
-each summary.json is what its runs say, every control sits at the grown net's MACs, and the
-README quotes each summary's numbers."""
+reports/growth-study-cpu-permac/ with grow.activity_cost_exponent = 1, the same with six rounds
+allowed in reports/growth-study-cpu-permac-6rounds/, and reports/growth-study-cpu-ft18/ with an
+18-epoch fine-tune and some of the arms): each summary.json is what its runs say, every control
+sits at the grown net's MACs, and the README quotes each summary's numbers."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from grownet.study import ARMS, CONTRASTS, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = [REPO / "reports" / name for name in ("growth-study-cpu", "growth-study-cpu-24m", "growth-study-cpu-permac",
-                                                "growth-study-cpu-permac-6rounds")]
+                                                "growth-study-cpu-permac-6rounds", "growth-study-cpu-ft18")]
 
 
 @pytest.fixture(params=STUDIES, ids=lambda p: p.name)
@@ -28,6 +28,11 @@ def study(request) -> Path:
     return request.param
 
 
+def _arms(study: Path) -> list[str]:
+    """The arms the study ran (every one of ARMS in the full studies), in ARMS order."""
+    return [arm for arm in ARMS if arm in json.loads((study / "summary.json").read_text())["arms"]]
+
+
 def _rows(study: Path) -> list[dict]:
     """One row per run, rebuilt from each run's own summary.json and architecture.json."""
     rows = []
@@ -35,7 +40,7 @@ def _rows(study: Path) -> list[dict]:
         seed = int(seed_dir.name.split("-")[1])
         grown = json.loads((seed_dir / "summary.json").read_text())
         seed_arch = Architecture.from_dict(grown["seed_arch"])
-        for arm in ARMS:
+        for arm in _arms(study):
             folder = seed_dir if arm == "grown" else seed_dir / "controls" / arm
             s = json.loads((folder / "summary.json").read_text())
             arch = Architecture.from_json(folder / "architecture.json")
@@ -55,7 +60,8 @@ def test_summary_is_what_the_runs_say(study):
     assert len({r["seed"] for r in rows}) >= 3
     stored = json.loads((study / "summary.json").read_text())
     again = json.loads(json.dumps(summarize(rows)))
-    for arm in ARMS:
+    assert {"grown", "fixed_uniform"} <= set(_arms(study))
+    for arm in _arms(study):
         for key, value in stored["arms"][arm].items():
             if key == "n":
                 assert value == again["arms"][arm]["n"]
@@ -63,7 +69,8 @@ def test_summary_is_what_the_runs_say(study):
                 assert value["mean"] == pytest.approx(again["arms"][arm][key]["mean"], rel=1e-9), (arm, key)
     for arm, d in stored["grown_minus"].items():
         assert d["mean"] == pytest.approx(again["grown_minus"][arm]["mean"], abs=1e-12)
-    assert set(stored["contrasts"]) == set(again["contrasts"]) == {f"{a} - {b}" for a, b in CONTRASTS}
+    assert set(stored["contrasts"]) == set(again["contrasts"]) == {
+        f"{a} - {b}" for a, b in CONTRASTS if {a, b} <= set(_arms(study))}
     for pair, d in stored["contrasts"].items():
         assert (d["mean"], d["std"]) == (pytest.approx(again["contrasts"][pair]["mean"], abs=1e-12),
                                          pytest.approx(again["contrasts"][pair]["std"], abs=1e-12))
@@ -100,7 +107,7 @@ def test_the_searched_controls_trained_the_growers_rounds_and_epochs(study):
     (budget.min_rounds holds them to the grower's rounds); fixed_uniform never grew."""
     for seed_dir in sorted(study.glob("seed-*")):
         grown = json.loads((seed_dir / "summary.json").read_text())
-        for name in ("grown_uniform", "fixed_uniform"):
+        for name in {"grown_uniform", "fixed_uniform"} & set(_arms(study)):
             arm = json.loads((seed_dir / "controls" / name / "summary.json").read_text())
             assert (arm["epochs"], arm["rounds"]) == (grown["epochs"], grown["rounds"]), (seed_dir, name)
         rounds = json.loads((seed_dir / "controls" / "fixed_uniform" / "rounds.json").read_text())
@@ -108,7 +115,8 @@ def test_the_searched_controls_trained_the_growers_rounds_and_epochs(study):
 
 
 @pytest.mark.parametrize(("name", "folder", "epochs", "rounds"), [
-    ("growth-study-cpu", "fixed_uniform_10ep", 10, 2), ("growth-study-cpu-24m", "fixed_uniform_12ep", 12, 3)])
+    ("growth-study-cpu", "fixed_uniform_10ep", 10, 2), ("growth-study-cpu-24m", "fixed_uniform_12ep", 12, 3),
+    ("growth-study-cpu-ft18", "fixed_uniform_22ep", 22, 2)])
 def test_the_fixed_widths_with_fewer_rounds_trained_less_and_the_readme_quotes_them(name, folder, epochs, rounds):
     """reports/<study>/seed-k/controls/<folder>/ (reports/growth-study-cpu/fixed_uniform_fewer_rounds.py):
     the fixed_uniform widths with fewer rounds than the grower, so fewer epochs; the README
