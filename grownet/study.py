@@ -100,8 +100,8 @@ def run_study(
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         overrides: ``{"grow.tau": 0.6, ...}`` applied on top of ``recipe``.
         arms: the arms to run, names from :data:`ARMS`; ``grown`` runs whether named or not
-            (every other arm is defined by it). A later call with more arms adds them to the
-            same folder; the tables show the arms that have runs.
+            (every other arm is defined by it). A later call may name others: they are added
+            to the same folder, and the files show every arm that has finished runs.
 
     Raises:
         UsageError: bad ``seeds`` or an unknown arm.
@@ -118,14 +118,17 @@ def run_study(
         run_dir = path / f"seed-{seed}"
         grown, seed_arch = _grown(run_dir, dataset, resolved, seed, data_dir, device)
         rows.append(grown)
+        def run(arm: str) -> bool:  # named in this call, or finished by an earlier one (read back)
+            return arm in wanted or (run_dir / "controls" / arm / "summary.json").is_file()
+
         for arm in _CONTROLS:
-            if arm in wanted:
+            if run(arm):
                 rows.append(_control(run_dir, arm, seed, seed_arch, data_dir, device))
-        if "grown_uniform" in wanted:
+        if run("grown_uniform"):
             uniform = uniform_growth_recipe(resolved, seed_arch, load_run(run_dir))
             rows.append(_grown(run_dir / "controls" / "grown_uniform", dataset, uniform, seed, data_dir, device,
                                arm="grown_uniform")[0])
-        if "fixed_uniform" in wanted:
+        if run("fixed_uniform"):
             rows.append(_control(run_dir, "fixed_uniform", seed, seed_arch, data_dir, device))
         _write(path, rows)  # partial results are readable while the study runs
     summary = _write(path, rows)

@@ -214,8 +214,9 @@ def test_a_study_of_some_arms_runs_those_and_adds_more_later(tmp_path):
     assert Architecture.from_dict(fixed["seed_arch"]).layer_widths() == want.layer_widths()
     assert set(result.summary["arms"]) == {"grown", "fixed_uniform"} and result.summary["contrasts"] == {}
     weights = {p: p.stat().st_mtime_ns for p in out.rglob("weights.pt")}
-    more = run_study(dataset, arms=("uniform", "grown", "fixed_uniform"), **args)
+    more = run_study(dataset, arms=("uniform",), **args)  # the finished fixed_uniform arm is read back
     assert [r["arm"] for r in more.rows] == ["grown", "uniform", "fixed_uniform"]
+    assert set(json.loads((out / "summary.json").read_text())["arms"]) == {"grown", "uniform", "fixed_uniform"}
     assert set(more.summary["contrasts"]) == {"fixed_uniform - uniform"}
     assert all(p.stat().st_mtime_ns == t for p, t in weights.items())  # nothing finished trained again
     uniform = Architecture.from_json(out / "seed-0" / "controls" / "uniform" / "architecture.json")
