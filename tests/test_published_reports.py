@@ -39,6 +39,9 @@ def test_reports_holds_the_cifar10_cpu_runs_with_their_controls():
     fixed = json.loads((now / "controls" / "fixed_uniform" / "summary.json").read_text())
     grown = json.loads((now / "summary.json").read_text())
     assert (fixed["epochs"], fixed["rounds"]) == (grown["epochs"], grown["rounds"])  # the grower's schedule
+    fewer = json.loads((now / "controls" / "fixed_uniform_28ep" / "summary.json").read_text())  # one round fewer
+    assert (fewer["epochs"], fewer["rounds"]) == (28, 3) and fewer["final_arch"]["stages"] == fixed["final_arch"]["stages"]
+    assert f"| {100 * fewer['val_acc']:.2f}% | {100 * fewer['test_acc']:.2f}% |" in (REPO / "README.md").read_text()
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
