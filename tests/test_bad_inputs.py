@@ -273,7 +273,7 @@ CASES: dict[str, Case] = {
     "report of a missing folder": Case(("report", "{tmp}/nope"), "no such run folder"),
     "report of a foreign folder": Case(("report", "{tmp}/out"), "out", other_files),
     "baseline of a missing folder": Case(("baseline", "{tmp}/nope", "--control", "seed"), "no such run folder"),
-    "unknown control": Case(("baseline", "{tmp}/nope", "--control", "cousin"), "--control: must be one of scratch, uniform, random, seed, got 'cousin'"),
+    "unknown control": Case(("baseline", "{tmp}/nope", "--control", "cousin"), "--control: must be one of scratch, uniform, random, seed, fixed_uniform, got 'cousin'"),
     "own control without its architecture file": Case(("baseline", "{tmp}/nope", "--control", "mine", "--arch", "{tmp}/none.json"),
                                                       "none.json: file not found"),
     "own control named like a built-in": Case(("baseline", "{tmp}/nope", "--control", "seed", "--arch", "{tmp}/none.json"),

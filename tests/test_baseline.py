@@ -383,7 +383,8 @@ def test_fixed_uniform_trains_the_uniform_widths_on_the_runs_own_schedule_and_th
     from _smoke import FAST, SMOKE, smoke_dataset
 
     dataset, data_dir = smoke_dataset(tmp_path)
-    over = {**FAST, "grow.local_epochs": 1, "budget.max_rounds": 2, "grow.tau": 0.5, "budget.time_budget": 1e6}
+    over = {**FAST, "data.limit_train": 500, "data.val_size": 200, "data.limit_test": 200, "grow.local_epochs": 1,
+            "budget.max_rounds": 2, "grow.tau": 0.5, "budget.time_budget": 1e6}
     run = search(dataset, data_dir=data_dir, recipe=SMOKE, overrides=over, out=tmp_path / "run", seed=1, device="cpu")
     result = run_control(run.run_dir, "fixed_uniform", device="cpu")
     folder = run.run_dir / "controls" / "fixed_uniform"

@@ -204,7 +204,8 @@ def test_a_study_of_some_arms_runs_those_and_adds_more_later(tmp_path):
 
     dataset, data_dir = smoke_dataset(tmp_path)
     out = tmp_path / "study"
-    over = {**FAST, "grow.local_epochs": 1, "budget.max_rounds": 2, "grow.tau": 0.5}
+    over = {**FAST, "data.limit_train": 500, "data.val_size": 200, "data.limit_test": 200, "grow.local_epochs": 1,
+            "budget.max_rounds": 2, "grow.tau": 0.5}
     args = dict(out=out, recipe=str(SMOKE), seeds=1, data_dir=data_dir, device="cpu", overrides=over)
     result = run_study(dataset, arms=["fixed_uniform"], **args)  # grown runs without being named
     assert [r["arm"] for r in result.rows] == ["grown", "fixed_uniform"]
