@@ -58,7 +58,7 @@ from .loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit
 from .models import build_model, check_memory
 from .progress import Reporter
 from .recipe import Recipe
-from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, check_control_name, job_folder, load_run
+from .runfolder import CONTROL_NAMES, JobFolder, RunRecord, check_control_name, job_folder, load_run, read_json
 from .search import search_or_resume
 from .train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_device, wants_channels_last
 from .validate import check_int, check_text
@@ -283,9 +283,13 @@ def run_control(
     with job_folder(run.path / "controls" / control, device=dev, check=refuse, flag="RUN_DIR") as out:
         seed_all(int(config["seed"]))
         result = _train(out, control, arch, recipe, config, dev, total, progress)
-        logger.info("control %s: val acc %.4f, test acc %.4f, %.2fM MACs, %.0f s -> %s",
-                    control, result.val_acc, result.test_acc, result.macs / 1e6, result.wall_time, out.path)
+        _log_result(result)
     return result
+
+
+def _log_result(result: ControlResult) -> None:
+    logger.info("control %s: val acc %.4f, test acc %.4f, %.2fM MACs, %.0f s -> %s",
+                result.name, result.val_acc, result.test_acc, result.macs / 1e6, result.wall_time, result.path)
 
 
 def fixed_width_recipe(recipe: Recipe, arch_file: Path, grown: RunRecord) -> Recipe:
@@ -329,11 +333,12 @@ def _train_on_schedule(run: RunRecord, *, data_dir: str | os.PathLike | None, de
     result = search_or_resume(folder, dataset=run.config["dataset"], recipe=recipe, seed=int(run.config["seed"]),
                               data_dir=data_dir if data_dir is not None else run.config.get("data_dir"), device=device,
                               restart=finished, reporter=reporter, command=f"grownet baseline --control {SCHEDULE_CONTROL}")
-    best = load_run(folder).summary.get("best_epoch")
-    logger.info("control %s: val acc %.4f, test acc %.4f, %.2fM MACs, %.0f s -> %s", SCHEDULE_CONTROL,
-                result.val_acc, result.test_acc, result.macs / 1e6, result.wall_time, folder)
-    return ControlResult(SCHEDULE_CONTROL, folder, result.arch, result.val_acc, result.test_acc, result.macs, result.params,
-                         result.train_flops, result.wall_time, result.epochs, int(best or 0), tuple(result.events))
+    best = read_json(result.paths["summary"]).get("best_epoch")  # the one figure SearchResult does not carry
+    control = ControlResult(SCHEDULE_CONTROL, folder, result.arch, result.val_acc, result.test_acc, result.macs,
+                            result.params, result.train_flops, result.wall_time, result.epochs, int(best or 0),
+                            tuple(result.events))
+    _log_result(control)
+    return control
 
 
 class _EpochReporter(Reporter):

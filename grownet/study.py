@@ -64,7 +64,6 @@ logger = logging.getLogger(__name__)
 
 #: The arms, in the order tables show them.
 ARMS = ("grown", "scratch", "uniform", "random", "grown_uniform", "fixed_uniform")
-_CONTROLS = ("scratch", "uniform", "random")  # trained by grownet.baseline.run_control (fixed_uniform too, last)
 METRICS = ("val_acc", "test_acc", "macs", "params", "train_flops", "wall_time")
 
 
@@ -118,18 +117,14 @@ def run_study(
         run_dir = path / f"seed-{seed}"
         grown, seed_arch = _grown(run_dir, dataset, resolved, seed, data_dir, device)
         rows.append(grown)
-        def run(arm: str) -> bool:  # named in this call, or finished by an earlier one (read back)
-            return arm in wanted or (run_dir / "controls" / arm / "summary.json").is_file()
-
-        for arm in _CONTROLS:
-            if run(arm):
+        for arm in ARMS[1:]:  # those named in this call, and those an earlier call finished (read back)
+            if arm not in wanted and not (run_dir / "controls" / arm / "summary.json").is_file():
+                continue
+            if arm == "grown_uniform":  # a search of the study's own
+                uniform = uniform_growth_recipe(resolved, seed_arch, load_run(run_dir))
+                rows.append(_grown(run_dir / "controls" / arm, dataset, uniform, seed, data_dir, device, arm=arm)[0])
+            else:  # a control of the grown run (grownet.baseline.run_control)
                 rows.append(_control(run_dir, arm, seed, seed_arch, data_dir, device))
-        if run("grown_uniform"):
-            uniform = uniform_growth_recipe(resolved, seed_arch, load_run(run_dir))
-            rows.append(_grown(run_dir / "controls" / "grown_uniform", dataset, uniform, seed, data_dir, device,
-                               arm="grown_uniform")[0])
-        if run("fixed_uniform"):
-            rows.append(_control(run_dir, "fixed_uniform", seed, seed_arch, data_dir, device))
         _write(path, rows)  # partial results are readable while the study runs
     summary = _write(path, rows)
     return StudyResult(path, rows, summary)
