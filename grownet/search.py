@@ -142,7 +142,7 @@ def search_or_resume(
     what ``out`` holds). What a job that runs searches of its own (a study's arms, the
     ``fixed_uniform`` control) calls, so that an interrupted job continues where it stopped."""
     out = Path(out)
-    started = not restart and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
+    started = not restart and RunFolder(out).has_checkpoint()
     return search(None if started else dataset, recipe=None if started else recipe, out=out, data_dir=data_dir,
                   seed=None if started else seed, device=device, resume=started, force=out.exists() and not started,
                   reporter=reporter, command=command)
