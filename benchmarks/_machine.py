@@ -10,7 +10,7 @@ import torch
 
 
 def machine() -> str:
-    """CPU model, cores, OS, Python and torch versions, torch threads and the load average."""
+    """CPU model, cores, the GPU where CUDA is available, OS, Python and torch versions, torch threads and the load average."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -20,8 +20,9 @@ def machine() -> str:
     except OSError:
         pass
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    gpu = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (
-        f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+        f"machine: {cpu}, {os.cpu_count()} cores{gpu}, {platform.system()} {platform.release()}; "
         f"python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads); load average {load}"
     )

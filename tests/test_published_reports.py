@@ -109,3 +109,24 @@ def test_the_gpu_run_is_the_reference_recipe_on_all_of_cifar10_with_four_control
     section = readme[readme.index("## On a GPU"):readme.index("## Growth study (CPU)")]
     for name, s in runs.items():
         assert f"| {100 * s['test_acc']:.2f}% | {s['macs'] / 1e6:.2f}M MACs |" in section, f"README lacks the {name} row"
+
+
+def test_the_gpu_study_ran_the_reference_recipe_on_all_of_cifar10_on_a_named_card():
+    """reports/cifar10-gpu-study (issue 17): every run of the two-seed study and the
+    time-budget search ran cifar10-vgg on CUDA on all of CIFAR-10; the time-budget search grew
+    and still ended inside its budget; the README quotes the GPU data benchmark's line."""
+    folder = REPO / "reports" / "cifar10-gpu-study"
+    assert "NVIDIA H200" in (folder / "device" / "machine.txt").read_text()
+    runs = [*sorted(folder.glob("seed-*")), *sorted(folder.glob("seed-*/controls/fixed_uniform")), folder / "time-budget"]
+    assert len(runs) == 5
+    for run in runs:
+        config = json.loads((run / "config.json").read_text())
+        assert config["device"] == "cuda" and config["dataset"] == "cifar10", run
+        assert (config["recipe"]["data"]["limit_train"], config["recipe"]["data"]["limit_test"]) == (0, 0), run
+        assert "cifar10: 50000 train, 10000 test images" in (run / "grownet.log").read_text(), run
+    budget = json.loads((folder / "time-budget" / "config.json").read_text())["recipe"]["budget"]["time_budget"]
+    summary = json.loads((folder / "time-budget" / "summary.json").read_text())
+    rounds = json.loads((folder / "time-budget" / "rounds.json").read_text())
+    assert budget == 240 and summary["wall_time"] <= budget and rounds[0]["grew"] and not rounds[-1]["grew"]
+    line = (folder / "device" / "data_throughput-cuda.log").read_text().strip().splitlines()[-1]
+    assert line.startswith("data: ") and f"`{line}`" in (REPO / "README.md").read_text(encoding="utf-8")
