@@ -10,7 +10,8 @@ import torch
 
 
 def machine() -> str:
-    """CPU model, cores, the GPU where CUDA is available, OS, Python and torch versions, torch threads and the load average."""
+    """CPU model, cores, the GPU where CUDA is available, OS, Python and torch versions, torch
+    threads and the load average."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

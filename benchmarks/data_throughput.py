@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0,
         help="torch intra-op threads of the training process (default: torch's choice)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where grownet's loader keeps the data and both train")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda[:N]: where grownet's loader keeps the data and both nets train")
     parser.add_argument("--workers", type=int, default=WORKERS, help="torchvision DataLoader worker processes")
     args = parser.parse_args(argv)
     dev, workers = args.device, args.workers
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     aug = Augment(crop_padding=4, flip=True)
 
     def ours(x, y, seed=0):
-        return Loader(x, y, batch_size=BATCH, mean=ds.mean, std=ds.std, shuffle=True, augment=aug, seed=seed, device=dev)
+        return Loader(x, y, batch_size=BATCH, mean=ds.mean, std=ds.std, shuffle=True, augment=aug, seed=seed,
+                      device=dev)
 
     # 1. iterator throughput, one full epoch of 50,000 images each
     full = ours(ds.x_train, ds.y_train)
