@@ -19,7 +19,7 @@ from grownet.study import ARMS, CONTRASTS, summarize
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = [REPO / "reports" / name for name in ("growth-study-cpu", "growth-study-cpu-24m", "growth-study-cpu-permac",
                                                 "growth-study-cpu-permac-6rounds", "growth-study-cpu-ft18",
-                                                "cifar10-gpu-study")]
+                                                "cifar10-gpu-study", "cifar10-cpu-permac-study")]
 
 
 @pytest.fixture(params=STUDIES, ids=lambda p: p.name)
