@@ -93,14 +93,20 @@ def test_the_cpu_recipe_replays_the_published_growth():
     assert arch.layer_widths() == Architecture.from_json(folder / "architecture.json").layer_widths()
 
 
+def _ran_on_cuda_on_all_of_cifar10(run: Path) -> dict:
+    """Assert that the search in ``run`` trained on CUDA on the whole of CIFAR-10; its config."""
+    config = json.loads((run / "config.json").read_text())
+    assert config["device"] == "cuda" and config["dataset"] == "cifar10", run
+    assert (config["recipe"]["data"]["limit_train"], config["recipe"]["data"]["limit_test"]) == (0, 0), run
+    assert "cifar10: 50000 train, 10000 test images" in (run / "grownet.log").read_text(), run
+    return config
+
+
 def test_the_gpu_run_is_the_reference_recipe_on_all_of_cifar10_with_four_controls():
     """reports/cifar10-gpu (issue 17): cifar10-vgg on the whole of CIFAR-10 on a named card,
     every control trained for the search's epochs, and the README quoting each."""
     folder = REPO / "reports" / "cifar10-gpu"
-    config = json.loads((folder / "config.json").read_text())
-    assert config["device"] == "cuda" and config["dataset"] == "cifar10" and "--recipe cifar10-vgg" in config["command"]
-    assert (config["recipe"]["data"]["limit_train"], config["recipe"]["data"]["limit_test"]) == (0, 0)
-    assert "cifar10: 50000 train, 10000 test images" in (folder / "grownet.log").read_text()
+    assert "--recipe cifar10-vgg" in _ran_on_cuda_on_all_of_cifar10(folder)["command"]
     assert "NVIDIA H200" in (folder / "device" / "machine.txt").read_text()
     runs = {**summaries(folder), "random": json.loads((folder / "controls" / "random" / "summary.json").read_text())}
     assert set(runs) == {"grown", "scratch", "uniform", "seed", "random"}
@@ -119,12 +125,8 @@ def test_the_gpu_study_ran_the_reference_recipe_on_all_of_cifar10_on_a_named_car
     assert "NVIDIA H200" in (folder / "device" / "machine.txt").read_text()
     runs = [*sorted(folder.glob("seed-*")), *sorted(folder.glob("seed-*/controls/fixed_uniform")), folder / "time-budget"]
     assert len(runs) == 5
-    for run in runs:
-        config = json.loads((run / "config.json").read_text())
-        assert config["device"] == "cuda" and config["dataset"] == "cifar10", run
-        assert (config["recipe"]["data"]["limit_train"], config["recipe"]["data"]["limit_test"]) == (0, 0), run
-        assert "cifar10: 50000 train, 10000 test images" in (run / "grownet.log").read_text(), run
-    budget = json.loads((folder / "time-budget" / "config.json").read_text())["recipe"]["budget"]["time_budget"]
+    configs = {run: _ran_on_cuda_on_all_of_cifar10(run) for run in runs}
+    budget = configs[folder / "time-budget"]["recipe"]["budget"]["time_budget"]
     summary = json.loads((folder / "time-budget" / "summary.json").read_text())
     rounds = json.loads((folder / "time-budget" / "rounds.json").read_text())
     assert budget == 240 and summary["wall_time"] <= budget and rounds[0]["grew"] and not rounds[-1]["grew"]

@@ -1,8 +1,8 @@
-"""The committed growth studies (reports/growth-study-cpu/ at 12M MACs, reports/growth-study-cpu-24m/,
-reports/growth-study-cpu-permac/ with grow.activity_cost_exponent = 1, the same with six rounds
-allowed in reports/growth-study-cpu-permac-6rounds/, and reports/growth-study-cpu-ft18/ with an
-18-epoch fine-tune and some of the arms): each summary.json is what its runs say, every control
-sits at the grown net's MACs, and the README quotes each summary's numbers."""
+"""The committed growth studies (:data:`STUDIES`: the CPU studies at 12M and 24M MACs, per MAC,
+with six rounds, with an 18-epoch fine-tune and with half the cost weight, the per-MAC study
+on all of CIFAR-10, and the GPU study; some ran only some of the arms): each summary.json is
+what its runs say, every control sits at the grown net's MACs, and the README quotes each
+summary's numbers."""
 
 from __future__ import annotations
 
@@ -37,12 +37,12 @@ def _arms(study: Path) -> list[str]:
 
 def _rows(study: Path) -> list[dict]:
     """One row per run, rebuilt from each run's own summary.json and architecture.json."""
-    rows = []
+    rows, arms = [], _arms(study)
     for seed_dir in sorted(study.glob("seed-*")):
         seed = int(seed_dir.name.split("-")[1])
         grown = json.loads((seed_dir / "summary.json").read_text())
         seed_arch = Architecture.from_dict(grown["seed_arch"])
-        for arm in _arms(study):
+        for arm in arms:
             folder = seed_dir if arm == "grown" else seed_dir / "controls" / arm
             s = json.loads((folder / "summary.json").read_text())
             arch = Architecture.from_json(folder / "architecture.json")
