@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 # older torch takes the foreach route by default and refuses ``fused=True``. CPU only: there
 # it is tested and measured.
 _HAS_FUSED_SGD = hasattr(torch, "_fused_sgd_")
-_FUSED_DEVICES = ("cpu",)
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -112,12 +111,13 @@ def dessilbi(
     elif func is _single_tensor_dessilbi:
         func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h)
         return
+    if not params or all(p.dtype is params[0].dtype for p in params) and (
+            fused or all(p.device == params[0].device for p in params)):  # the fused path is CPU only
+        func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h)
+        return
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, p in enumerate(params):  # one device and dtype per multi-tensor call
         buckets.setdefault((p.device, p.dtype), []).append(i)
-    if len(buckets) <= 1:
-        func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h)
-        return
     for idx in buckets.values():
         def sub(xs: list) -> list:
             return [xs[i] for i in idx] if xs else xs
@@ -131,8 +131,11 @@ def dessilbi(
 def _plain(params: list[Tensor]) -> bool:
     """Whether the multi-tensor path takes ``params`` (plain dense real tensors)."""
     return not torch.jit.is_scripting() and all(
-        type(p) in (Tensor, nn.Parameter) and p.layout == torch.strided and not p.is_complex() for p in params
+        type(p) in _PLAIN_TYPES and p.layout is torch.strided and not p.is_complex() for p in params
     )
+
+
+_PLAIN_TYPES = (Tensor, nn.Parameter)
 
 
 def _fusable(
@@ -144,20 +147,19 @@ def _fusable(
 ) -> bool:
     """Whether torch's fused SGD kernel takes these tensors. It walks raw memory, so each
     parameter must be dense (contiguous or channels-last) and its gradient and state laid out
-    the same way: a mix of layouts gives wrong results, not an error."""
+    the same way: a mix of layouts gives wrong results, not an error. (Run every step: the
+    checks are few calls per tensor.)"""
     if not (_HAS_FUSED_SGD and _plain(params)):
         return False
-    states = [xs for xs in (grads, momentum_buffer_list, vs, gammas) if xs]
-    for i, p in enumerate(params):
-        if p.device.type not in _FUSED_DEVICES or p.dtype not in _FUSED_DTYPES:
+    for p in params:
+        if not (p.is_cpu and p.dtype in _FUSED_DTYPES and (
+                p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)))):
             return False
-        if not (p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))):
+    strides = [p.stride() for p in params]
+    dtypes = [p.dtype for p in params]
+    for xs in (grads, momentum_buffer_list, vs, gammas):
+        if xs and not all(t is None or (t.stride() == st and t.dtype is dt) for t, st, dt in zip(xs, strides, dtypes)):
             return False
-        stride, dtype = p.stride(), p.dtype
-        for xs in states:
-            t = xs[i]
-            if t is not None and (t.stride() != stride or t.dtype != dtype):
-                return False
     return True
 
 
@@ -213,7 +215,10 @@ def _group_norms(v: Tensor) -> Tensor:
 
 def _filter_scale(norms: Tensor, *, lam: float, kappa: float) -> Tensor:
     """κ·max(0, 1 − λ/||V_g||): exactly 0 where ||V_g|| <= λ, including ||V_g|| = 0 (no NaN)."""
-    scale = torch.where(norms > lam, norms.reciprocal().mul_(-lam).add_(1), 0.0)
+    if lam > 0:  # 1 − λ/0 = −inf, clamped to 0
+        scale = norms.reciprocal().mul_(-lam).add_(1).clamp_min_(0)
+    else:  # λ = 0: 1 where ||V_g|| > 0 (0/0 would be NaN)
+        scale = norms.gt(0).to(norms.dtype)
     return scale.mul_(kappa) if kappa != 1 else scale
 
 
@@ -352,12 +357,16 @@ def _fused_coupling_(
         V ← V + c/(1 − a)² · (1 − a)²(W − Γ) = V + c(W − Γ)
 
     Making Z reads V and writes Z (Γ = scale·V is not stored): the pass over memory that keeps
-    this route above a single generated kernel (``compiled``). tests/test_optim.py holds it to
-    the reference loop over 50 steps."""
+    this route above a single generated kernel (``compiled``). Keeping P = W + κV instead (the
+    coupling cancels in P, which then takes plain momentum SGD; V is one ``addcmul`` and
+    W = P − κV: 12 passes, 4 writes) measured slower, as it touches a fifth weight-sized
+    tensor (benchmarks/optimizer_step.py). tests/test_optim.py holds this route to the
+    reference loop over 50 steps."""
     a, c = h.w_rate, h.v_rate
     # Z is a new tensor each step, not a kept buffer: the allocator hands back memory the last
     # step freed, still in cache, where a kept buffer is cold (benchmarks/optimizer_step.py).
-    factors = torch._foreach_mul(scales, a - 1) if scales else [None] * len(vs)  # all tensors' in one call
+    # All tensors' factors in two kernels (a foreach op would run one per tensor on the CPU).
+    factors = torch.cat(scales).mul_(a - 1).split([s.shape[0] for s in scales]) if scales else [None] * len(vs)
     zs = [torch.mul(g, a - 1) if g is not None else torch.mul(v, m.view(_column(v)))  # type: ignore[union-attr]
           for v, g, m in zip(vs, gammas, factors)]
     torch._fused_sgd_(  # type: ignore[attr-defined]
@@ -469,8 +478,8 @@ def _fused_momentum_step_(
     kw: dict[str, Any] = dict(
         weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov, maximize=False
     )
-    if momentum == 0:
-        torch._fused_sgd_(params, grads, [], is_first_step=False, **kw)  # type: ignore[attr-defined]
+    if momentum == 0 or not any(first):
+        torch._fused_sgd_(params, grads, bufs, is_first_step=False, **kw)  # type: ignore[attr-defined]
         return
     for flag in (False, True):
         sel = [k for k, f in enumerate(first) if f == flag]

@@ -59,6 +59,7 @@ class _FilterState(MutableMapping[str, Any]):
     def __init__(self, entries: dict[str, Any], scale: Tensor | None = None) -> None:
         self.entries = entries  # "V", "momentum_buffer", a stored "gamma", anything else
         self.scale = scale  # shape (p.shape[0],); None until the optimizer has read this state
+        self.layout: tuple[torch.Size, tuple[int, ...]] | None = None  # (shape, stride) the entries were fitted to
 
     def _gamma_is_virtual(self) -> bool:
         return "gamma" not in self.entries and self.scale is not None and "V" in self.entries
@@ -71,12 +72,14 @@ class _FilterState(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.entries[key] = value
+        self.layout = None  # the optimizer's next read checks the entries again
 
     def __delitem__(self, key: str) -> None:
         if key == "gamma" and self._gamma_is_virtual():
             self.scale = None  # the optimizer's next read takes Γ = κ·prox(V) again
         else:
             del self.entries[key]
+        self.layout = None
 
     def __iter__(self) -> Iterator[str]:
         yield from self.entries
@@ -218,10 +221,12 @@ class DessiLBI(Optimizer):
         tensor entry laid out like ``p``. A stored Γ that equals κ·prox(V) exactly (a
         checkpoint, a growth's carry-over) becomes the scale again; any other stays stored."""
         state = self.state[p]
+        shape, stride = p.shape, p.stride()
+        if type(state) is _FilterState and state.scale is not None and state.layout == (shape, stride):
+            return state  # as the last read left it: no entry assigned or deleted since
         if not isinstance(state, _FilterState):
             state = self.state[p] = _FilterState(dict(state))
         entries = state.entries
-        shape, stride = p.shape, p.stride()
         for key, value in entries.items():  # the fused kernel reads raw memory: one layout
             if isinstance(value, Tensor) and value.shape == shape and value.stride() != stride:
                 entries[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
@@ -237,6 +242,7 @@ class DessiLBI(Optimizer):
                 state.scale = scale
             else:  # a placeholder: the next step starts from the stored Γ and overwrites it
                 state.scale = torch.zeros_like(scale)
+        state.layout = (shape, stride)
         return state
 
     # -- step ------------------------------------------------------------------------------
@@ -250,7 +256,10 @@ class DessiLBI(Optimizer):
         vs: list[Tensor],
         gammas: list[Tensor | None],
         scales: list[Tensor],
-    ) -> None:
+    ) -> list[MutableMapping[str, Any]]:
+        """Fill the lists with the tensors of ``group``'s parameters that have a gradient;
+        returns those parameters' states."""
+        states: list[MutableMapping[str, Any]] = []
         structure = group["structure"]
         momentum = group["momentum"] != 0
         for p in group["params"]:
@@ -265,15 +274,18 @@ class DessiLBI(Optimizer):
             params.append(p)
             grads.append(grad)
             state = self._state_in(p, group)
+            states.append(state)
+            entries = state.entries if type(state) is _FilterState else state  # the stored tensors
             if structure == "filter":
-                gammas.append(state.entries.get("gamma"))  # type: ignore[attr-defined]
+                gammas.append(entries.get("gamma"))
                 scales.append(state.scale)  # type: ignore[attr-defined]
             elif structure == "lasso":
-                gammas.append(state["gamma"])
+                gammas.append(entries["gamma"])
             if structure is not None:
-                vs.append(state["V"])
+                vs.append(entries["V"])
             if momentum:
-                momentum_buffers.append(state.get("momentum_buffer"))
+                momentum_buffers.append(entries.get("momentum_buffer"))
+        return states
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -293,7 +305,7 @@ class DessiLBI(Optimizer):
             vs: list[Tensor] = []
             gammas: list[Tensor | None] = []
             scales: list[Tensor] = []
-            self._init_group(group, params, grads, momentum_buffers, vs, gammas, scales)
+            states = self._init_group(group, params, grads, momentum_buffers, vs, gammas, scales)
             dessilbi(
                 params,
                 grads,
@@ -314,11 +326,12 @@ class DessiLBI(Optimizer):
                 fused=group["fused"],
                 compiled=group["compiled"],
             )
-            for i, p in enumerate(params):
-                state = self.state[p]
-                if group["momentum"] != 0:
-                    state["momentum_buffer"] = momentum_buffers[i]
-                if isinstance(state, _FilterState):
+            momentum = group["momentum"] != 0
+            for i, state in enumerate(states):
+                filters = type(state) is _FilterState
+                if momentum and (state.entries if filters else state).get("momentum_buffer") is not momentum_buffers[i]:
+                    state["momentum_buffer"] = momentum_buffers[i]  # created by this step
+                if filters:
                     state.entries.pop("gamma", None)  # Γ is scale·V again
         return loss
 

@@ -348,8 +348,9 @@ def test_fast_and_reference_paths_agree_in_float32(fast, channels_last):
 
 
 def test_state_in_another_layout_than_its_parameter_is_still_correct():
-    """State laid out unlike its parameter (e.g. written by other code) must not reach the
-    fused kernel, which would read it in the wrong order."""
+    """State laid out unlike its parameter (e.g. written by other code, or left by a parameter
+    that changed layout between steps) must not reach the fused kernel, which would read it in
+    the wrong order."""
     data = batches(10)
     model = make_model().to(memory_format=torch.channels_last)
     ref_model = copy.deepcopy(model)
@@ -359,7 +360,10 @@ def test_state_in_another_layout_than_its_parameter_is_still_correct():
         st = opt.state[p]
         for key in ("V", "gamma", "momentum_buffer"):
             st[key] = st[key].contiguous()  # same values, other layout
-    train(model, opt, data[1:])
+    train(model, opt, data[1:5])
+    model.to(memory_format=torch.contiguous_format)  # the parameters' layout changes; their state stays
+    assert model.conv2.weight.is_contiguous() and not opt.state[model.conv2.weight]["V"].is_contiguous()
+    train(model, opt, data[5:])
     ref_state = reference_run(ref_model, dessilbi_param_groups(ref_model), data, **HP)
     assert_matches_reference(model, opt, ref_model, ref_state, atol=1e-9)
 
