@@ -57,15 +57,41 @@ day: ``grown net: dessilbi/sgd: step 3.00x`` with the previous release's optimiz
 and ``2.52x`` after the step stopped searching the param groups for every tensor and made Γ's
 factors and their write-back one kernel call each (train step 0.99-1.03x either way).
 
+Ninth session, same machine, idle (nothing else running), 2026-11-26 20:10-20:45:
+- The issue's direction taken one step further, probed and dropped: keep P = W + κV. The
+  coupling cancels in P (κ·α/μ = a), so P takes torch's fused momentum step unchanged; with V
+  stored divided by α/μ, V_t = (1 − a − (α/μ)·s)·V + (α/μ)·P is one ``addcmul``, and
+  W = P − κV one ``add``: 12 passes and 4 writes against the coupling pass's 13 and 5. It
+  measured slower: ``dessilbi/sgd: step 1.91x`` in this script (5 runs) against 1.70x, and
+  1.87-1.90x against 1.67-1.76x for the step right after its own backward (three runs of a
+  probe). It touches five weight-sized tensors (P, V, g, b, and W, whose write without a read
+  still costs a read for ownership) where the coupling pass touches four (its Z stays in
+  cache). Passes are not the cost model here; tensors touched are.
+- The order of the step-alone timing: two identical default DessiLBI optimizers in one
+  interleave measured 1.66-1.71x and 1.53-1.61x SGD's with the order alternating forward and
+  reversed (a function follows the same neighbours each time, whose data the cache holds);
+  with the order shuffled anew each repetition, 1.62-1.69x and 1.59-1.66x. The script
+  shuffles now. Which optimizers share the interleave matters as much: adding two more moved
+  the same code to 1.63-1.85x. No step-alone figure here is good to better than about 0.1.
+- The step's Python work, trimmed (the layout check of a filter state once until an entry is
+  assigned or the parameter changes layout, the fused-path check in fewer calls, every
+  tensor's Γ factors in two kernels instead of one per tensor, one fused momentum call unless
+  a buffer is new, the prox factor in four kernels instead of five): ``grown net:
+  dessilbi/sgd: step`` 2.58x before, 2.13x and 2.11x after (two runs of the script); the
+  VGG's ``dessilbi/sgd: step`` 1.70x before, 1.70x and 1.66x after; train step 1.00-1.01x.
+- (c) above, new: the step right after its own backward, VGG 1.66x and 1.70x (compiled
+  1.18x, 1.19x), grown net 1.68x and 1.65x (compiled 1.64x, 1.54x).
+
 Models: a VGG-style CIFAR net built by grownet (4 stages of one 3x3 conv-BN-ReLU each, widths
 64-128-256-512, 2x2 max-pool between stages, global average pool, linear; 1.55 M conv weights,
 all carrying Γ under DessiLBI), the issue's target; then the grown net above (its
 architecture.json); batch 128 of random 3x32x32 inputs, CPU.
 
 Measured: (a) ``optimizer.step()`` alone, on fixed gradients; (b) one whole training step
-(zero_grad, forward, cross-entropy, backward, step). The methods alternate within every
-repetition (the order flips each time) and medians of wall-clock time are reported, because
-this machine is shared. DessiLBI runs with the reference hyperparameters (lr 0.05, kappa 1,
+(zero_grad, forward, cross-entropy, backward, step), and (c) the step inside it, right after
+its own backward (the cache state a training run gives the step). The methods run in a
+shuffled order within every repetition (seeded, new each time) and medians of wall-clock time
+are reported, because this machine is shared. DessiLBI runs with the reference hyperparameters (lr 0.05, kappa 1,
 mu 100, lam 1, momentum 0.9); its cost does not depend on how many filters are in Γ's support
 (no branch on the data). DessiLBI is measured twice: as built by default (on CPU the
 ``fused`` path) and with ``compiled=True`` (its compile time is printed; the kernel is made
@@ -82,9 +108,9 @@ step 1.16x``; the step alone is 0.48 ms against SGD's 0.13 ms, kernel launches r
 traffic at this size.
 
 Run: ``python benchmarks/optimizer_step.py [--runs 5] [--step-reps 50] [--train-reps 10]
-[--threads N] [--device cpu|cuda]``; the last four lines read ``dessilbi/sgd: step 1.72x, train step
-1.01x (medians of 5 runs)``, the same for ``dessilbi compiled``, then both for the grown net
-(``grown net: dessilbi/sgd: step 2.50x, ...``).
+[--threads N] [--device cpu|cuda]``; the last four lines read ``dessilbi/sgd: step 1.66x, train step
+1.00x (medians of 5 runs)``, the same for ``dessilbi compiled``, then both for the grown net
+(``grown net: dessilbi/sgd: step 2.11x, ...``).
 """
 
 from __future__ import annotations
@@ -92,6 +118,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import random
 import statistics
 import sys
 import time
@@ -117,18 +144,23 @@ GROWN = REPO / "reports" / "cifar10-gpu" / "architecture.json"
 
 def interleaved(
     fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2, clock: Callable[[], float] = time.perf_counter,
-    sync: Callable[[], object] | None = None,
+    sync: Callable[[], object] | None = None, seed: int = 0,
 ) -> dict[str, float]:
     """Median seconds (of ``clock``) per call of each function; every repetition runs each
-    once, in an order that flips between repetitions. ``sync`` (on CUDA: wait for the queued
-    work) runs inside every timed call."""
+    once, in an order shuffled anew (seeded) each time, so that each function follows every
+    other about equally often: the cache holds the last function's data, and with a fixed
+    order (or one alternating with its reverse) a function always follows the same few.
+    ``sync`` (on CUDA: wait for the queued work) runs inside every timed call."""
     names = list(fns)
+    rng = random.Random(seed)
     for _ in range(warmup):
         for name in names:
             fns[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
-    for rep in range(reps):
-        for name in names if rep % 2 == 0 else reversed(names):
+    for _ in range(reps):
+        order = names[:]
+        rng.shuffle(order)
+        for name in order:
             start = clock()
             fns[name]()
             if sync is not None:
@@ -151,24 +183,33 @@ def prepare(
 def one_run(
     base: nn.Module, x: torch.Tensor, y: torch.Tensor, step_reps: int, train_reps: int, *,
     context: dict[str, Callable[[nn.Module], torch.optim.Optimizer]], sync: Callable[[], object] | None = None,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds of the step alone (every optimizer) and of a whole training step
-    (DessiLBI and SGD), each optimizer over its own copy of ``base``."""
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Median seconds of the step alone (every optimizer), of a whole training step and of
+    the step inside it, right after its own backward (DessiLBI and SGD), each optimizer over
+    its own copy of ``base``."""
     runs = {name: prepare(base, x, y, make) for name, make in {**MAKERS, **context}.items()}
     # (a) step alone, on the gradients left by setup().
     step = interleaved({name: runs[name][1].step for name in runs}, step_reps, sync=sync)
 
-    # (b) whole training step.
-    def train_step(model: nn.Module, opt: torch.optim.Optimizer) -> Callable[[], None]:
+    # (b) whole training step, and the step's share of it.
+    in_training: dict[str, list[float]] = {name: [] for name in MAKERS}
+
+    def train_step(name: str, model: nn.Module, opt: torch.optim.Optimizer) -> Callable[[], None]:
         def run() -> None:
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
+            if sync is not None:
+                sync()
+            start = time.perf_counter()
             opt.step()
+            if sync is not None:
+                sync()
+            in_training[name].append(time.perf_counter() - start)
 
         return run
 
-    train = interleaved({name: train_step(*runs[name]) for name in MAKERS}, train_reps, warmup=2, sync=sync)
-    return step, train
+    train = interleaved({name: train_step(name, *runs[name]) for name in MAKERS}, train_reps, warmup=2, sync=sync)
+    return step, train, {name: statistics.median(ts[2:]) for name, ts in in_training.items()}  # past the warmup
 
 
 HP = dict(lr=0.05, kappa=1.0, mu=100.0, lam=1.0, momentum=0.9)
@@ -241,15 +282,20 @@ def measure(
 
     ratios: dict[str, list[float]] = {}
     for r in range(args.runs):
-        step, train = one_run(base, x, y, args.step_reps, args.train_reps, context=context, sync=sync)
+        step, train, in_training = one_run(base, x, y, args.step_reps, args.train_reps, context=context, sync=sync)
         for name, sec in step.items():
             ratios.setdefault(f"step {name}", []).append(sec / step["sgd"])
         for name in ("dessilbi", "dessilbi compiled"):
             ratios.setdefault(f"train step {name}", []).append(train[name] / train["sgd"])
+            ratios.setdefault(f"in training {name}", []).append(in_training[name] / in_training["sgd"])
         print(f"{label} run {r + 1}/{args.runs}: step (ms) " + ", ".join(f"{n} {step[n] * 1e3:.2f}" for n in MAKERS)
-              + "; train step (ms) " + ", ".join(f"{n} {train[n] * 1e3:.1f}" for n in MAKERS), flush=True)
+              + "; train step (ms) " + ", ".join(f"{n} {train[n] * 1e3:.1f}" for n in MAKERS)
+              + "; its step (ms) " + ", ".join(f"{n} {in_training[n] * 1e3:.2f}" for n in MAKERS), flush=True)
     for name in context:
         print(f"context: step alone {name:24s} {statistics.median(ratios[f'step {name}']):.2f}x sgd's (median)")
+    print(f"context: {label} step right after its own backward (in the training step): " + ", ".join(
+        f"{n} {statistics.median(ratios[f'in training {n}']):.2f}x" for n in ("dessilbi", "dessilbi compiled"))
+        + " sgd's (median)")
     if device.type == "cpu":
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
