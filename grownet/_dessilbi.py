@@ -214,7 +214,8 @@ def _group_norms(v: Tensor) -> Tensor:
 
 
 def _filter_scale(norms: Tensor, *, lam: float, kappa: float) -> Tensor:
-    """κ·max(0, 1 − λ/||V_g||): exactly 0 where ||V_g|| <= λ, including ||V_g|| = 0 (no NaN)."""
+    """κ·max(0, 1 − λ/||V_g||): exactly 0 where ||V_g|| <= λ, including ||V_g|| = 0 (no NaN;
+    a NaN norm, from a V that is NaN already, gives NaN)."""
     if lam > 0:  # 1 − λ/0 = −inf, clamped to 0
         scale = norms.reciprocal().mul_(-lam).add_(1).clamp_min_(0)
     else:  # λ = 0: 1 where ||V_g|| > 0 (0/0 would be NaN)

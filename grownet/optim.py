@@ -56,10 +56,14 @@ class _FilterState(MutableMapping[str, Any]):
     as Γ; the next step starts from it and then returns to the scale.
     """
 
+    #: (shape, stride) of the parameter the entries were last fitted to; None: fit them again.
+    #: A class attribute too, so that a state pickled before it existed reads None.
+    layout: tuple[torch.Size, tuple[int, ...]] | None = None
+
     def __init__(self, entries: dict[str, Any], scale: Tensor | None = None) -> None:
         self.entries = entries  # "V", "momentum_buffer", a stored "gamma", anything else
         self.scale = scale  # shape (p.shape[0],); None until the optimizer has read this state
-        self.layout: tuple[torch.Size, tuple[int, ...]] | None = None  # (shape, stride) the entries were fitted to
+        self.layout = None
 
     def _gamma_is_virtual(self) -> bool:
         return "gamma" not in self.entries and self.scale is not None and "V" in self.entries
