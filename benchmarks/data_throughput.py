@@ -60,10 +60,11 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from grownet.arch import Architecture  # noqa: E402
-from grownet.data import Augment, Loader, import_torchvision, load_dataset  # noqa: E402
-from grownet.models import build_model  # noqa: E402
-from _machine import machine  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from _machine import machine  # benchmarks/ is sys.path[0] when run as a script
+
+from grownet.arch import Architecture
+from grownet.data import Augment, Loader, import_torchvision, load_dataset
+from grownet.models import build_model
 
 BATCH = 128
 WORKERS = 2

@@ -38,23 +38,25 @@ import copy
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from grownet.arch import Architecture  # noqa: E402
-from grownet.cost import cost  # noqa: E402
-from grownet.job import finetune_schedule, make_data, make_finetune_optimizer, seed_all  # noqa: E402
-from grownet.loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit  # noqa: E402
-from grownet.models import build_model  # noqa: E402
-from grownet.recipe import load_recipe  # noqa: E402
-from grownet.train import amp_dtype, compile_choice, prepare_model, resolve_device, wants_channels_last  # noqa: E402
-from _machine import machine  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from _machine import machine  # benchmarks/ is sys.path[0] when run as a script
+
+from grownet.arch import Architecture
+from grownet.cost import cost
+from grownet.job import finetune_schedule, make_data, make_finetune_optimizer, seed_all
+from grownet.loop import Clock, Divergence, InMemory, LoopState, Phase, Trainee, fit
+from grownet.models import build_model
+from grownet.recipe import load_recipe
+from grownet.train import amp_dtype, compile_choice, prepare_model, resolve_device, wants_channels_last
 
 ARCH = REPO / "reports" / "cifar10-cpu" / "architecture.json"
 RECIPE = "cifar10-cpu"

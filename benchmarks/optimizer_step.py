@@ -132,10 +132,11 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from grownet.arch import Architecture  # noqa: E402
-from grownet.models import build_model  # noqa: E402
-from _machine import machine  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
-from grownet.optim import DessiLBI, dessilbi_param_groups  # noqa: E402
+from _machine import machine  # benchmarks/ is sys.path[0] when run as a script
+
+from grownet.arch import Architecture
+from grownet.models import build_model
+from grownet.optim import DessiLBI, dessilbi_param_groups
 
 BATCH = 128
 WIDTHS = [[64], [128], [256], [512]]
@@ -212,7 +213,7 @@ def one_run(
     return step, train, {name: statistics.median(ts[2:]) for name, ts in in_training.items()}  # past the warmup
 
 
-HP = dict(lr=0.05, kappa=1.0, mu=100.0, lam=1.0, momentum=0.9)
+HP = {"lr": 0.05, "kappa": 1.0, "mu": 100.0, "lam": 1.0, "momentum": 0.9}
 MAKERS: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
     "dessilbi": lambda m: DessiLBI(dessilbi_param_groups(m), **HP),
     "dessilbi compiled": lambda m: DessiLBI(dessilbi_param_groups(m), compiled=True, **HP),
