@@ -154,12 +154,12 @@ def compile_unsupported(device: torch.device) -> str | None:
     is there and Triton supports it (compute capability 7.0 or more)."""
     if not hasattr(nn.Module, "compile"):
         return f"torch {torch.__version__} has no nn.Module.compile (torch >= 2.2 has)"
-    try:
-        import torch._dynamo
+    try:  # (``import torch._dynamo`` here would make ``torch`` a local name of this function)
+        from torch import _dynamo
         from torch._inductor import config as inductor
     except ImportError as exc:  # a stripped-down torch build
         return f"torch.compile is not importable ({exc})"
-    if not torch._dynamo.is_dynamo_supported():
+    if not _dynamo.is_dynamo_supported():
         return f"torch {torch.__version__} cannot compile on Python {sys.version.split()[0]} here"
     if device.type == "cpu":
         cxx = inductor.cpp.cxx

@@ -5,6 +5,7 @@ learning-rate hook, progress, non-finite losses, evaluation, device helpers and 
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -180,6 +181,19 @@ def test_compile_auto_and_on_follow_what_this_machine_supports_on_the_cpu():
         assert compile_choice("on", cpu, steps=1).on
     else:
         assert str(auto) == f"not compiled (run.compile = auto: {why})"
+
+
+def test_a_torch_without_module_compile_or_dynamo_support_is_named_not_raised(monkeypatch):
+    """Older or stripped torch builds: the reason, not an exception (the function used to
+    raise UnboundLocalError on the first: an import inside it made ``torch`` a local name)."""
+    from torch import _dynamo
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(_dynamo, "is_dynamo_supported", lambda: False)
+    assert compile_unsupported(cpu) == f"torch {torch.__version__} cannot compile on Python {sys.version.split()[0]} here"
+    monkeypatch.delattr(nn.Module, "compile")
+    assert compile_unsupported(cpu) == f"torch {torch.__version__} has no nn.Module.compile (torch >= 2.2 has)"
+    assert not compile_choice("auto", cpu, steps=10**6).on
 
 
 def test_compile_without_a_cpp_compiler_is_off_under_auto_and_an_error_under_on():
