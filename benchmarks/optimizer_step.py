@@ -209,8 +209,9 @@ def one_run(
 
         return run
 
-    train = interleaved({name: train_step(name, *runs[name]) for name in MAKERS}, train_reps, warmup=2, sync=sync)
-    return step, train, {name: statistics.median(ts[2:]) for name, ts in in_training.items()}  # past the warmup
+    warmup = 2
+    train = interleaved({name: train_step(name, *runs[name]) for name in MAKERS}, train_reps, warmup=warmup, sync=sync)
+    return step, train, {name: statistics.median(ts[warmup:]) for name, ts in in_training.items()}
 
 
 HP = {"lr": 0.05, "kappa": 1.0, "mu": 100.0, "lam": 1.0, "momentum": 0.9}

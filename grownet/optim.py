@@ -97,6 +97,12 @@ class _FilterState(MutableMapping[str, Any]):
         return f"{type(self).__name__}({dict(self)!r})"
 
 
+def _stored(state: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The mapping that holds ``state``'s tensors as stored (a filter state's entries, not its
+    computed Γ), read and written without the state's bookkeeping."""
+    return state.entries if type(state) is _FilterState else state
+
+
 class DessiLBI(Optimizer):
     def __init__(
         self,
@@ -279,7 +285,7 @@ class DessiLBI(Optimizer):
             grads.append(grad)
             state = self._state_in(p, group)
             states.append(state)
-            entries = state.entries if type(state) is _FilterState else state  # the stored tensors
+            entries = _stored(state)
             if structure == "filter":
                 gammas.append(entries.get("gamma"))
                 scales.append(state.scale)  # type: ignore[attr-defined]
@@ -332,11 +338,11 @@ class DessiLBI(Optimizer):
             )
             momentum = group["momentum"] != 0
             for i, state in enumerate(states):
-                filters = type(state) is _FilterState
-                if momentum and (state.entries if filters else state).get("momentum_buffer") is not momentum_buffers[i]:
+                entries = _stored(state)
+                if momentum and entries.get("momentum_buffer") is not momentum_buffers[i]:
                     state["momentum_buffer"] = momentum_buffers[i]  # created by this step
-                if filters:
-                    state.entries.pop("gamma", None)  # Γ is scale·V again
+                if entries is not state:
+                    entries.pop("gamma", None)  # a filter state's Γ is scale·V again
         return loss
 
 
