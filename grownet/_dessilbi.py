@@ -3,7 +3,7 @@ r"""DessiLBI's functional core (METHOD.md §1; the class and the math are in :mo
 :func:`dessilbi` updates lists of tensors in place by one of three paths, chosen as in
 ``torch/optim/sgd.py``: ``_single_tensor_dessilbi``, the readable per-tensor reference that the
 others are tested against; ``_multi_tensor_dessilbi`` on ``torch._foreach_*`` ops (any device);
-``_fused_dessilbi`` on torch's fused SGD kernel (CPU).
+``_fused_dessilbi`` on torch's fused SGD kernel (CPU and CUDA).
 """
 
 from __future__ import annotations
@@ -29,9 +29,14 @@ logger = logging.getLogger(__name__)
 # momentum buffer), which is what the ``fused`` route is for: the momentum step, and without
 # weight decay the coupling of W and V too (_fused_coupling_); the public ``torch._foreach_*``
 # route computes the same (tests/test_optim.py checks both against the reference loop). Feature-detected, so an
-# older torch takes the foreach route by default and refuses ``fused=True``. CPU only: there
-# it is tested and measured.
+# older torch takes the foreach route by default and refuses ``fused=True``. On the devices
+# torch.optim.SGD(fused=True) runs on, the CPU and CUDA; the default on the CPU only: on a lent
+# H200 the fused path's step measured no faster than the foreach path's, 3.08x against 3.01x
+# SGD's (benchmarks/optimizer_step.py --device cuda, 2026-11-26), a GPU step at this size being
+# kernel launches (the per-tensor ones for Γ's factors and norms stay on both paths).
 _HAS_FUSED_SGD = hasattr(torch, "_fused_sgd_")
+_FUSED_DEVICES = ("cpu", "cuda")
+_DEFAULT_FUSED_DEVICES = ("cpu",)
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -93,13 +98,13 @@ def dessilbi(
     with those of the new Γ; ``gammas[i]`` is ``None`` (Γ_{t-1} = scale·V_{t-1}) or a tensor
     to use as Γ_{t-1} instead, left unmodified. ``gamma_scales`` is empty otherwise.
     """
-    if foreach is None and fused is None:
-        fused = _fusable(params, grads, momentum_buffer_list, vs, gammas)
+    if foreach is None and fused is None:  # the fused path by default on the CPU only (see _DEFAULT_FUSED_DEVICES)
+        fused = _fusable(params, grads, momentum_buffer_list, vs, gammas, devices=_DEFAULT_FUSED_DEVICES)
         foreach = not fused and _plain(params)
     elif fused and not _fusable(params, grads, momentum_buffer_list, vs, gammas):
         raise UsageError(
-            "DessiLBI(fused=True) needs dense CPU tensors of a floating dtype, each state tensor and "
-            "gradient laid out like its parameter; use foreach=True"
+            "DessiLBI(fused=True) needs dense CPU or CUDA tensors of a floating dtype, each state tensor "
+            "and gradient laid out like its parameter; use foreach=True"
         )
     if not (fused or foreach):
         func = _single_tensor_dessilbi
@@ -111,8 +116,7 @@ def dessilbi(
     elif func is _single_tensor_dessilbi:
         func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h)
         return
-    if not params or all(p.dtype is params[0].dtype for p in params) and (
-            fused or all(p.device == params[0].device for p in params)):  # the fused path is CPU only
+    if not params or all(p.dtype is params[0].dtype and p.device == params[0].device for p in params):
         func(params, grads, momentum_buffer_list, vs, gammas, gamma_scales, h)
         return
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
@@ -144,15 +148,16 @@ def _fusable(
     momentum_buffer_list: list[Tensor | None],
     vs: list[Tensor],
     gammas: list[Tensor | None],
+    devices: tuple[str, ...] = _FUSED_DEVICES,
 ) -> bool:
-    """Whether torch's fused SGD kernel takes these tensors. It walks raw memory, so each
-    parameter must be dense (contiguous or channels-last) and its gradient and state laid out
-    the same way: a mix of layouts gives wrong results, not an error. (Run every step: the
-    checks are few calls per tensor.)"""
+    """Whether torch's fused SGD kernel takes these tensors, all on ``devices`` (device types).
+    It walks raw memory, so each parameter must be dense (contiguous or channels-last) and its
+    gradient and state laid out the same way: a mix of layouts gives wrong results, not an
+    error. (Run every step: the checks are few calls per tensor.)"""
     if not (_HAS_FUSED_SGD and _plain(params)):
         return False
     for p in params:
-        if not (p.is_cpu and p.dtype in _FUSED_DTYPES and (
+        if not (p.device.type in devices and p.dtype in _FUSED_DTYPES and (
                 p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)))):
             return False
     strides = [p.stride() for p in params]
@@ -284,8 +289,8 @@ def _fused_dessilbi(
     gamma_scales: list[Tensor],
     h: _Step,
 ) -> None:
-    # The reference loop's equations on CPU tensors of one dtype, the momentum-SGD step one
-    # pass of torch's fused SGD kernel (reads W, g, b; writes W, b).
+    # The reference loop's equations on tensors of one device and dtype, the momentum-SGD step
+    # one pass of torch's fused SGD kernel (reads W, g, b; writes W, b).
     first = [False] * len(params)
     if h.momentum != 0:
         for i, buf in enumerate(momentum_buffer_list):
@@ -296,7 +301,7 @@ def _fused_dessilbi(
     step = dict(lr=h.kappa * h.lr, momentum=h.momentum, dampening=h.dampening, nesterov=h.nesterov,
                 weight_decay=h.weight_decay)
     if (h.structure is not None and params and h.weight_decay == 0 and h.w_rate <= _FUSED_COUPLING_MAX
-            and _fused_coupling_works()):
+            and _fused_coupling_works(params[0].device)):
         # Without weight decay the momentum step does not read W_{t-1}, so the coupling may go
         # first, in one pass of its own: 13 passes over memory instead of 15 (no D written).
         _fused_coupling_(params, vs, gammas, gamma_scales, h)
@@ -310,20 +315,22 @@ def _fused_dessilbi(
 #: Largest a = κα/μ for which :func:`_fused_coupling_` runs (it divides by (1 − a)²; the
 #: reference values give a = 5e-4). Above it the fused path writes D as the others do.
 _FUSED_COUPLING_MAX = 0.1
-#: Whether this torch's fused SGD kernel computes :func:`_fused_coupling_` (None: not checked yet).
-_FUSED_COUPLING_OK: bool | None = None
+#: Whether this torch's fused SGD kernel computes :func:`_fused_coupling_`, per device type
+#: ("cpu", "cuda"; absent: not checked yet).
+_FUSED_COUPLING_OK: dict[str, bool] = {}
 
 
-def _fused_coupling_works() -> bool:
+def _fused_coupling_works(device: torch.device) -> bool:
     """Whether torch's fused SGD kernel computes :func:`_fused_coupling_`'s algebra: it is
     given a negative learning rate and a dampening above 1, which torch.optim.SGD never
     passes, so a torch that validates them, or changes the kernel, must not be trusted with
-    it. Checked once per process on four float64 values against the coupling's formulas;
-    on a mismatch or an error a warning is logged and the fused path writes D instead."""
-    global _FUSED_COUPLING_OK
-    if _FUSED_COUPLING_OK is None:
-        w, v, g = (torch.tensor(x, dtype=torch.float64) for x in ([1.0, -2.0, 0.5, 3.0], [0.3, 2.0, -1.0, 0.0],
-                                                                   [0.9, -1.0, 0.0, 2.5]))
+    it. Checked once per process and device type (each has its own kernel) on four float64
+    values against the coupling's formulas; on a mismatch or an error a warning is logged and
+    the fused path writes D instead."""
+    ok = _FUSED_COUPLING_OK.get(device.type)
+    if ok is None:
+        w, v, g = (torch.tensor(x, dtype=torch.float64, device=device)
+                   for x in ([1.0, -2.0, 0.5, 3.0], [0.3, 2.0, -1.0, 0.0], [0.9, -1.0, 0.0, 2.5]))
         h = _Step("lasso", lr=0.1, kappa=2.0, mu=4.0, lam=0.0, momentum=0.0, dampening=0.0, nesterov=False,
                   weight_decay=0.0)
         a, c = h.w_rate, h.v_rate
@@ -337,10 +344,10 @@ def _fused_coupling_works() -> bool:
         else:
             why = "its result differs from the coupling's formulas"
         if not ok:
-            logger.warning("DessiLBI: torch's fused SGD kernel cannot run the coupling pass (%s); the fused path "
-                           "writes W − Γ instead", why)
-        _FUSED_COUPLING_OK = ok
-    return _FUSED_COUPLING_OK
+            logger.warning("DessiLBI: torch's fused SGD kernel on %s cannot run the coupling pass (%s); the fused "
+                           "path writes W − Γ instead", device.type, why)
+        _FUSED_COUPLING_OK[device.type] = ok
+    return ok
 
 
 def _fused_coupling_(

@@ -2,7 +2,7 @@ r"""DessiLBI: momentum SGD coupled with a sparse structure parameter Γ (METHOD.
 
 :class:`DessiLBI` is a :class:`torch.optim.Optimizer`; :func:`dessilbi` is its functional core
 (in ``grownet/_dessilbi.py``: a readable per-tensor reference, a ``torch._foreach_*`` path and
-a fused CPU path side by side, chosen explicitly as in ``torch/optim/sgd.py``).
+a fused path (CPU and CUDA) side by side, chosen explicitly as in ``torch/optim/sgd.py``).
 :func:`dessilbi_param_groups` decides which tensors carry Γ;
 :func:`filter_activity` reads the share of each structured tensor's groups in Γ's support, the
 signal the grower acts on.
@@ -392,9 +392,10 @@ DessiLBI.__doc__ = r"""Implements DessiLBI (Fu et al., "Exploring Structural Spa
             None)
         fused (bool, optional): True: the path on torch's fused SGD kernel (one pass for the
             momentum step, and with ``weight_decay`` 0 one for moving W and V by their
-            coupling), CPU tensors of a floating dtype only; must not be set with
+            coupling), CPU or CUDA tensors of a floating dtype; must not be set with
             ``foreach=True``. With both None, each param group takes ``fused`` when all its
-            tensors are dense CPU tensors of one layout that the kernel takes, else
+            tensors are dense CPU tensors of one layout that the kernel takes (on CUDA it
+            measured no faster than ``foreach``), else
             ``foreach`` when all are plain dense tensors, else the reference loop (default:
             None)
         compiled (bool, optional): True: ``"filter"`` groups step through one kernel per

@@ -188,7 +188,7 @@ def test_the_path_is_chosen_per_group_by_the_flags(monkeypatch):
     calls.clear()
     opt.step()
     assert calls == ["_multi_tensor_dessilbi", "_fused_dessilbi"]
-    with pytest.raises(UsageError, match=r"fused=True\) needs dense CPU tensors.*; use foreach=True"):
+    with pytest.raises(UsageError, match=r"fused=True\) needs dense CPU or CUDA tensors.*; use foreach=True"):
         DessiLBI(dessilbi_param_groups(model), fused=True).step()
 
 
@@ -201,10 +201,6 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
 def test_update_matches_method_equations(route, weight_decay, device):
-    if device == "cuda" and route.get("fused"):
-        with pytest.raises(UsageError, match=r"fused=True\) needs dense CPU tensors"):
-            run_both(route, steps=1, device=device)
-        return
     model, opt, ref_model, ref_state = run_both(route, weight_decay=weight_decay, device=device)
     assert_matches_reference(model, opt, ref_model, ref_state, atol=1e-6)
     # The run exercised the prox on both sides of the threshold.
@@ -280,8 +276,9 @@ def test_a_torch_whose_fused_kernel_refuses_the_coupling_pass_gets_the_d_path(mo
     """The coupling pass gives torch's fused SGD kernel a negative learning rate; where a torch
     refuses (or computes otherwise), the check made once per process says so in a warning and
     the fused route writes D, still equal to the reference."""
-    assert functional._fused_coupling_works()  # this torch computes it
-    monkeypatch.setattr(functional, "_FUSED_COUPLING_OK", None)
+    cpu = torch.device("cpu")
+    assert functional._fused_coupling_works(cpu)  # this torch computes it
+    monkeypatch.setattr(functional, "_FUSED_COUPLING_OK", {})
 
     def refuses(*args, **kwargs):
         raise RuntimeError("Invalid learning rate: -0.0125")
@@ -289,13 +286,36 @@ def test_a_torch_whose_fused_kernel_refuses_the_coupling_pass_gets_the_d_path(mo
     real = functional._fused_coupling_
     monkeypatch.setattr(functional, "_fused_coupling_", refuses)
     with caplog.at_level("WARNING", logger="grownet._dessilbi"):
-        assert not functional._fused_coupling_works()
-    assert "cannot run the coupling pass (RuntimeError: Invalid learning rate: -0.0125)" in caplog.text
+        assert not functional._fused_coupling_works(cpu)
+    assert "on cpu cannot run the coupling pass (RuntimeError: Invalid learning rate: -0.0125)" in caplog.text
     calls: list[int] = []
     monkeypatch.setattr(functional, "_fused_coupling_", lambda *a: calls.append(1) or real(*a))
     model, opt, ref_model, ref_state = run_both(ROUTES["fused"], weight_decay=0.0, steps=20)
-    assert calls == [] and not functional._fused_coupling_works()  # checked once, not again
+    assert calls == [] and not functional._fused_coupling_works(cpu)  # checked once, not again
     assert_matches_reference(model, opt, ref_model, ref_state, atol=1e-6)
+
+
+@CUDA
+def test_on_cuda_fused_true_couples_in_one_kernel_pass_and_the_default_stays_foreach(monkeypatch):
+    """CUDA has its own fused SGD kernel: with fused=True the coupling pass is checked on it
+    (once per device type) and runs there, equal to the reference loop; with neither flag set
+    CUDA tensors take the foreach path, as in torch.optim.SGD (the fused one measured no faster
+    there)."""
+    monkeypatch.setattr(functional, "_FUSED_COUPLING_OK", {})
+    devices: list[str] = []
+    real = functional._fused_coupling_
+    monkeypatch.setattr(functional, "_fused_coupling_", lambda *a: devices.append(a[0][0].device.type) or real(*a))
+    model, opt, ref_model, ref_state = run_both(ROUTES["fused"], weight_decay=0.0, steps=20, device="cuda")
+    assert functional._FUSED_COUPLING_OK == {"cuda": True}
+    assert devices.count("cuda") > 1 and set(devices) == {"cuda"}  # the check, then the steps
+    assert_matches_reference(model, opt, ref_model, ref_state, atol=1e-6)
+
+    paths: list[str] = []
+    for name in ("_multi_tensor_dessilbi", "_fused_dessilbi"):
+        path = getattr(functional, name)
+        monkeypatch.setattr(functional, name, lambda *a, _path=path, _name=name: paths.append(_name) or _path(*a))
+    run_both({}, steps=1, device="cuda")
+    assert paths and set(paths) == {"_multi_tensor_dessilbi"}
 
 
 @pytest.mark.parametrize("variant", [dict(nesterov=True), dict(dampening=0.5), dict(momentum=0.0)])
@@ -405,7 +425,9 @@ def assert_path_equals_the_reference(
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize(
-    "fast, device", [("foreach", "cpu"), ("fused", "cpu"), pytest.param("foreach", "cuda", marks=CUDA)]
+    "fast, device",
+    [("foreach", "cpu"), ("fused", "cpu"), pytest.param("foreach", "cuda", marks=CUDA),
+     pytest.param("fused", "cuda", marks=CUDA)],
 )
 def test_fast_paths_equal_the_reference_over_50_steps(fast, device, family, momentum, weight_decay):
     """Both grownet families: the foreach and fused paths against the reference loop."""
