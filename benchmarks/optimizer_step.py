@@ -102,10 +102,40 @@ and per-tensor reference (``foreach=False``) paths, step alone; and the step-alo
 CPU time of one thread, which other processes on the machine disturb far less than
 wall-clock time with several threads (a busy core stalls every parallel region).
 
+Tenth session, same machine, idle, 2026-11-26 21:10-21:45, probed and dropped:
+- The four passes' Z chunk by chunk into one small buffer reused for every chunk (so that
+  only the first chunk's Z is cold), each chunk's coupling pass right after its Z:
+  ``dessilbi/sgd: step`` 1.97x, 1.86x and 1.83x for chunks of 128k, 384k and 1M elements,
+  against 1.67x unchunked in the same script (3 runs each).
+- For nets of small tensors, the per-filter kernels (Z, the norms) run once per row length
+  over the rows of all tensors of that length concatenated, not once per tensor: the grown
+  net's step 499 µs against 432 µs per tensor (fused path), 518 against 396 (foreach path):
+  the copies and views cost more than the kernel calls saved.
+- Leaner Python in ``DessiLBI.step`` (the write-back loop skipped when no buffer is new,
+  ``_init_group`` inlined): the grown net's step 394 µs against 399 µs; ``_fusable`` comparing
+  strides with ``map`` over C methods: 16.2 µs against 16.5 µs for the 13 conv tensors. Within
+  noise, neither kept.
+- Found: torch's fused SGD kernel splits every tensor across the intra-op threads, however
+  small, so on a net of small tensors its fork and join cost more than the work: 27 tensors
+  of 4096 elements take 85 µs with 2 threads and 24 µs with 1 (``torch._fused_sgd_``, the
+  momentum step alone), and the grown net's whole step 430 µs (fused path) against 383 µs
+  with the intra-op threads set to 1 around it and 410 µs on the foreach path. Changing
+  torch's thread count inside ``step()`` is a side effect an optimizer must not have; the
+  default stays the fused path (the VGG's step is 1.70x SGD's on it, 2.05x on the foreach
+  path).
+
 On CUDA (``--device cuda``; a lent NVIDIA H200, torch 2.11.0+cu130, 2026-11-26, 5 runs):
 ``dessilbi/sgd: step 3.89x, train step 1.18x``, ``dessilbi compiled/sgd: step 3.24x, train
 step 1.16x``; the step alone is 0.48 ms against SGD's 0.13 ms, kernel launches rather than
-traffic at this size.
+traffic at this size. Tenth session, two lent H200s (torch 2.11.0+cu130, 16 intra-op
+threads, 2026-11-26 21:20-21:27, reports/gpu-checks/), after the ninth session's trims of
+the step's Python work: ``dessilbi/sgd: step 3.19x, train step 1.14x`` (the default, the
+foreach path on CUDA), ``dessilbi compiled/sgd: step 2.98x, train step 1.15x``; grown net
+``step 3.71x, train step 1.17x``, compiled 3.04x and 1.16x; ``fused=True``, which runs on
+CUDA since this session, 3.32x. In the run before, with the fused path as CUDA's default:
+3.08x against ``foreach=True``'s 3.01x. The fused path is no faster there (the per-tensor
+kernels for Γ's factors and norms are on both paths; a step of these sizes is kernel
+launches), so CUDA's default stays foreach.
 
 Run: ``python benchmarks/optimizer_step.py [--runs 5] [--step-reps 50] [--train-reps 10]
 [--threads N] [--device cpu|cuda]``; the last four lines read ``dessilbi/sgd: step 1.66x, train step
@@ -237,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     context, sync = CONTEXT, None
-    if device.type == "cuda":
-        context = {k: v for k, v in CONTEXT.items() if k != "dessilbi foreach=False"}  # per-tensor loop: not a GPU path
+    if device.type == "cuda":  # the default there is foreach; the per-tensor loop is not a GPU path
+        context = {**{k: v for k, v in CONTEXT.items() if k == "sgd fused"}, "dessilbi fused=True": lambda m: DessiLBI(
+            dessilbi_param_groups(m), fused=True, **HP)}
         sync = functools.partial(torch.cuda.synchronize, device)
     if args.threads:
         torch.set_num_threads(args.threads)
