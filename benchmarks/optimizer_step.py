@@ -133,9 +133,17 @@ the step's Python work: ``dessilbi/sgd: step 3.19x, train step 1.14x`` (the defa
 foreach path on CUDA), ``dessilbi compiled/sgd: step 2.98x, train step 1.15x``; grown net
 ``step 3.71x, train step 1.17x``, compiled 3.04x and 1.16x; ``fused=True``, which runs on
 CUDA since this session, 3.32x. In the run before, with the fused path as CUDA's default:
-3.08x against ``foreach=True``'s 3.01x. The fused path is no faster there (the per-tensor
-kernels for Γ's factors and norms are on both paths; a step of these sizes is kernel
-launches), so CUDA's default stays foreach.
+3.08x against ``foreach=True``'s 3.01x. A third run, again with the fused path as the
+default, added the line ``step back to back`` (50 steps, then one synchronize: the host's
+time to launch them, what a training run that does not wait for each step pays): VGG fused
+438 µs against foreach 384 µs, SGD 103 µs (4.23x, 3.71x); grown net fused 1144 µs (4.59x).
+An alternating A/B on one machine (reports/device-runs/fused_vs_foreach_cuda.py, 100 steps
+back to back, medians of 10): grown net fused 1156 µs against foreach 971 µs (SGD 206),
+VGG 634 against 625 µs (SGD 123); training steps back to back 1.28x and 1.23x SGD's (grown),
+1.24x and 1.19x (VGG). The fused path is no faster there (the per-tensor kernels for Γ's
+factors and norms are on both paths; a step of these sizes is the host launching kernels),
+so CUDA's default stays foreach. The lent machines' hosts differ (SGD's grown-net step
+back to back 206-249 µs): only ratios from one run compare.
 
 Run: ``python benchmarks/optimizer_step.py [--runs 5] [--step-reps 50] [--train-reps 10]
 [--threads N] [--device cpu|cuda]``; the last four lines read ``dessilbi/sgd: step 1.66x, train step
@@ -337,7 +345,32 @@ def measure(
         torch.set_num_threads(threads)
         print(f"context: {label} step alone in CPU time of 1 thread: " + ", ".join(
             f"{n} {cpu[n] * 1e3:.2f} ms ({cpu[n] / cpu['sgd']:.2f}x)" for n in MAKERS))
+    else:  # a training run does not wait for each step: its cost is the host's time to launch it
+        makers = {**MAKERS, **{k: v for k, v in context.items() if k.startswith("dessilbi")}}
+        _, opts = zip(*(prepare(base, x, y, make) for make in makers.values()))
+        per = back_to_back(dict(zip(makers, (o.step for o in opts))), args.step_reps, sync)
+        print(f"context: {label} step back to back ({args.step_reps} steps, then one synchronize): " + ", ".join(
+            f"{n} {per[n] * 1e6:.0f} us ({per[n] / per['sgd']:.2f}x)" for n in makers))
     return ratios
+
+
+def back_to_back(fns: dict[str, Callable[[], object]], steps: int, sync: Callable[[], object] | None,
+                 repeats: int = 5) -> dict[str, float]:
+    """Median over ``repeats`` of the seconds per call of ``steps`` calls of each function in a
+    row with one ``sync`` at the end (on CUDA: the throughput of steps that nobody waits for,
+    bound by the host's time to launch them), the functions in turn."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if sync is not None:
+                sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            if sync is not None:
+                sync()
+            times[name].append((time.perf_counter() - start) / steps)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 if __name__ == "__main__":

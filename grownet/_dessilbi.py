@@ -30,10 +30,12 @@ logger = logging.getLogger(__name__)
 # weight decay the coupling of W and V too (_fused_coupling_); the public ``torch._foreach_*``
 # route computes the same (tests/test_optim.py checks both against the reference loop). Feature-detected, so an
 # older torch takes the foreach route by default and refuses ``fused=True``. On the devices
-# torch.optim.SGD(fused=True) runs on, the CPU and CUDA; the default on the CPU only: on a lent
-# H200 the fused path's step measured no faster than the foreach path's, 3.08x against 3.01x
-# SGD's (benchmarks/optimizer_step.py --device cuda, 2026-11-26), a GPU step at this size being
-# kernel launches (the per-tensor ones for Γ's factors and norms stay on both paths).
+# torch.optim.SGD(fused=True) runs on, the CPU and CUDA; the default on the CPU only: on lent
+# H200s the fused path measured no faster than the foreach path, a GPU step of these nets
+# being the host's time to launch kernels (the per-tensor ones for Γ's factors and norms are
+# on both paths): 3.08x against 3.01x SGD's step (benchmarks/optimizer_step.py --device cuda),
+# and 100 steps back to back 1156 µs against 971 µs for the benchmark's grown net, 634 against
+# 625 µs for its VGG (reports/device-runs/fused_vs_foreach_cuda.py, alternating, 2026-11-26).
 _HAS_FUSED_SGD = hasattr(torch, "_fused_sgd_")
 _FUSED_DEVICES = ("cpu", "cuda")
 _DEFAULT_FUSED_DEVICES = ("cpu",)
