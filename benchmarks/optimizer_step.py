@@ -143,7 +143,10 @@ VGG 634 against 625 µs (SGD 123); training steps back to back 1.28x and 1.23x S
 1.24x and 1.19x (VGG). The fused path is no faster there (the per-tensor kernels for Γ's
 factors and norms are on both paths; a step of these sizes is the host launching kernels),
 so CUDA's default stays foreach. The lent machines' hosts differ (SGD's grown-net step
-back to back 206-249 µs): only ratios from one run compare.
+back to back 206-269 µs): only ratios from one run compare. The final code, on a fourth
+H200 (21:53): ``dessilbi/sgd: step 3.19x, train step 1.20x``, compiled 3.07x and 1.26x; grown
+net 3.53x and 1.22x; back to back VGG 389 µs (4.03x SGD's), ``fused=True`` 401 µs (4.16x),
+grown net 1265 µs (4.69x).
 
 Run: ``python benchmarks/optimizer_step.py [--runs 5] [--step-reps 50] [--train-reps 10]
 [--threads N] [--device cpu|cuda]``; the last four lines read ``dessilbi/sgd: step 1.66x, train step
