@@ -266,6 +266,11 @@ CONTEXT: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
     "dessilbi foreach=True": lambda m: DessiLBI(dessilbi_param_groups(m), foreach=True, **HP),
     "dessilbi foreach=False": lambda m: DessiLBI(dessilbi_param_groups(m), foreach=False, **HP),
 }
+#: On CUDA, where DessiLBI's default is foreach and the per-tensor loop is not a GPU path.
+CUDA_CONTEXT: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
+    "sgd fused": CONTEXT["sgd fused"],
+    "dessilbi fused=True": lambda m: DessiLBI(dessilbi_param_groups(m), fused=True, **HP),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,9 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     context, sync = CONTEXT, None
-    if device.type == "cuda":  # the default there is foreach; the per-tensor loop is not a GPU path
-        context = {**{k: v for k, v in CONTEXT.items() if k == "sgd fused"}, "dessilbi fused=True": lambda m: DessiLBI(
-            dessilbi_param_groups(m), fused=True, **HP)}
+    if device.type == "cuda":
+        context = CUDA_CONTEXT
         sync = functools.partial(torch.cuda.synchronize, device)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -154,10 +154,9 @@ def route(request):
     return ROUTES[request.param]
 
 
-def test_the_path_is_chosen_per_group_by_the_flags(monkeypatch):
-    """foreach/fused pick the path as in torch.optim.SGD; with neither set, dense CPU tensors
-    take the fused path and others the foreach path (never a mix inside one group)."""
-    calls = []
+def record_paths(monkeypatch) -> list[str]:
+    """A list that each of DessiLBI's three paths appends its function's name to when it runs."""
+    calls: list[str] = []
     for name in ("_single_tensor_dessilbi", "_multi_tensor_dessilbi", "_fused_dessilbi"):
         real = getattr(functional, name)
         def spy(*a, _real=real, _name=name, **k):
@@ -165,6 +164,13 @@ def test_the_path_is_chosen_per_group_by_the_flags(monkeypatch):
             return _real(*a, **k)
 
         monkeypatch.setattr(functional, name, spy)
+    return calls
+
+
+def test_the_path_is_chosen_per_group_by_the_flags(monkeypatch):
+    """foreach/fused pick the path as in torch.optim.SGD; with neither set, dense CPU tensors
+    take the fused path and others the foreach path (never a mix inside one group)."""
+    calls = record_paths(monkeypatch)
     x, y = batches(1)[0]
     for flags, expected in [
         (dict(), "_fused_dessilbi"),
@@ -310,10 +316,7 @@ def test_on_cuda_fused_true_couples_in_one_kernel_pass_and_the_default_stays_for
     assert devices.count("cuda") > 1 and set(devices) == {"cuda"}  # the check, then the steps
     assert_matches_reference(model, opt, ref_model, ref_state, atol=1e-6)
 
-    paths: list[str] = []
-    for name in ("_multi_tensor_dessilbi", "_fused_dessilbi"):
-        path = getattr(functional, name)
-        monkeypatch.setattr(functional, name, lambda *a, _path=path, _name=name: paths.append(_name) or _path(*a))
+    paths = record_paths(monkeypatch)
     run_both({}, steps=1, device="cuda")
     assert paths and set(paths) == {"_multi_tensor_dessilbi"}
 
