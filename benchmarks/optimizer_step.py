@@ -88,8 +88,9 @@ all carrying Γ under DessiLBI), the issue's target; then the grown net above (i
 architecture.json); batch 128 of random 3x32x32 inputs, CPU.
 
 Measured: (a) ``optimizer.step()`` alone, on fixed gradients; (b) one whole training step
-(zero_grad, forward, cross-entropy, backward, step), and (c) the step inside it, right after
-its own backward (the cache state a training run gives the step). The methods run in a
+(zero_grad, forward, cross-entropy, backward, step), (c) the step inside it, right after
+its own backward (the cache state a training run gives the step), and, on the CPU, (d) the
+default step's parts, in an interleave of their own (:func:`step_parts`). The methods run in a
 shuffled order within every repetition (seeded, new each time) and medians of wall-clock time
 are reported, because this machine is shared. DessiLBI runs with the reference hyperparameters (lr 0.05, kappa 1,
 mu 100, lam 1, momentum 0.9); its cost does not depend on how many filters are in Γ's support
@@ -123,6 +124,24 @@ Tenth session, same machine, idle, 2026-11-26 21:10-21:45, probed and dropped:
   torch's thread count inside ``step()`` is a side effect an optimizer must not have; the
   default stays the fused path (the VGG's step is 1.70x SGD's on it, 2.05x on the foreach
   path).
+
+Eleventh session, same machine, idle, 2026-11-26 22:10-22:50: where the time above the
+kernels goes. The step's kernels alone (the same torch calls in a plain function, no Python
+around them) read 1.47x SGD's step in a seven-function interleave in which the step read
+1.69x; the new context line (d) splits the step in its own interleave: ``step 1.65x,
+functional 1.53x, fused path 1.48x`` for the VGG, ``1.91x, 1.53x, 1.25x`` for the grown net.
+So the step's Python bookkeeping, not its kernels, is what stands between it and 1.6x. Much
+of that cost is cache misses: right after other optimizers' steps (as here) the layout check
+``_fusable`` took 91 µs for the VGG's two param groups against 28 µs when run back to back,
+``DessiLBI._init_group`` 51 µs against 11 µs (SGD's own 23 µs). Priced in this script's
+interleave (5 runs, medians, two processes each, unsafe shortcuts only to price them): the
+layout check made a no-op 1.63-1.65x against 1.69-1.72x; a cheaper check (every tensor
+contiguous, of one dtype and device) 1.66x, within noise of the current one; the whole path
+choice and check skipped 1.56-1.62x; running the param groups without structure on the
+foreach path instead of the fused kernel, no change (1.72x against 1.72x). Even with no
+layout check at all (torch's own fused SGD has none; this one keeps a state tensor of another
+layout from being read as raw memory of the parameter's) the step would sit at the target
+only within this script's noise, so the check stays.
 
 On CUDA (``--device cuda``; a lent NVIDIA H200, torch 2.11.0+cu130, 2026-11-26, 5 runs):
 ``dessilbi/sgd: step 3.89x, train step 1.18x``, ``dessilbi compiled/sgd: step 3.24x, train
@@ -175,6 +194,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from _machine import machine  # benchmarks/ is sys.path[0] when run as a script
 
+from grownet import _dessilbi
 from grownet.arch import Architecture
 from grownet.models import build_model
 from grownet.optim import DessiLBI, dessilbi_param_groups
@@ -352,6 +372,9 @@ def measure(
         torch.set_num_threads(threads)
         print(f"context: {label} step alone in CPU time of 1 thread: " + ", ".join(
             f"{n} {cpu[n] * 1e3:.2f} ms ({cpu[n] / cpu['sgd']:.2f}x)" for n in MAKERS))
+        parts = [step_parts(base, x, y, args.step_reps, seed=r) for r in range(args.runs)]
+        print(f"context: {label} the default step's parts (their own interleave, medians of {args.runs} runs): "
+              + ", ".join(f"{n} {statistics.median(p[n] / p['sgd'] for p in parts):.2f}x" for n in PARTS) + " sgd's")
     else:  # a training run does not wait for each step: its cost is the host's time to launch it
         makers = {**MAKERS, **{k: v for k, v in context.items() if k.startswith("dessilbi")}}
         _, opts = zip(*(prepare(base, x, y, make) for make in makers.values()))
@@ -359,6 +382,46 @@ def measure(
         print(f"context: {label} step back to back ({args.step_reps} steps, then one synchronize): " + ", ".join(
             f"{n} {per[n] * 1e6:.0f} us ({per[n] / per['sgd']:.2f}x)" for n in makers))
     return ratios
+
+
+#: What :func:`step_parts` times besides SGD's step, outermost first.
+PARTS = ("step", "functional", "fused path")
+
+
+def step_parts(base: nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int, seed: int = 0) -> dict[str, float]:
+    """Median seconds of SGD's step and of DessiLBI's default CPU step (the fused path) at three
+    depths, each over its own copy of ``base``, interleaved with each other only: "step",
+    ``optimizer.step()``; "functional", ``grownet._dessilbi.dessilbi()`` on each param group's
+    lists, built once (no walk of the groups and states); "fused path", the path it picks
+    called directly (no path choice, no layout checks): the kernels and the Python around
+    them. What the step's bookkeeping costs above its math."""
+    _, sgd = prepare(base, x, y, MAKERS["sgd"])
+    step, functional, direct = (prepare(base, x, y, MAKERS["dessilbi"])[1] for _ in range(3))
+
+    def calls(opt: torch.optim.Optimizer, fn: Callable[..., None]) -> Callable[[], None]:
+        groups = []
+        for group in opt.param_groups:
+            lists: tuple[list, ...] = ([], [], [], [], [], [])
+            opt._init_group(group, *lists)  # the state exists (prepare() stepped once): nothing is created
+            assert _dessilbi._fusable(*lists[:5], devices=("cpu",)), "the default CPU step is the fused path"
+            groups.append((group, lists))
+
+        def run() -> None:
+            for group, lists in groups:
+                fn(*lists, **{k: group[k] for k in _STEP_KEYS})
+
+        return run
+
+    def fused(*lists: list, **hp: object) -> None:
+        _dessilbi._fused_dessilbi(*lists, _dessilbi._Step(**hp))  # type: ignore[arg-type]
+
+    fns = {"sgd": sgd.step, "step": step.step, "functional": calls(functional, _dessilbi.dessilbi),
+           "fused path": calls(direct, fused)}
+    return interleaved(fns, reps, seed=seed)
+
+
+#: A param group's entries that are arguments of grownet._dessilbi.dessilbi's math.
+_STEP_KEYS = ("structure", "lr", "kappa", "mu", "lam", "momentum", "dampening", "nesterov", "weight_decay")
 
 
 def back_to_back(fns: dict[str, Callable[[], object]], steps: int, sync: Callable[[], object] | None,
