@@ -130,18 +130,19 @@ kernels goes. The step's kernels alone (the same torch calls in a plain function
 around them) read 1.47x SGD's step in a seven-function interleave in which the step read
 1.69x; the new context line (d) splits the step in its own interleave: ``step 1.65x,
 functional 1.53x, fused path 1.48x`` for the VGG, ``1.91x, 1.53x, 1.25x`` for the grown net.
-So the step's Python bookkeeping, not its kernels, is what stands between it and 1.6x. Much
-of that cost is cache misses: right after other optimizers' steps (as here) the layout check
+So the step's Python bookkeeping, not its kernels, is what stands between it and 1.6x. It
+costs most run cold: right after other optimizers' steps (as here) the layout check
 ``_fusable`` took 91 µs for the VGG's two param groups against 28 µs when run back to back,
 ``DessiLBI._init_group`` 51 µs against 11 µs (SGD's own 23 µs). Priced in this script's
-interleave (5 runs, medians, two processes each, unsafe shortcuts only to price them): the
-layout check made a no-op 1.63-1.65x against 1.69-1.72x; a cheaper check (every tensor
-contiguous, of one dtype and device) 1.66x, within noise of the current one; the whole path
-choice and check skipped 1.56-1.62x; running the param groups without structure on the
-foreach path instead of the fused kernel, no change (1.72x against 1.72x). Even with no
-layout check at all (torch's own fused SGD has none; this one keeps a state tensor of another
-layout from being read as raw memory of the parameter's) the step would sit at the target
-only within this script's noise, so the check stays.
+interleave (each figure the median of 5 runs, from two to four processes; unsafe shortcuts,
+only to price them): the layout check made a no-op, VGG 1.63-1.68x against 1.68-1.73x, grown
+net 1.92-1.99x against 2.19-2.26x; a cheaper check (every tensor contiguous, of one dtype and
+device), VGG 1.66-1.67x, grown net 2.12-2.13x; the whole path choice and check skipped, VGG
+1.56-1.62x; the param groups without structure on the foreach path instead of the fused
+kernel, VGG 1.72-1.74x against 1.72x (no gain). Even with no layout check at all (torch's own
+fused SGD has none; this one keeps a tensor of another layout from being read as raw memory
+of the parameter's) the VGG's step would sit at the target only within this script's noise,
+so the check stays.
 
 On CUDA (``--device cuda``; a lent NVIDIA H200, torch 2.11.0+cu130, 2026-11-26, 5 runs):
 ``dessilbi/sgd: step 3.89x, train step 1.18x``, ``dessilbi compiled/sgd: step 3.24x, train
