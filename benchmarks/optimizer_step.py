@@ -178,6 +178,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import random
 import statistics
@@ -421,8 +422,9 @@ def step_parts(base: nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int, see
     return interleaved(fns, reps, seed=seed)
 
 
-#: A param group's entries that are arguments of grownet._dessilbi.dessilbi's math.
-_STEP_KEYS = ("structure", "lr", "kappa", "mu", "lam", "momentum", "dampening", "nesterov", "weight_decay")
+#: A param group's entries that are the step's hyperparameters (the fields of grownet's _Step,
+#: also arguments of grownet._dessilbi.dessilbi).
+_STEP_KEYS = tuple(f.name for f in dataclasses.fields(_dessilbi._Step))
 
 
 def back_to_back(fns: dict[str, Callable[[], object]], steps: int, sync: Callable[[], object] | None,
