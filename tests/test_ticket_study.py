@@ -19,23 +19,30 @@ from grownet.seeds import preset
 from grownet.ticket import TICKET_ARMS, random_keep, reduced_arch, run_ticket_study, solve_keep
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _signal_run import signal_after  # noqa: E402
+from _signal_run import SEEDS, signal_after  # noqa: E402
 from _smoke import smoke_dataset  # noqa: E402
 
 ARCH = preset("vgg", width=(8, 16, 32, 32, 32))
 
 
 @pytest.fixture(scope="module")
-def importance(tmp_path_factory):
-    """Per-filter importance after two DessiLBI epochs on a small CIFAR-10 slice, for the
-    net as initialised (1.0) and with stages.2.0's kernel x4 (BatchNorm: the same function)."""
+def rescaled(tmp_path_factory):
+    """Per seed of tests/_signal_run.py, the per-filter importance after two DessiLBI epochs on
+    a small CIFAR-10 slice, for the net as initialised (1.0) and with stages.2.0's kernel x4
+    (BatchNorm: the same function)."""
     dataset, data_dir = smoke_dataset(tmp_path_factory.mktemp("data"))
     ds = load_dataset(dataset, data_dir=data_dir, limit_train=1000, limit_test=100)
 
-    def run(scale: float) -> dict[str, torch.Tensor]:
-        return signal_after(ds, ARCH, scale=scale, mu=100.0, lam=1.0).importance
+    def run(scale: float, seed: int) -> dict[str, torch.Tensor]:
+        return signal_after(ds, ARCH, scale=scale, mu=100.0, lam=1.0, seed=seed).importance
 
-    return run(1.0), run(4.0)
+    return {seed: (run(1.0, seed), run(4.0, seed)) for seed in SEEDS}
+
+
+@pytest.fixture(scope="module")
+def importance(rescaled):
+    """Seed 0's pair of :func:`rescaled`."""
+    return rescaled[0]
 
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
@@ -53,10 +60,14 @@ def test_the_kept_macs_land_within_10_points_of_the_target(importance, target):
 
 
 @pytest.mark.parametrize("relative_to", ["layer", "net"])
-def test_a_rescaled_layer_keeps_the_same_fraction(importance, relative_to):
-    """Issue acceptance: stages.2.0's initial weights x4 change its kept fraction by at most 0.15."""
-    base, scaled = (solve_keep(ARCH, imp, 0.5, relative_to=relative_to) for imp in importance)
-    assert abs(base.kept_fraction["stages.2.0"] - scaled.kept_fraction["stages.2.0"]) <= 0.15, (base, scaled)
+def test_a_rescaled_layer_keeps_the_same_fraction(rescaled, relative_to):
+    """Issue acceptance: stages.2.0's initial weights x4 change its kept fraction by at most
+    0.15, on average over the seeds of tests/_signal_run.py (one seed's reading is a sample)."""
+    moved = []
+    for pair in rescaled.values():
+        base, scaled = (solve_keep(ARCH, imp, 0.5, relative_to=relative_to) for imp in pair)
+        moved.append(abs(base.kept_fraction["stages.2.0"] - scaled.kept_fraction["stages.2.0"]))
+    assert statistics.mean(moved) <= 0.15, moved
 
 
 def test_solve_keep_refuses_bad_targets_and_shapes(importance):
