@@ -144,6 +144,21 @@ fused SGD has none; this one keeps a tensor of another layout from being read as
 of the parameter's) the VGG's step would sit at the target only within this script's noise,
 so the check stays.
 
+Twelfth session, another machine: an AMD EPYC, 2 cores, 32 MiB L3, where the VGG's step no
+longer sits in cache (W, g, b, V and Z are 6.2 MB each), torch 2.13 CPU, idle (load average
+0.6), 2026-11-27 00:48: ``dessilbi/sgd: step 2.13x, train step 1.01x``, ``dessilbi
+compiled/sgd: step 1.52x, train step 0.98x``; grown net 2.53x and 1.00x, compiled 1.72x and
+1.02x; the parts, VGG ``step 2.10x, functional 1.81x, fused path 1.73x``, grown net ``1.59x,
+1.33x, 1.02x``. Timed inside ``step()`` (medians of 100, shuffled with SGD's step): the
+kernels 1.75-1.81 ms against SGD's whole step of 1.03-1.05 ms, the bookkeeping about 0.2 ms
+(``_init_group`` 21 and 30 µs, ``_fusable`` 21 and 52 µs for the filter and the plain group,
+the write-back 12 µs). Probed and dropped: the fused path's four passes run tensor by tensor,
+so that one tensor's Z is alive at a time and its V stays in cache: VGG 1.49-1.53x against
+1.53-1.62x (three processes), the VGG at twice the widths 1.75-1.76x against 1.79-1.87x, but
+the grown net 1.61-1.64x against 1.28-1.34x (13 small tensors, four calls each); choosing
+between the two by size would tune a second path to one cache. Here even the compiled kernel
+reads 1.52x: no eager step reaches 1.6x on this machine.
+
 On CUDA (``--device cuda``; a lent NVIDIA H200, torch 2.11.0+cu130, 2026-11-26, 5 runs):
 ``dessilbi/sgd: step 3.89x, train step 1.18x``, ``dessilbi compiled/sgd: step 3.24x, train
 step 1.16x``; the step alone is 0.48 ms against SGD's 0.13 ms, kernel launches rather than
