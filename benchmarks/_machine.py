@@ -9,6 +9,19 @@ from pathlib import Path
 import torch
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor name elsewhere.
+    Float32 results depend on it too: torch's CPU kernels take other code paths on another
+    vendor's chip (tests/test_refactor_equivalence.py keys its recorded values by it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def last_level_cache() -> str:
     """The CPU's largest cache as ``"L3 32 MiB"`` (Linux sysfs, CPU 0), or ``""`` where it cannot
     be read. Step ratios depend on it: a step whose tensors fit in it reads them from cache."""
@@ -30,14 +43,7 @@ def last_level_cache() -> str:
 def machine() -> str:
     """CPU model, cores, last-level cache, the GPU where CUDA is available, OS, Python and torch
     versions, torch threads and the load average."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     cache = last_level_cache()
     cache = f", {cache}" if cache else ""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -28,7 +27,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+from _machine import cpu_model  # noqa: E402
 from _runfolder import smoke_run  # noqa: E402
 from test_ticket import OVERRIDES, TINY, _gratings  # noqa: E402
 
@@ -106,19 +107,8 @@ def ticket_outcome(tmp: Path) -> dict[str, Any]:
     return got
 
 
-def _cpu() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor name elsewhere."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _key(dataset: str) -> str:
-    return f"{'cifar10' if dataset == 'cifar10' else 'synthetic'} torch {torch.__version__} on {_cpu()}"
+    return f"{'cifar10' if dataset == 'cifar10' else 'synthetic'} torch {torch.__version__} on {cpu_model()}"
 
 
 def _golden(run: Path) -> dict[str, Any]:
