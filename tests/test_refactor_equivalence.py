@@ -9,7 +9,10 @@ per dataset (the shared CIFAR-10 copy, or the generated npz set where it is abse
 version and per CPU model: floating-point results of another torch build, or of the same build on
 another vendor's CPU (its kernels take other code paths), are not comparable, so the test skips
 there with the reason. On an AMD EPYC the smoke run's float32 sums round apart from the Intel
-Xeon's and its growth takes another decision (1,396,384 MACs against 1,389,472).
+Xeon's and its growth takes another decision (1,396,384 MACs against 1,389,472 on CIFAR-10;
+1,318,048 against 1,410,208 on the npz set). The EPYC's values were recorded with main at
+a8f1fe1, which gave the Xeon's recorded values on the Xeon (the npz set's with
+``GROWNET_SHARED_DATA=/nonexistent``, which makes ``tests/_smoke.py`` generate it).
 """
 
 from __future__ import annotations
