@@ -40,7 +40,7 @@ def read_folder(
     """
     if not root.is_dir():
         raise DataError(
-            f"{name}: {root} is not a folder; expected {root}/train/<class>/<image> and {root}/test/<class>/<image>"
+            f"{name}: {root} is not a folder; expected train/<class>/<image> and test/<class>/<image> in it"
         )
     train_dir = root / "train"
     test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
