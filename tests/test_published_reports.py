@@ -15,7 +15,7 @@ from grownet.report.formatting import duration, pct, si
 REPO = Path(__file__).resolve().parents[1]
 #: Published run folders (a study folder, with its study.json, is checked in tests/test_published_study.py).
 FOLDERS = sorted(p.parent for p in (REPO / "reports").glob("*/summary.json") if not (p.parent / "study.json").exists())
-CONTROLS = ("scratch", "uniform", "seed", "fixed_uniform")  # the first version's three, then fixed_uniform
+CONTROLS = ("scratch", "uniform", "seed", "fixed_uniform", "random")  # the first version's three, then the others
 
 
 def summaries(folder: Path) -> dict[str, dict]:
@@ -108,7 +108,7 @@ def test_the_gpu_run_is_the_reference_recipe_on_all_of_cifar10_with_four_control
     folder = REPO / "reports" / "cifar10-gpu"
     assert "--recipe cifar10-vgg" in _ran_on_cuda_on_all_of_cifar10(folder)["command"]
     assert "NVIDIA H200" in (folder / "device" / "machine.txt").read_text()
-    runs = {**summaries(folder), "random": json.loads((folder / "controls" / "random" / "summary.json").read_text())}
+    runs = summaries(folder)
     assert set(runs) == {"grown", "scratch", "uniform", "seed", "random"}
     assert {s["epochs"] for s in runs.values()} == {runs["grown"]["epochs"]}
     readme = (REPO / "README.md").read_text(encoding="utf-8")
