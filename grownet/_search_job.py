@@ -205,9 +205,9 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
     :mod:`grownet.signal`; without: the share in Γ's support,
     :func:`grownet.policy.layer_activity`; ``grow.signal = "uniform"``: 1 for every layer; ``"off"``: 0),
     plan the growth (:func:`grownet.policy.plan_growth` with the recipe's rule and budgets;
-    held at ``budget.max_rounds`` or when :func:`time_hold` says the time budget would be
-    passed), and grow without changing the function (:func:`grownet.grow.apply`, optimizer
-    state carried over). A check that grows nothing before round ``budget.min_rounds`` still
+    held at ``budget.max_rounds``; when :func:`time_hold` says the time budget would be passed,
+    cut to the most that fits (:func:`fit_in_time`), held when nothing does), and grow without
+    changing the function (:func:`grownet.grow.apply`, optimizer state carried over). A check that grows nothing before round ``budget.min_rounds`` still
     leads to another round (``record["next_round"]``) unless the time budget forbids it.
 
     Args:
@@ -238,9 +238,12 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
             hold = f"budget.max_rounds {r.budget.max_rounds} reached"
         plan = plan_growth(arch, activity, hold=hold, **rule)
         if plan.grew and r.budget.time_budget > 0:  # the probes of step_ratio run on rank 0 only
-            hold = time_hold(plan, state, r, net.cost, elapsed(), step_ratio=step_ratio(plan.arch) if step_ratio else None)
-            if hold is not None:
-                plan = plan_growth(arch, activity, hold=hold, **rule)
+            ratio = step_ratio(plan.arch) if step_ratio else None
+            hold = time_hold(plan, state, r, net.cost, elapsed(), step_ratio=ratio)
+            if hold is not None:  # the most of the plan that fits the time left, else nothing
+                fit = fit_in_time(plan, ratio, lambda cap: plan_growth(arch, activity, time_macs=cap, **rule),
+                                  state, r, net.cost, elapsed, step_ratio=step_ratio)
+                plan, hold = (fit, None) if fit is not None else (plan_growth(arch, activity, hold=hold, **rule), hold)
         next_round = plan.grew
         if not plan.grew and state.round < r.budget.min_rounds:  # (max_rounds >= min_rounds: not held by it)
             timed = time_hold(plan, state, r, net.cost, elapsed(), step_ratio=1.0) if r.budget.time_budget > 0 else None
@@ -265,6 +268,14 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
     return GrowthCheck(record, activity, plan, hold, model, grown)
 
 
+def _epoch_seconds(state: SearchState) -> float:
+    """This round's median epoch in seconds (the median leaves out the first epoch's warm-up)."""
+    s = state
+    rows = [i for i, h in enumerate(s.history) if h["phase"] == "grow" and h["round"] == s.round]
+    ends = [s.history[rows[0] - 1]["wall_time"] if rows[0] > 0 else 0.0] + [s.history[i]["wall_time"] for i in rows]
+    return statistics.median(b - a for a, b in zip(ends, ends[1:]))
+
+
 def time_hold(plan: GrowthPlan, state: SearchState, recipe: Recipe, now: Cost, elapsed: float, *,
               step_ratio: float | None = None) -> str | None:
     """Why the time budget forbids another round (None when it fits): ``elapsed`` seconds plus
@@ -274,16 +285,48 @@ def time_hold(plan: GrowthPlan, state: SearchState, recipe: Recipe, now: Cost, e
     present net's; without it, times the grown net's MACs over the present net's (``now``):
     right for a compute-bound CPU, about 2x long on a GPU, where small nets are launch-bound
     (README, On a GPU)."""
-    r, s = recipe, state
-    rows = [i for i, h in enumerate(s.history) if h["phase"] == "grow" and h["round"] == s.round]
-    ends = [s.history[rows[0] - 1]["wall_time"] if rows[0] > 0 else 0.0] + [s.history[i]["wall_time"] for i in rows]
-    per_epoch = statistics.median(b - a for a, b in zip(ends, ends[1:]))
+    r = recipe
     ratio = step_ratio if step_ratio is not None else (plan.macs or now.macs) / now.macs
-    need = per_epoch * ratio * (r.grow.local_epochs + r.finetune.epochs)
+    need = _epoch_seconds(state) * ratio * (r.grow.local_epochs + r.finetune.epochs)
     if elapsed + need <= r.budget.time_budget:
         return None
     return (f"budget.time_budget {r.budget.time_budget:g} s: {elapsed:.0f} s elapsed + about {need:.0f} s for "
             f"another round and the fine-tune would pass it")
+
+
+def time_cap(plan: GrowthPlan, state: SearchState, recipe: Recipe, now: Cost, elapsed: float, *,
+             step_ratio: float | None = None) -> int:
+    """MACs of the largest grown net whose round and fine-tune :func:`time_hold` would let
+    fit, 0 when none larger than the present net (``now``) would: the epoch of a net between the
+    present one (ratio 1) and ``plan`` (``step_ratio``, else its MACs ratio) is interpolated
+    linearly in its MACs."""
+    r = recipe
+    fits = (r.budget.time_budget - elapsed) / (_epoch_seconds(state) * (r.grow.local_epochs + r.finetune.epochs))
+    macs = plan.macs or now.macs
+    ratio = step_ratio if step_ratio is not None else macs / now.macs
+    if fits <= 1 or ratio <= 1 or macs <= now.macs:
+        return 0
+    return int(now.macs + (macs - now.macs) * min(1.0, (fits - 1) / (ratio - 1)))
+
+
+def fit_in_time(plan: GrowthPlan, ratio: float | None, replan: Callable[[int], GrowthPlan], state: SearchState,
+                recipe: Recipe, now: Cost, elapsed: Callable[[], float], *,
+                step_ratio: Callable[[Architecture], float] | None = None, tries: int = 3) -> GrowthPlan | None:
+    """The plan made under the MACs cap of :func:`time_cap` (``replan(cap)``) when
+    :func:`time_hold` lets it fit, else None. ``plan``, whose round and fine-tune would pass
+    the time budget, has seconds-per-step ratio ``ratio`` (None: its MACs ratio); each try
+    measures the capped plan (``step_ratio``) and caps again from it, at most ``tries``."""
+    for _ in range(tries):
+        cap = time_cap(plan, state, recipe, now, elapsed(), step_ratio=ratio)
+        if cap <= now.macs:
+            return None
+        plan = replan(cap)
+        if not plan.grew:
+            return None
+        ratio = step_ratio(plan.arch) if step_ratio else None
+        if time_hold(plan, state, recipe, now, elapsed(), step_ratio=ratio) is None:
+            return plan
+    return None
 
 
 def _macs_params(arch: Architecture) -> tuple[int, int]:

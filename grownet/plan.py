@@ -16,9 +16,10 @@ The estimate (every assumption errs long):
   evaluated image) x m / probe MACs``: throughput inversely proportional to MACs, which
   overestimates nets larger than the probed one (fixed per-step costs do not grow);
 - every round widens every layer by ``grow.ratio`` (``grow.min_add``, ``grow.max_width``), as if
-  every layer saturated, clipped to the MACs / params budget (the round after a clipped
-  growth is the last: nothing more fits), held at ``budget.max_rounds`` and by the time budget
-  as the search holds it; deepening is not counted; then rounds of the same net up to
+  every layer saturated, clipped to the MACs / params budget and to the most MACs whose round
+  and fine-tune fit the time budget, as the search clips it (the round after a clipped growth
+  is the last: nothing more fits), held at ``budget.max_rounds`` and by the time budget where
+  nothing larger fits; deepening is not counted; then rounds of the same net up to
   ``budget.min_rounds``;
 - the fine-tune trains ``finetune.epochs`` epochs of the last round's net, then validation and
   test are evaluated once.
@@ -280,7 +281,10 @@ def schedule(arch: Architecture, recipe: Recipe, epoch_seconds: Callable[[int], 
                             ((b.max_macs, macs, g.macs), (b.max_params, params, g.params)) if limit and full > limit]
             t = max(0.0, min(fits))
             new_macs = _rounded(macs + t * (g.macs - macs))
-            if new_macs <= macs or over_time(new_macs):
+            if new_macs > macs and over_time(new_macs):  # cut to what fits the time budget, as the search does
+                new_macs = _most_in_time(macs, new_macs, over_time)
+                t = min(t, (new_macs - macs) / (g.macs - macs))
+            if new_macs <= macs:
                 break
             arch, macs, params, round = grown, new_macs, _rounded(params + t * (g.params - params)), round + 1
             train_round(r.grow.local_epochs)
@@ -294,6 +298,17 @@ def schedule(arch: Architecture, recipe: Recipe, epoch_seconds: Callable[[int], 
         epochs = r.finetune.epochs - done
         out.append(PhaseEstimate("finetune", round, epochs, macs, epochs * epoch_seconds(macs)))
     return out
+
+
+def _most_in_time(low: int, high: int, over_time: Callable[[int], bool]) -> int:
+    """The largest MACs in ``[low, high]`` that ``over_time`` lets fit, ``low`` when none does
+    (``over_time`` grows with the MACs; bisection over whole MACs)."""
+    if over_time(low + 1):
+        return low
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if not over_time(mid) else (low, mid)
+    return low
 
 
 def _rounded(x: float) -> int:

@@ -18,7 +18,9 @@ The rules (METHOD.md §2, with a budget and depth added):
   ``max(min_add, ceil((ratio - 1) * C * f))`` filters with ``f = (a - τ) / (1 - τ)``
   (``f = 1`` when τ = 1), so a layer that is just saturated grows by ``min_add`` and a fully
   active one by the whole ratio.
-- **Budget**: when the grown net would pass ``max_macs`` or ``max_params``, widening takes
+- **Budget**: when the grown net would pass ``max_macs``, ``max_params`` or ``time_macs`` (the
+  most MACs that fit the search's time budget, set by the search when the whole plan would
+  not fit), widening takes
   priority over deepening: deepenings are dropped first (each kept if it still fits, in stage
   order). If the widenings alone do not fit: with ``importance``, the budget is spent
   greedily where a filter buys the most, ``priority = importance / width / (MACs per added
@@ -210,6 +212,7 @@ def plan_growth(
     max_width: int = 1024,
     max_macs: int = 0,
     max_params: int = 0,
+    time_macs: int = 0,
     cost_fn: CostFn | None = None,
     hold: str | None = None,
     importance: Mapping[str, float] | None = None,
@@ -228,6 +231,9 @@ def plan_growth(
         max_layers_per_stage: deepening cap (VGG convs / ResNet blocks per stage).
         max_width: no layer grows past this width.
         max_macs, max_params: budget of the grown net (0 = none); needs ``cost_fn``.
+        time_macs: MACs of the largest net whose round and fine-tune fit the search's time
+            budget (0 = none; the search's :func:`grownet._search_job.time_cap`); a budget
+            like ``max_macs``, named as the time budget in the reasons.
         cost_fn: ``arch -> (macs, params)``.
         hold: when set, nothing grows and every growth is ``skipped`` with this reason.
         importance: ``{layer name: share of the net's importance}`` (:mod:`grownet.signal`);
@@ -256,7 +262,7 @@ def plan_growth(
         return GrowthPlan(arch, tuple(rows.values()) + tuple(deep_rows.values()), {}, (), saturated, *_cost(cost_fn, arch))
 
     widen, kept = dict(wanted), list(deep_wanted)
-    budgeted = cost_fn is not None and (max_macs > 0 or max_params > 0)
+    budgeted = cost_fn is not None and (max_macs > 0 or max_params > 0 or time_macs > 0)
     if budgeted and (wanted or deep_wanted):
         def over(a: Architecture) -> str | None:
             macs, params = cost_fn(a)  # type: ignore[misc]
@@ -264,6 +270,8 @@ def plan_growth(
                 return f"{_si(macs)} MACs > budget.max_macs {_si(max_macs)}"
             if max_params and params > max_params:
                 return f"{_si(params)} params > budget.max_params {_si(max_params)}"
+            if time_macs and macs > time_macs:
+                return f"{_si(macs)} MACs > {_si(time_macs)}, the most that fit budget.time_budget"
             return None
 
         full_over = over(_target(arch, wanted, deep_wanted))

@@ -132,7 +132,8 @@ class BudgetSection:
     max_params: int = _key(0, "parameters the final net may have (0 = no limit); growth is clipped to fit", low=0)
     time_budget: float = _key(
         0.0,
-        "wall-clock seconds for the whole run (0 = no limit): no new round starts when it and the fine-tune are estimated to pass it",
+        "wall-clock seconds for the whole run (0 = no limit): a growth whose round and the fine-tune are estimated to pass "
+        "it is cut to the most MACs that fit, and held where nothing larger than the present net fits",
         low=0.0,
     )
     max_rounds: int = _key(0, "growing rounds at most (0 = no limit); the last round's check grows nothing", low=0)

@@ -95,17 +95,26 @@ def test_min_rounds_adds_rounds_of_the_last_net_until_the_time_budget_says_stop(
     assert [p.round for p in schedule(seed, below, _per_epoch) if p.phase == "grow"] == [1, 2]
 
 
-def test_the_time_budget_holds_growth_as_the_search_does():
-    """The search holds at the check when elapsed + the next round and the fine-tune at the
-    grown MACs would pass budget.time_budget (grownet._search_job.time_hold)."""
+def test_the_time_budget_cuts_growth_to_what_fits_as_the_search_does():
+    """Where elapsed + the next round and the fine-tune at the grown MACs would pass
+    budget.time_budget, the round grows to the most MACs that fit, and is the last
+    (grownet._search_job.fit_in_time); where not one MAC more fits, growth is held."""
     r = load_recipe("cifar10-cpu").with_overrides(FIXED)
     seed = seed_arch(r, _Dims)
-    m0, m1 = cost(seed).macs / 1e6, cost(_widened(seed, r)).macs / 1e6
-    need = 2 * m0 + m1 * (2 + r.finetune.epochs)  # round 1, then round 2 and the fine-tune at m1
+    m0, m1 = cost(seed).macs, cost(_widened(seed, r)).macs
+    epochs = r.grow.local_epochs + r.finetune.epochs  # round 2 and the fine-tune
+    need = (2 * m0 + m1 * epochs) / 1e6  # round 1, then round 2 and the fine-tune at m1
     at = r.with_overrides({"budget.time_budget": str(math.ceil(need))})
-    below = r.with_overrides({"budget.time_budget": str(math.floor(need) - 1)})
-    assert [p.round for p in schedule(seed, at, _per_epoch) if p.phase == "grow"][:2] == [1, 2]
-    assert [p.round for p in schedule(seed, below, _per_epoch) if p.phase == "grow"] == [1]
+    assert [(p.round, p.macs) for p in schedule(seed, at, _per_epoch) if p.phase == "grow"][:2] == [(1, m0), (2, m1)]
+
+    budget = math.floor(need) - 1
+    cut = r.with_overrides({"budget.time_budget": str(budget)})
+    grow = [(p.round, p.macs) for p in schedule(seed, cut, _per_epoch) if p.phase == "grow"]
+    most = (budget - 2 * m0 / 1e6) * 1e6 / epochs  # elapsed + most x epochs / 1e6 = budget
+    assert [g[0] for g in grow] == [1, 2] and m0 < grow[1][1] < m1 and abs(grow[1][1] - most) <= 1
+
+    none = r.with_overrides({"budget.time_budget": str(math.floor((2 * m0 + m0 * epochs) / 1e6))})
+    assert [p.round for p in schedule(seed, none, _per_epoch) if p.phase == "grow"] == [1]
 
 
 def test_the_time_check_takes_the_rounds_median_epoch_times_the_measured_step_ratio():
@@ -136,6 +145,61 @@ def test_the_time_check_takes_the_rounds_median_epoch_times_the_measured_step_ra
     assert hold(100 + need_measured - 0.5, 1.25) == (
         "budget.time_budget 127.625 s: 100 s elapsed + about 28 s for another round and the fine-tune would pass it")
     assert hold(100 + need_macs, None) is None and hold(100 + need_macs - 0.5, None) is not None
+
+
+def test_the_time_cap_interpolates_the_epoch_between_the_present_net_and_the_plan():
+    """time_cap: the MACs m whose epoch, linear in MACs between the present net's (ratio 1) and
+    the plan's (its measured ratio, else its MACs ratio), makes elapsed + (local_epochs +
+    finetune.epochs) epochs meet the budget; never past the plan; 0 when not even the present
+    net's round and fine-tune fit."""
+    from grownet._search_job import SearchState, time_cap
+    from grownet.arch import Architecture
+    from grownet.cost import Cost
+    from grownet.policy import GrowthPlan
+
+    r = load_recipe("cifar10-vgg").with_overrides({"grow.local_epochs": "4", "finetune.epochs": "6"})
+    state = SearchState(round=1, history=[{"phase": "grow", "round": 1, "wall_time": t} for t in (3.0, 5.0, 7.0)])
+    plan = GrowthPlan(Architecture(family="vgg", stages=[[16]]), decisions=(), macs=20_000_000)
+    now = Cost(macs=10_000_000, params=1, train_flops_per_sample=0, layers={})
+    unit = 10 * 2.0  # the round and fine-tune at the present net: 10 epochs of 2 s
+
+    def cap(left: float, ratio: float | None) -> int:
+        return time_cap(plan, state, r.with_overrides({"budget.time_budget": str(100 + left)}), now, 100.0,
+                        step_ratio=ratio)
+
+    assert cap(2.0 * unit, 3.0) == 15_000_000  # half of the way to ratio 3
+    assert cap(1.5 * unit, None) == 15_000_000  # half of the way to the MACs ratio 2
+    assert cap(5.0 * unit, 3.0) == 20_000_000  # the whole plan fits
+    assert cap(1.0 * unit, 3.0) == 0 and cap(0.5 * unit, None) == 0
+
+
+def test_a_growth_that_would_pass_the_time_budget_is_cut_to_what_fits():
+    """fit_in_time: the plan made again under time_cap's MACs, a budget like max_macs whose
+    reasons name the time budget, kept when time_hold lets its round and fine-tune fit; None
+    where nothing larger than the present net fits."""
+    from grownet._search_job import SearchState, _macs_params, fit_in_time, time_hold
+    from grownet.arch import Architecture
+    from grownet.policy import plan_growth
+
+    r = load_recipe("cifar10-vgg").with_overrides({"grow.local_epochs": "2", "finetune.epochs": "8"})
+    arch = Architecture("vgg", ((16, 16), (16, 16), (16, 16)))
+    activity = {layer.name: 1.0 for layer in arch.layers}
+    rule = dict(tau=0.5, ratio=2.0, min_add=4, deepen=False, cost_fn=_macs_params)
+    full = plan_growth(arch, activity, **rule)
+    now = cost(arch)
+    state = SearchState(round=1, history=[{"phase": "grow", "round": 1, "wall_time": t} for t in (1.0, 2.0)])
+    half = 100 + 10 * (1 + full.macs / now.macs) / 2  # room for an epoch halfway to the plan's MACs ratio
+    rb = r.with_overrides({"budget.time_budget": str(half)})
+    assert time_hold(full, state, rb, now, 100.0) is not None
+
+    fit = fit_in_time(full, None, lambda c: plan_growth(arch, activity, time_macs=c, **rule), state, rb, now,
+                      lambda: 100.0)
+    assert fit is not None and now.macs < fit.macs <= (now.macs + full.macs) / 2
+    assert time_hold(fit, state, rb, now, 100.0) is None
+    assert any(d.decision == "clipped" and "the most that fit budget.time_budget" in d.reason for d in fit.decisions)
+    tight = r.with_overrides({"budget.time_budget": str(100 + 10)})  # the present net's round and fine-tune only
+    assert fit_in_time(full, None, lambda c: plan_growth(arch, activity, time_macs=c, **rule), state, tight, now,
+                       lambda: 100.0) is None
 
 
 @pytest.mark.parametrize("rank", [0, 1])
