@@ -243,6 +243,8 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
             if hold is not None:  # the most of the plan that fits the time left, else nothing
                 fit = fit_in_time(plan, ratio, lambda cap: plan_growth(arch, activity, time_macs=cap, **rule),
                                   state, r, net.cost, elapsed, step_ratio=step_ratio)
+                if fit is not None:
+                    logger.info("check %d: %s; cut to %s MACs, the most that fit", state.round, hold, f"{fit.macs:,}")
                 plan, hold = (fit, None) if fit is not None else (plan_growth(arch, activity, hold=hold, **rule), hold)
         next_round = plan.grew
         if not plan.grew and state.round < r.budget.min_rounds:  # (max_rounds >= min_rounds: not held by it)

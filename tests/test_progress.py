@@ -241,6 +241,46 @@ def test_under_a_time_budget_only_rank_0_probes_and_every_rank_takes_its_decisio
     assert len(probed) == (1 if rank == 0 else 0)
 
 
+def test_a_check_whose_growth_would_pass_the_time_budget_grows_the_part_that_fits(caplog):
+    """growth_check: where the planned growth's round and fine-tune would pass the time budget,
+    the net grows by the part that fits (clipped layers, reasons naming the time budget, no
+    hold, a log line), measured by ``step_ratio`` before it is kept."""
+    from grownet._search_job import SearchState, growth_check
+    from grownet.arch import Architecture
+    from grownet.loop import Trainee
+    from grownet.optim import DessiLBI, dessilbi_param_groups
+    from grownet.policy import plan_growth
+
+    arch = Architecture(family="vgg", stages=[[8], [8]])
+    model = build_model(arch)
+    opt = DessiLBI(dessilbi_param_groups(model), lr=0.05)
+    for p in (q for g in opt.param_groups if g["structure"] for q in g["params"]):
+        opt.init_state(p)["V"].fill_(1.0)  # every filter's ||V|| > λ: every layer saturated
+        del opt.state[p]["gamma"]
+    base = load_recipe("cifar10-vgg").with_overrides({"grow.local_epochs": "2", "finetune.epochs": "2",
+                                                      "grow.deepen": "false", "budget.max_macs": "0"})
+    full = plan_growth(arch, {"stages.0.0": 1.0, "stages.1.0": 1.0}, tau=base.grow.tau, ratio=base.grow.ratio,
+                       min_add=base.grow.min_add, deepen=False, cost_fn=lambda a: (cost(a).macs, cost(a).params))
+    now = cost(arch).macs
+    ratio = full.macs / now
+    r = base.with_overrides({"budget.time_budget": str(30 + 40 * (1 + ratio) / 2)})  # 4 epochs of 10 s per unit ratio
+    state = SearchState(round=1, history=[{"phase": "grow", "round": 1, "wall_time": t, "val_acc": 0.5} for t in (10.0, 20.0)])
+    probed: list[int] = []
+
+    def step_ratio(grown: Architecture) -> float:
+        probed.append(cost(grown).macs)
+        return cost(grown).macs / now  # a compute-bound machine
+
+    with caplog.at_level("INFO", logger="grownet.search"):
+        check = growth_check(Trainee(model, opt, cost(arch)), arch, state, r, meter=None, elapsed=lambda: 30.0,
+                             step_ratio=step_ratio)
+    assert check.hold is None and check.plan.grew and now < check.plan.macs <= (now + full.macs) / 2
+    assert probed[0] == full.macs and probed[-1] == check.plan.macs
+    assert all(d.decision == "clipped" and "the most that fit budget.time_budget" in d.reason
+               for d in check.plan.decisions if d.decision != "keep")
+    assert f"cut to {check.plan.macs:,} MACs, the most that fit" in caplog.text
+
+
 @pytest.mark.parametrize("fits", [True, False])
 def test_min_rounds_trains_another_round_of_the_same_net_only_if_the_time_budget_allows(fits):
     """A check that grows nothing (the MACs budget is full) before budget.min_rounds leads to
