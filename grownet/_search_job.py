@@ -207,8 +207,9 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
     plan the growth (:func:`grownet.policy.plan_growth` with the recipe's rule and budgets;
     held at ``budget.max_rounds``; when :func:`time_hold` says the time budget would be passed,
     cut to the most that fits (:func:`fit_in_time`), held when nothing does), and grow without
-    changing the function (:func:`grownet.grow.apply`, optimizer state carried over). A check that grows nothing before round ``budget.min_rounds`` still
-    leads to another round (``record["next_round"]``) unless the time budget forbids it.
+    changing the function (:func:`grownet.grow.apply`, optimizer state carried over). A check
+    that grows nothing before round ``budget.min_rounds`` still leads to another round
+    (``record["next_round"]``) unless the time budget forbids it.
 
     Args:
         net: the trained net and its optimizer (DessiLBI). arch: its architecture.
