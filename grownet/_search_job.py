@@ -244,9 +244,11 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
             if hold is not None:  # the most of the plan that fits the time left, else nothing
                 fit = fit_in_time(plan, ratio, lambda cap: plan_growth(arch, activity, time_macs=cap, **rule),
                                   state, r, net.cost, elapsed, step_ratio=step_ratio)
-                if fit is not None:
+                if fit is None:
+                    plan = plan_growth(arch, activity, hold=hold, **rule)
+                else:
                     logger.info("check %d: %s; cut to %s MACs, the most that fit", state.round, hold, f"{fit.macs:,}")
-                plan, hold = (fit, None) if fit is not None else (plan_growth(arch, activity, hold=hold, **rule), hold)
+                    plan, hold = fit, None
         next_round = plan.grew
         if not plan.grew and state.round < r.budget.min_rounds:  # (max_rounds >= min_rounds: not held by it)
             timed = time_hold(plan, state, r, net.cost, elapsed(), step_ratio=1.0) if r.budget.time_budget > 0 else None
@@ -271,12 +273,18 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
     return GrowthCheck(record, activity, plan, hold, model, grown)
 
 
-def _epoch_seconds(state: SearchState) -> float:
-    """This round's median epoch in seconds (the median leaves out the first epoch's warm-up)."""
-    s = state
+def _round_and_finetune_seconds(state: SearchState, recipe: Recipe) -> float:
+    """Seconds of ``local_epochs + finetune.epochs`` epochs of the present net, each this round's
+    median epoch (the median leaves out the first epoch's warm-up)."""
+    s, r = state, recipe
     rows = [i for i, h in enumerate(s.history) if h["phase"] == "grow" and h["round"] == s.round]
     ends = [s.history[rows[0] - 1]["wall_time"] if rows[0] > 0 else 0.0] + [s.history[i]["wall_time"] for i in rows]
-    return statistics.median(b - a for a, b in zip(ends, ends[1:]))
+    return statistics.median(b - a for a, b in zip(ends, ends[1:])) * (r.grow.local_epochs + r.finetune.epochs)
+
+
+def _step_ratio(plan: GrowthPlan, now: Cost, step_ratio: float | None) -> float:
+    """``step_ratio``, else the planned net's MACs over the present net's (``now``)."""
+    return step_ratio if step_ratio is not None else (plan.macs or now.macs) / now.macs
 
 
 def time_hold(plan: GrowthPlan, state: SearchState, recipe: Recipe, now: Cost, elapsed: float, *,
@@ -289,8 +297,7 @@ def time_hold(plan: GrowthPlan, state: SearchState, recipe: Recipe, now: Cost, e
     right for a compute-bound CPU, about 2x long on a GPU, where small nets are launch-bound
     (README, On a GPU)."""
     r = recipe
-    ratio = step_ratio if step_ratio is not None else (plan.macs or now.macs) / now.macs
-    need = _epoch_seconds(state) * ratio * (r.grow.local_epochs + r.finetune.epochs)
+    need = _round_and_finetune_seconds(state, r) * _step_ratio(plan, now, step_ratio)
     if elapsed + need <= r.budget.time_budget:
         return None
     return (f"budget.time_budget {r.budget.time_budget:g} s: {elapsed:.0f} s elapsed + about {need:.0f} s for "
@@ -304,10 +311,8 @@ def time_cap(plan: GrowthPlan, state: SearchState, recipe: Recipe, now: Cost, el
     present one (ratio 1) and ``plan`` (``step_ratio``, else its MACs ratio) is interpolated
     linearly in its MACs. ``headroom`` < 1 aims at that share of the time left beyond the
     present net's round and fine-tune."""
-    r = recipe
-    fits = (r.budget.time_budget - elapsed) / (_epoch_seconds(state) * (r.grow.local_epochs + r.finetune.epochs))
-    macs = plan.macs or now.macs
-    ratio = step_ratio if step_ratio is not None else macs / now.macs
+    fits = (recipe.budget.time_budget - elapsed) / _round_and_finetune_seconds(state, recipe)
+    macs, ratio = plan.macs or now.macs, _step_ratio(plan, now, step_ratio)
     if fits <= 1 or ratio <= 1 or macs <= now.macs:
         return 0
     return int(now.macs + (macs - now.macs) * min(1.0, headroom * (fits - 1) / (ratio - 1)))

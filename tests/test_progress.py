@@ -202,6 +202,20 @@ def test_a_growth_that_would_pass_the_time_budget_is_cut_to_what_fits():
                        lambda: 100.0) is None
 
 
+def _saturated(arch):
+    """A Trainee of a fresh ``arch`` whose DessiLBI state saturates every layer (every filter's
+    ||V|| > λ, Γ = κ·prox(V) again)."""
+    from grownet.loop import Trainee
+    from grownet.optim import DessiLBI, dessilbi_param_groups
+
+    model = build_model(arch)
+    opt = DessiLBI(dessilbi_param_groups(model), lr=0.05)
+    for p in (q for g in opt.param_groups if g["structure"] for q in g["params"]):
+        opt.init_state(p)["V"].fill_(1.0)
+        del opt.state[p]["gamma"]
+    return Trainee(model, opt, cost(arch))
+
+
 @pytest.mark.parametrize("rank", [0, 1])
 def test_under_a_time_budget_only_rank_0_probes_and_every_rank_takes_its_decision(rank):
     """growth_check's plan and time check (which probes the grown net) run inside ``share``:
@@ -209,16 +223,10 @@ def test_under_a_time_budget_only_rank_0_probes_and_every_rank_takes_its_decisio
     probed there."""
     from grownet._search_job import SearchState, growth_check
     from grownet.arch import Architecture
-    from grownet.loop import Trainee
-    from grownet.optim import DessiLBI, dessilbi_param_groups
 
     r = load_recipe("cifar10-vgg").with_overrides({"budget.time_budget": "100", "grow.local_epochs": "2"})
     arch = Architecture(family="vgg", stages=[[8], [8]])
-    model = build_model(arch)
-    opt = DessiLBI(dessilbi_param_groups(model), lr=0.05)
-    for p in (q for g in opt.param_groups if g["structure"] for q in g["params"]):
-        opt.init_state(p)["V"].fill_(1.0)  # every filter's ||V|| > λ: every layer saturated
-        del opt.state[p]["gamma"]  # Γ = κ·prox(V) again
+    net = _saturated(arch)
     state = SearchState(round=1, history=[{"phase": "grow", "round": 1, "wall_time": t, "val_acc": 0.5} for t in (10.0, 20.0)])
     probed: list[Architecture] = []
 
@@ -231,11 +239,11 @@ def test_under_a_time_budget_only_rank_0_probes_and_every_rank_takes_its_decisio
             return decide()
         return rank0  # what rank 0 broadcast
 
-    rank0 = growth_check(Trainee(model, opt, cost(arch)), arch, state, r, meter=None, elapsed=lambda: 30.0,
+    rank0 = growth_check(net, arch, state, r, meter=None, elapsed=lambda: 30.0,
                          share=lambda decide: decide(), step_ratio=lambda a: 1000.0)
     rank0 = (rank0.plan, rank0.hold, rank0.next_round)
     assert rank0[1].startswith("budget.time_budget 100 s: 30 s elapsed") and rank0[2] is False
-    check = growth_check(Trainee(model, opt, cost(arch)), arch, state, r, meter=None, elapsed=lambda: 30.0,
+    check = growth_check(net, arch, state, r, meter=None, elapsed=lambda: 30.0,
                          share=share, step_ratio=step_ratio)
     assert (check.plan, check.hold, check.next_round) == rank0 and check.model is None  # held on every rank
     assert len(probed) == (1 if rank == 0 else 0)
@@ -245,22 +253,16 @@ def test_a_check_whose_growth_would_pass_the_time_budget_grows_the_part_that_fit
     """growth_check: where the planned growth's round and fine-tune would pass the time budget,
     the net grows by the part that fits (clipped layers, reasons naming the time budget, no
     hold, a log line), measured by ``step_ratio`` before it is kept."""
-    from grownet._search_job import SearchState, growth_check
+    from grownet._search_job import SearchState, _macs_params, growth_check
     from grownet.arch import Architecture
-    from grownet.loop import Trainee
-    from grownet.optim import DessiLBI, dessilbi_param_groups
     from grownet.policy import plan_growth
 
     arch = Architecture(family="vgg", stages=[[8], [8]])
-    model = build_model(arch)
-    opt = DessiLBI(dessilbi_param_groups(model), lr=0.05)
-    for p in (q for g in opt.param_groups if g["structure"] for q in g["params"]):
-        opt.init_state(p)["V"].fill_(1.0)  # every filter's ||V|| > λ: every layer saturated
-        del opt.state[p]["gamma"]
+    net = _saturated(arch)
     base = load_recipe("cifar10-vgg").with_overrides({"grow.local_epochs": "2", "finetune.epochs": "2",
                                                       "grow.deepen": "false", "budget.max_macs": "0"})
     full = plan_growth(arch, {"stages.0.0": 1.0, "stages.1.0": 1.0}, tau=base.grow.tau, ratio=base.grow.ratio,
-                       min_add=base.grow.min_add, deepen=False, cost_fn=lambda a: (cost(a).macs, cost(a).params))
+                       min_add=base.grow.min_add, deepen=False, cost_fn=_macs_params)
     now = cost(arch).macs
     ratio = full.macs / now
     r = base.with_overrides({"budget.time_budget": str(30 + 40 * (1 + ratio) / 2)})  # 4 epochs of 10 s per unit ratio
@@ -272,7 +274,7 @@ def test_a_check_whose_growth_would_pass_the_time_budget_grows_the_part_that_fit
         return cost(grown).macs / now  # a compute-bound machine
 
     with caplog.at_level("INFO", logger="grownet.search"):
-        check = growth_check(Trainee(model, opt, cost(arch)), arch, state, r, meter=None, elapsed=lambda: 30.0,
+        check = growth_check(net, arch, state, r, meter=None, elapsed=lambda: 30.0,
                              step_ratio=step_ratio)
     assert check.hold is None and check.plan.grew and now < check.plan.macs <= (now + full.macs) / 2
     assert probed[0] == full.macs and probed[-1] == check.plan.macs
