@@ -331,10 +331,12 @@ def fit_in_time(plan: GrowthPlan, ratio: float | None, replan: Callable[[int], G
     :data:`_TIME_HEADROOM` of the spare time) when :func:`time_hold` lets it fit, else None.
     ``plan``, whose round and fine-tune would pass the time budget, has seconds-per-step ratio
     ``ratio`` (None: its MACs ratio); each try measures the capped plan (``step_ratio``) and
-    caps again from it, at most ``tries``; each is logged."""
-    for _ in range(tries):
+    caps again from it, at most ``tries``; each is logged, and so is why no cut is tried."""
+    for k in range(tries):
         cap = time_cap(plan, state, recipe, now, elapsed(), step_ratio=ratio, headroom=_TIME_HEADROOM)
         if cap <= now.macs:
+            logger.info("check %d: time budget: %s: %s", state.round, "no further cut" if k else "no cut tried",
+                        _no_cut(state, recipe, elapsed()))
             return None
         plan = replan(cap)
         if not plan.grew:
@@ -346,6 +348,15 @@ def fit_in_time(plan: GrowthPlan, ratio: float | None, replan: Callable[[int], G
         if hold is None:
             return plan
     return None
+
+
+def _no_cut(state: SearchState, recipe: Recipe, elapsed: float) -> str:
+    """Why :func:`time_cap` leaves no MACs to grow by, in words with its seconds."""
+    left, present = recipe.budget.time_budget - elapsed, _round_and_finetune_seconds(state, recipe)
+    if present >= left:
+        return (f"another round of the present net and the fine-tune (about {present:.0f} s) would pass the "
+                f"{left:.0f} s left, whatever grows")
+    return f"the {left - present:.0f} s left beyond the present net's round and fine-tune buy no filter"
 
 
 def _macs_params(arch: Architecture) -> tuple[int, int]:

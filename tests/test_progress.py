@@ -173,10 +173,10 @@ def test_the_time_cap_interpolates_the_epoch_between_the_present_net_and_the_pla
     assert cap(1.0 * unit, 3.0) == 0 and cap(0.5 * unit, None) == 0
 
 
-def test_a_growth_that_would_pass_the_time_budget_is_cut_to_what_fits():
+def test_a_growth_that_would_pass_the_time_budget_is_cut_to_what_fits(caplog):
     """fit_in_time: the plan made again under time_cap's MACs, a budget like max_macs whose
     reasons name the time budget, kept when time_hold lets its round and fine-tune fit; None
-    where nothing larger than the present net fits."""
+    where nothing larger than the present net fits, with the reason logged."""
     from grownet._search_job import SearchState, _macs_params, fit_in_time, time_hold
     from grownet.arch import Architecture
     from grownet.policy import plan_growth
@@ -198,8 +198,16 @@ def test_a_growth_that_would_pass_the_time_budget_is_cut_to_what_fits():
     assert time_hold(fit, state, rb, now, 100.0) is None
     assert any(d.decision == "clipped" and "the most that fit budget.time_budget" in d.reason for d in fit.decisions)
     tight = r.with_overrides({"budget.time_budget": str(100 + 10)})  # the present net's round and fine-tune only
-    assert fit_in_time(full, None, lambda c: plan_growth(arch, activity, time_macs=c, **rule), state, tight, now,
-                       lambda: 100.0) is None
+    with caplog.at_level("INFO", logger="grownet.search"):
+        assert fit_in_time(full, None, lambda c: plan_growth(arch, activity, time_macs=c, **rule), state, tight, now,
+                           lambda: 100.0) is None
+        assert fit_in_time(full, 1.0, lambda c: plan_growth(arch, activity, time_macs=c, **rule), state, rb, now,
+                           lambda: 100.0) is None  # a plan measured no slower than the present net: nothing to cut
+    assert caplog.messages == [
+        ("check 1: time budget: no cut tried: another round of the present net and the fine-tune (about 10 s) would "
+         "pass the 10 s left, whatever grows"),
+        (f"check 1: time budget: no cut tried: the {half - 110:.0f} s left beyond the present net's round and "
+         "fine-tune buy no filter")]
 
 
 def _saturated(arch):
