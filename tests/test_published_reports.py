@@ -132,3 +132,37 @@ def test_the_gpu_study_ran_the_reference_recipe_on_all_of_cifar10_on_a_named_car
     assert budget == 240 and summary["wall_time"] <= budget and rounds[0]["grew"] and not rounds[-1]["grew"]
     line = (folder / "device" / "data_throughput-cuda.log").read_text().strip().splitlines()[-1]
     assert line.startswith("data: ") and f"`{line}`" in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_gpu_time_budget_runs_ended_inside_their_budgets_without_a_cut():
+    """reports/cifar10-gpu-time-budget (fourteenth session): cifar10-vgg on CUDA on all of
+    CIFAR-10 under --time-budget 240 and 200 at the code that cuts a growth; each ended inside
+    its budget, and where it held, the present net's own round and fine-tune (the held round's
+    median epoch times local_epochs + finetune.epochs) would have passed the budget too, so no
+    cut was tried; the README quotes both."""
+    import statistics
+    from itertools import pairwise
+
+    from grownet.runfolder import read_history
+
+    folder = REPO / "reports" / "cifar10-gpu-time-budget"
+    assert "NVIDIA H200" in (folder / "device" / "machine.txt").read_text()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for budget in (240, 200):
+        run = folder / f"tb{budget}"
+        config = _ran_on_cuda_on_all_of_cifar10(run)
+        recipe = config["recipe"]
+        assert recipe["budget"]["time_budget"] == budget
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["wall_time"] <= budget
+        held = json.loads((run / "rounds.json").read_text())[-1]
+        assert not held["grew"] and held["hold"].startswith(f"budget.time_budget {budget} s")
+        rows = [h for h in read_history(run / "history.csv") if h["phase"] == "grow"]
+        ends = [h["wall_time"] for h in rows if h["round"] < held["round"]][-1:] or [0.0]
+        ends += [h["wall_time"] for h in rows if h["round"] == held["round"]]
+        epoch = statistics.median(b - a for a, b in pairwise(ends))
+        elapsed = float(held["hold"].split(": ")[1].split(" s elapsed")[0])
+        assert elapsed + epoch * (recipe["grow"]["local_epochs"] + recipe["finetune"]["epochs"]) > budget - 1
+        assert "time budget: cap" not in (run / "grownet.log").read_text()
+        assert f"{100 * summary['test_acc']:.2f}% in {summary['wall_time']:.0f} s" in readme
+
