@@ -273,7 +273,8 @@ def schedule(arch: Architecture, recipe: Recipe, epoch_seconds: Callable[[int], 
         train_round(r.grow.local_epochs - done)
         while True:
             more = len(out) < _MAX_ROUNDS and not (b.max_rounds and round >= b.max_rounds)
-            grown = widen_all(arch, ratio=r.grow.ratio, min_add=r.grow.min_add, max_width=r.grow.max_width) if more else None
+            grown = widen_all(arch, ratio=r.grow.ratio, min_add=r.grow.min_add, max_width=r.grow.max_width,
+                              multiple=r.grow.width_multiple) if more else None
             if grown is None:
                 break
             g = cost(grown)

@@ -7,7 +7,8 @@ The rules (METHOD.md §2, with a budget and depth added):
   shortcut); its activity is the share over all of their filters (the mean of their
   activities, which all have the same number of filters).
 - **Widen** every layer with activity >= τ (τ of the layer's stage; the ResNet stem uses
-  stage 0's) to ``max(C + min_add, ceil(ratio * C))``, capped at ``max_width``.
+  stage 0's) to ``max(C + min_add, ceil(ratio * C))``, rounded up to a multiple of
+  ``width_multiple`` (1: no rounding), capped at ``max_width``.
 - **Deepen** stage S when ``deepen`` is on and every layer of S had activity >= τ_S at this
   check *and* at the previous one: one new layer per stage per check, appended at the end of
   the stage (an identity at first, see grownet.grow), at most ``max_layers_per_stage`` layers
@@ -28,11 +29,13 @@ The rules (METHOD.md §2, with a budget and depth added):
   costs), one chunk of a quarter of the layer's wanted increment at a time, each layer taking
   the largest chunk that still fits; without it, every widening's increment is scaled by the
   same largest fraction that fits (binary search over whole filters). Layers left with a
-  smaller increment are ``clipped``, those left with none ``skipped``. A budget is never
-  exceeded.
+  smaller increment are ``clipped``, those left with none ``skipped``. With
+  ``width_multiple`` q > 1 both work in whole multiples of q: a widened layer's width is a
+  multiple of q (or ``max_width``) whatever the budget leaves. A budget is never exceeded.
 - **ResNet stem and stage 0**: once their widths differ, block ``stages.0.0`` has a learned
   projection shortcut that equal widths would remove; a widening that would make them equal
-  stops one filter short (``clipped``).
+  stops one filter short (``clipped``; the one width that is then not a multiple of
+  ``width_multiple``).
 - A ``hold`` reason (max rounds reached, time budget) turns every growth into ``skipped``.
 
 Every decision carries its reason and the numbers behind it (:class:`LayerDecision`).
@@ -115,20 +118,26 @@ class GrowthPlan:
         return bool(self.widen) or bool(self.deepen)
 
 
-def widen_width(width: int, *, ratio: float, min_add: int) -> int:
-    """The widened width ``max(C + min_add, ceil(ratio * C))``.
+def widen_width(width: int, *, ratio: float, min_add: int, multiple: int = 1) -> int:
+    """The widened width ``max(C + min_add, ceil(ratio * C))``, rounded up to a multiple of
+    ``multiple``.
 
     ``ratio * C`` is rounded to 9 decimals before the ceiling, so 1.1 x 10 gives 11, not 12.
     """
-    return max(width + min_add, math.ceil(round(ratio * width, 9)))
+    return round_up(max(width + min_add, math.ceil(round(ratio * width, 9))), multiple)
 
 
-def widen_all(arch: Architecture, *, ratio: float, min_add: int, max_width: int) -> Architecture | None:
+def round_up(width: int, multiple: int) -> int:
+    """The least multiple of ``multiple`` that is >= ``width``."""
+    return -(-width // multiple) * multiple
+
+
+def widen_all(arch: Architecture, *, ratio: float, min_add: int, max_width: int, multiple: int = 1) -> Architecture | None:
     """``arch`` with every layer widened as a saturated layer is without the importance signal
     (:func:`widen_width`, capped at ``max_width``); None if no layer can widen."""
     out = arch
     for layer, width in arch.layer_widths().items():
-        new = min(widen_width(width, ratio=ratio, min_add=min_add), max_width)
+        new = min(widen_width(width, ratio=ratio, min_add=min_add, multiple=multiple), max_width)
         if new > width:
             out = out.with_width(layer, new)
     return None if out is arch else out
@@ -210,6 +219,7 @@ def plan_growth(
     deepen: bool = True,
     max_layers_per_stage: int = 6,
     max_width: int = 1024,
+    width_multiple: int = 1,
     max_macs: int = 0,
     max_params: int = 0,
     time_macs: int = 0,
@@ -230,6 +240,8 @@ def plan_growth(
         deepen: whether stages may be deepened.
         max_layers_per_stage: deepening cap (VGG convs / ResNet blocks per stage).
         max_width: no layer grows past this width.
+        width_multiple: a widened layer's width is a multiple of this (or ``max_width``); the
+            budgets are spent in such steps (1: any width).
         max_macs, max_params: budget of the grown net (0 = none); needs ``cost_fn``.
         time_macs: MACs of the largest net whose round and fine-tune fit the search's time
             budget (0 = none; the search's :func:`grownet._search_job.time_cap`); a budget
@@ -249,7 +261,8 @@ def plan_growth(
     if missing:
         raise KeyError(f"no activity for layer {missing[0]!r}")
 
-    wanted, rows = _widen_rows(arch, activity, taus, ratio=ratio, min_add=min_add, max_width=max_width,
+    q = width_multiple
+    wanted, rows = _widen_rows(arch, activity, taus, ratio=ratio, min_add=min_add, max_width=max_width, multiple=q,
                                proportional=importance is not None)
     saturated = any(r.decision != "keep" for r in rows.values())
 
@@ -295,9 +308,9 @@ def plan_growth(
                     deep_rows[s] = _skip(deep_rows[s], f"the widenings alone would give {widen_over}")
                 if importance is not None:
                     widen, rows = _allocate(arch, wanted, rows, over, widen_over, importance=importance,
-                                            cost_exponent=cost_exponent, cost_fn=cost_fn)  # type: ignore[arg-type]
+                                            cost_exponent=cost_exponent, cost_fn=cost_fn, multiple=q)  # type: ignore[arg-type]
                 else:
-                    widen, rows = _clip(arch, wanted, rows, over, widen_over)
+                    widen, rows = _clip(arch, wanted, rows, over, widen_over, multiple=q)
 
     widen, rows = _keep_projection(arch, widen, rows)
     target = _target(arch, widen, kept)
@@ -311,10 +324,11 @@ def plan_growth(
 
 def _widen_rows(
     arch: Architecture, activity: Mapping[str, float], taus: Sequence[float], *, ratio: float, min_add: int,
-    max_width: int, proportional: bool,
+    max_width: int, multiple: int, proportional: bool,
 ) -> tuple[dict[str, int], dict[str, LayerDecision]]:
     """Every layer's widening decision before any budget: ``({layer: wanted width}, rows)``;
-    with ``proportional`` the increment follows f = (a - tau) / (1 - tau)."""
+    with ``proportional`` the increment follows f = (a - tau) / (1 - tau); the width is rounded
+    up to a multiple of ``multiple``."""
     wanted: dict[str, int] = {}
     rows: dict[str, LayerDecision] = {}
     for record in arch.layers:
@@ -329,6 +343,9 @@ def _widen_rows(
         if frac < 1.0:
             full = max(width + min_add, width + math.ceil(round((ratio - 1) * width * frac, 9)))
             rule = f"{width} + max({min_add}, ceil(({ratio:g} - 1) x {width} x {frac:.3f})), f = (a - tau) / (1 - tau)"
+        if round_up(full, multiple) != full:
+            full = round_up(full, multiple)
+            rule += f", rounded up to a multiple of {multiple}"
         new = min(full, max_width)
         if new <= width:
             rows[layer] = LayerDecision(layer, width, a, t, "skipped", width, f"activity {a:.3f} >= tau {t:g} but width {width} is at grow.max_width {max_width}")
@@ -407,14 +424,19 @@ def _clip(
     rows: dict[str, LayerDecision],
     over: Callable[[Architecture], str | None],
     full_over: str,
+    *,
+    multiple: int = 1,
 ) -> tuple[dict[str, int], dict[str, LayerDecision]]:
-    """Scale every widening's increment by the largest common fraction t/T that fits."""
+    """Scale every widening's increment by the largest common fraction t/T that fits (each
+    width then rounded down to a multiple of ``multiple``, the wanted width kept whole)."""
     widths = arch.layer_widths()
     inc = {l: w - widths[l] for l, w in wanted.items()}
     steps = max(inc.values())
 
     def at(t: int) -> dict[str, int]:
-        return {l: widths[l] + (d * t) // steps for l, d in inc.items() if (d * t) // steps > 0}
+        grown = {l: wanted[l] if t == steps else (widths[l] + (d * t) // steps) // multiple * multiple
+                 for l, d in inc.items()}
+        return {l: w for l, w in grown.items() if w > widths[l]}
 
     lo, hi = 0, steps  # at(lo) fits (the current net), at(hi) does not
     while hi - lo > 1:
@@ -445,11 +467,12 @@ def _allocate(
     importance: Mapping[str, float],
     cost_exponent: float,
     cost_fn: CostFn,
+    multiple: int = 1,
 ) -> tuple[dict[str, int], dict[str, LayerDecision]]:
     """Spend the budget greedily: repeatedly give the layer of highest priority
     ``importance / width / (MACs per added filter) ** cost_exponent`` the largest chunk (at
-    most a quarter of its wanted increment) that still fits; a layer where no filter fits is
-    done."""
+    most a quarter of its wanted increment, in steps to the next multiple of ``multiple``)
+    that still fits; a layer where no step fits is done."""
     widths = arch.layer_widths()
     per_filter = macs_per_filter(arch, cost_fn, wanted)
     plan: dict[str, int] = {}
@@ -459,20 +482,25 @@ def _allocate(
     def priority(l: str) -> float:
         return float(importance.get(l, 0.0)) / plan.get(l, widths[l]) / per_filter[l] ** cost_exponent
 
+    def width_at(now: int, k: int, last: int) -> int:
+        """The k-th width above ``now`` on the grid of multiples (``last``, the wanted width, ends it)."""
+        return min(now // multiple * multiple + k * multiple, last) if multiple > 1 else min(now + k, last)
+
     while open_:
         layer = max(sorted(open_), key=priority)
         now = plan.get(layer, widths[layer])
-        room = min(chunk[layer], wanted[layer] - now)
-        lo, hi = 0, room + 1  # now + lo fits; now + hi does not (or is past the wanted width)
+        steps = [w for k in range(1, chunk[layer] + 1) if (w := width_at(now, k, wanted[layer])) > now]
+        steps = sorted(set(steps))[:max(1, math.ceil(chunk[layer] / multiple))]
+        lo, hi = 0, len(steps) + 1  # steps[lo - 1] fits (lo = 0: none tried); steps[hi - 1] does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if over(_target(arch, {**plan, layer: now + mid}, [])) is None:
+            if over(_target(arch, {**plan, layer: steps[mid - 1]}, [])) is None:
                 lo = mid
             else:
                 hi = mid
         if lo > 0:
-            plan[layer] = now + lo
-        if lo < room or plan.get(layer, widths[layer]) >= wanted[layer]:
+            plan[layer] = steps[lo - 1]
+        if lo < len(steps) or plan.get(layer, widths[layer]) >= wanted[layer]:
             open_.discard(layer)
     rows = dict(rows)
     for layer, new in wanted.items():

@@ -95,6 +95,10 @@ class GrowSection:
     deepen: bool = _key(True, "deepen a stage whose layers were all saturated at this check and the previous one")
     max_layers_per_stage: int = _key(6, "deepening cap: convs per VGG stage, blocks per ResNet stage", low=1, high=64)
     max_width: int = _key(1024, "no layer grows past this width", low=1, high=65536)
+    width_multiple: int = _key(
+        1, "a widened layer's width is rounded up to a multiple of this, and budgets are spent in such steps (1: any "
+        "width; 16 suits CPUs with AVX-512, whose convolutions cost a whole block of 16 channels for part of one: "
+        "benchmarks/width_multiple.py)", low=1, high=256)
     signal: str = _key(
         "importance",
         "growth signal: importance (scale-free filter importance along the round, grownet.signal), support "

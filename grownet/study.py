@@ -161,7 +161,7 @@ def uniform_growth_recipe(recipe: Recipe, seed_arch: Architecture, grown: RunRec
     def reach(ratio: float, k: int) -> int:
         arch = seed_arch
         for _ in range(k):
-            arch = widen_all(arch, ratio=ratio, min_add=1, max_width=g.max_width) or arch
+            arch = widen_all(arch, ratio=ratio, min_add=1, max_width=g.max_width, multiple=g.width_multiple) or arch
         return cost(arch).macs
 
     k = growths

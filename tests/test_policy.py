@@ -287,3 +287,60 @@ def test_macs_per_filter_is_the_cost_of_one_more_filter():
     per = macs_per_filter(VGG, lambda a: (cost(a).macs, cost(a).params))
     assert per["stages.0.0"] > per["stages.2.2"] > 0
     assert per["stages.2.2"] == cost(VGG.with_width("stages.2.2", 33)).macs - cost(VGG).macs
+
+
+@pytest.mark.parametrize(("c", "ratio", "min_add", "multiple", "expected"), [
+    (16, 1.1, 8, 16, 32),  # 24 rounded up
+    (32, 1.1, 8, 16, 48),  # 40 rounded up
+    (24, 2.0, 8, 16, 48),  # 48 is a multiple already
+    (100, 1.1, 4, 8, 112),  # 110 rounded up
+    (100, 1.1, 4, 1, 110),  # no rounding
+])
+def test_widen_width_rounds_up_to_the_width_multiple(c, ratio, min_add, multiple, expected):
+    assert widen_width(c, ratio=ratio, min_add=min_add, multiple=multiple) == expected
+
+
+def _on_grid(plan, arch: Architecture, q: int, max_width: int = 1024) -> bool:
+    """Whether every layer ``plan`` widened ends on a multiple of ``q`` (or at ``max_width``)."""
+    grown = plan.arch.layer_widths()
+    return all(grown[l] % q == 0 or grown[l] == max_width for l, w in arch.layer_widths().items() if grown[l] != w)
+
+
+@pytest.mark.parametrize("importance", [None, {"stages.0.0": 0.2, "stages.0.1": 0.1, "stages.1.0": 0.3, "stages.1.1": 0.1,
+                                                "stages.2.0": 0.1, "stages.2.1": 0.1, "stages.2.2": 0.1}])
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.8, 1.0])
+def test_with_a_width_multiple_every_widened_width_is_a_multiple_and_the_budget_holds(importance, fraction):
+    """grow.width_multiple q = 16 on VGG widths that are not multiples of 16 (20, 24, 40): every
+    layer the plan widens ends on a multiple of 16, through the wanted widths, the common-
+    fraction clip (no importance) and the greedy allocation (importance); the MACs budget is
+    never passed, and one more step of 16 filters in any clipped or skipped layer would pass it."""
+    arch = Architecture("vgg", ((20, 24), (40, 24), (24, 40, 20)))
+    a = acts(arch, 0.9)
+    rule = {"tau": 0.8, "ratio": 1.5, "min_add": 8, "deepen": False, "importance": importance, "cost_fn": _real_cost,
+            "width_multiple": 16}
+    full = plan_growth(arch, a, **rule)
+    assert _on_grid(full, arch, 16) and all(w % 16 == 0 for w in full.widen.values())
+    budget = int(_real_cost(arch)[0] + fraction * (full.macs - _real_cost(arch)[0]))
+    plan = plan_growth(arch, a, max_macs=budget, **rule)
+    assert plan.macs <= budget and _on_grid(plan, arch, 16)
+    if fraction < 1.0:
+        assert plan.macs < full.macs
+    grown = plan.arch.layer_widths()
+    if importance is not None:  # greedy: no layer short of its wanted width has room for one more step
+        for layer, w in grown.items():
+            if w < full.arch.width(layer):
+                one_more = plan.arch.with_width(layer, w // 16 * 16 + 16)
+                assert _real_cost(one_more)[0] > budget, layer
+
+
+def test_a_width_multiple_of_one_plans_as_before():
+    """width_multiple = 1 (the default) is the rule without rounding, through both budget paths."""
+    arch = Architecture("vgg", ((20, 24), (40, 24), (24, 40, 20)))
+    a = acts(arch, 0.9)
+    share = {layer: 1 / 7 for layer in a}
+    for importance in (None, share):
+        rule = {"tau": 0.8, "ratio": 1.5, "min_add": 3, "deepen": False, "importance": importance, "cost_fn": _real_cost}
+        full = plan_growth(arch, a, **rule)
+        budget = (_real_cost(arch)[0] + full.macs) // 2
+        assert plan_growth(arch, a, max_macs=budget, width_multiple=1, **rule) == plan_growth(arch, a, max_macs=budget, **rule)
+        assert any(w % 16 for w in plan_growth(arch, a, max_macs=budget, **rule).widen.values())
