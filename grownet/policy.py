@@ -484,13 +484,12 @@ def _allocate(
 
     def width_at(now: int, k: int, last: int) -> int:
         """The k-th width above ``now`` on the grid of multiples (``last``, the wanted width, ends it)."""
-        return min(now // multiple * multiple + k * multiple, last) if multiple > 1 else min(now + k, last)
+        return min(now // multiple * multiple + k * multiple, last)
 
     while open_:
         layer = max(sorted(open_), key=priority)
         now = plan.get(layer, widths[layer])
-        steps = [w for k in range(1, chunk[layer] + 1) if (w := width_at(now, k, wanted[layer])) > now]
-        steps = sorted(set(steps))[:max(1, math.ceil(chunk[layer] / multiple))]
+        steps = sorted({width_at(now, k, wanted[layer]) for k in range(1, math.ceil(chunk[layer] / multiple) + 1)})
         lo, hi = 0, len(steps) + 1  # steps[lo - 1] fits (lo = 0: none tried); steps[hi - 1] does not
         while hi - lo > 1:
             mid = (lo + hi) // 2

@@ -69,6 +69,7 @@ def test_every_schema_key_has_help():
         ({"grow": {"local_epochs": 2.5}}, r"^grow\.local_epochs: must be an integer, got 2\.5$"),
         ({"grow": {"deepen": 1}}, r"^grow\.deepen: must be true or false, got 1$"),
         ({"data": {"batch_size": 0}}, r"^data\.batch_size: must be in \[1, 65536\], got 0$"),
+        ({"grow": {"width_multiple": 0}}, r"^grow\.width_multiple: must be in \[1, 256\], got 0$"),
         ({"budget": {"max_macs": -1}}, r"^budget\.max_macs: must be >= 0, got -1$"),
         ({"finetune": {"optimizer": "adam"}}, r"^finetune\.optimizer: must be one of dessilbi, sgd, got 'adam'$"),
         ({"optim": {"momentum": 1.0}}, r"^optim\.momentum: must be in \[0, 1\), got 1$"),
@@ -151,6 +152,14 @@ def test_a_stored_recipe_without_grow_signal_reads_as_the_support_it_grew_on():
     stored = json.loads((v1 / "config.json").read_text())["recipe"]
     assert "signal" not in stored["grow"]
     assert Recipe.from_dict(upgrade_stored(stored)).grow.signal == "support"
+
+
+def test_a_stored_recipe_without_grow_width_multiple_reads_as_the_any_width_it_grew_with():
+    from grownet.recipe import upgrade_stored
+
+    old = Recipe().to_dict()
+    del old["grow"]["width_multiple"]
+    assert Recipe.from_dict(upgrade_stored(old)).grow.width_multiple == 1 == Recipe().grow.width_multiple
 
 
 def test_a_stored_recipe_without_run_compile_or_amp_reads_as_the_eager_full_precision_it_ran():
