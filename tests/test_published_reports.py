@@ -71,16 +71,18 @@ def test_readme_quotes_the_published_numbers():
 
 
 def test_the_cpu_recipe_replays_the_published_growth():
-    """The bundled cifar10-cpu recipe, replayed on the published run's recorded activity and
+    """The bundled cifar10-cpu recipe with the run's grow.width_multiple (1: the recipe rounds
+    to 8 since the fourteenth session), replayed on the published run's recorded activity and
     importance at each check (grownet.policy.plan_growth with the search's rule), makes the
-    same growth: its settings (deepen on since the run) change nothing in that run."""
+    same growth: its other settings (deepen on since the run) change nothing in that run."""
     from grownet._search_job import growth_rule
     from grownet.policy import plan_growth
     from grownet.recipe import load_recipe
 
     folder = REPO / "reports" / "cifar10-cpu"
     rounds = json.loads((folder / "rounds.json").read_text())
-    recipe = load_recipe("cifar10-cpu")
+    assert load_recipe("cifar10-cpu").grow.width_multiple == 8
+    recipe = load_recipe("cifar10-cpu").with_overrides({"grow.width_multiple": "1"})
     assert recipe.grow.deepen
     arch, previous = Architecture.from_dict(json.loads((folder / "summary.json").read_text())["seed_arch"]), None
     for check in rounds:
@@ -166,3 +168,20 @@ def test_the_gpu_time_budget_runs_ended_inside_their_budgets_without_a_cut():
         assert "time budget: cap" not in (run / "grownet.log").read_text()
         assert f"{100 * summary['test_acc']:.2f}% in {summary['wall_time']:.0f} s" in readme
 
+
+
+def test_the_cpu_recipe_with_its_width_multiple_grew_every_widened_layer_to_a_multiple_of_8():
+    """reports/cifar10-cpu-epyc-width8 (fourteenth session): the main command with the bundled
+    recipe's grow settings (width_multiple 8) widened every layer it widened to a multiple of 8,
+    at every check; the run beside it without (width1) ran the same recipe with width_multiple 1."""
+    from grownet.recipe import load_recipe
+
+    bundled = load_recipe("cifar10-cpu").to_dict()
+    for q in (8, 1):
+        folder = REPO / "reports" / f"cifar10-cpu-epyc-width{q}"
+        recipe = json.loads((folder / "config.json").read_text())["recipe"]
+        assert recipe["grow"] == {**bundled["grow"], "width_multiple": q}, q
+        assert {k: v for k, v in recipe.items() if k != "grow"} == {k: v for k, v in bundled.items() if k != "grow"}, q
+    rounds = json.loads((REPO / "reports" / "cifar10-cpu-epyc-width8" / "rounds.json").read_text())
+    widened = [row for check in rounds for row in check["layers"] if row["new_width"] > row["width"] > 0]
+    assert len(widened) > 5 and all(row["new_width"] % 8 == 0 for row in widened)
