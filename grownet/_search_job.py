@@ -193,7 +193,8 @@ def growth_rule(recipe: Recipe, *, importance: Mapping[str, float] | None,
         importance=importance, cost_exponent=r.grow.cost_exponent,
         tau=r.grow.tau, ratio=r.grow.ratio, min_add=r.grow.min_add, previous=previous,
         deepen=r.grow.deepen, max_layers_per_stage=r.grow.max_layers_per_stage, max_width=r.grow.max_width,
-        width_multiple=r.grow.width_multiple, max_macs=r.budget.max_macs, max_params=r.budget.max_params, cost_fn=_macs_params,
+        width_multiple=r.grow.width_multiple, max_macs=r.budget.max_macs, max_params=r.budget.max_params,
+        cost_fn=_macs_params,
     )
 
 

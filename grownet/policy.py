@@ -124,10 +124,10 @@ def widen_width(width: int, *, ratio: float, min_add: int, multiple: int = 1) ->
 
     ``ratio * C`` is rounded to 9 decimals before the ceiling, so 1.1 x 10 gives 11, not 12.
     """
-    return round_up(max(width + min_add, math.ceil(round(ratio * width, 9))), multiple)
+    return _round_up(max(width + min_add, math.ceil(round(ratio * width, 9))), multiple)
 
 
-def round_up(width: int, multiple: int) -> int:
+def _round_up(width: int, multiple: int) -> int:
     """The least multiple of ``multiple`` that is >= ``width``."""
     return -(-width // multiple) * multiple
 
@@ -343,8 +343,8 @@ def _widen_rows(
         if frac < 1.0:
             full = max(width + min_add, width + math.ceil(round((ratio - 1) * width * frac, 9)))
             rule = f"{width} + max({min_add}, ceil(({ratio:g} - 1) x {width} x {frac:.3f})), f = (a - tau) / (1 - tau)"
-        if round_up(full, multiple) != full:
-            full = round_up(full, multiple)
+        if _round_up(full, multiple) != full:
+            full = _round_up(full, multiple)
             rule += f", rounded up to a multiple of {multiple}"
         new = min(full, max_width)
         if new <= width:
@@ -490,7 +490,7 @@ def _allocate(
         layer = max(sorted(open_), key=priority)
         now = plan.get(layer, widths[layer])
         steps = sorted({width_at(now, k, wanted[layer]) for k in range(1, math.ceil(chunk[layer] / multiple) + 1)})
-        lo, hi = 0, len(steps) + 1  # steps[lo - 1] fits (lo = 0: none tried); steps[hi - 1] does not
+        lo, hi = 0, len(steps) + 1  # steps[lo - 1] fits (lo = 0: none does); steps[hi - 1] does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if over(_target(arch, {**plan, layer: steps[mid - 1]}, [])) is None:
