@@ -333,8 +333,10 @@ def test_with_a_width_multiple_every_widened_width_is_a_multiple_and_the_budget_
                 assert _real_cost(one_more)[0] > budget, layer
 
 
-def test_a_width_multiple_of_one_plans_as_before():
-    """width_multiple = 1 (the default) is the rule without rounding, through both budget paths."""
+def test_a_width_multiple_of_one_is_the_default_and_leaves_the_widths_as_the_rule_gives_them():
+    """width_multiple = 1 is the default and rounds nothing: through both budget paths the plan
+    is the one made without the argument, and its widths are off any grid of 16 (the older tests
+    above hold the rule's own equations at the default)."""
     arch = Architecture("vgg", ((20, 24), (40, 24), (24, 40, 20)))
     a = acts(arch, 0.9)
     share = {layer: 1 / 7 for layer in a}
