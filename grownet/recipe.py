@@ -97,7 +97,7 @@ class GrowSection:
     max_width: int = _key(1024, "no layer grows past this width", low=1, high=65536)
     width_multiple: int = _key(
         1, "a widened layer's width is rounded up to a multiple of this, and budgets are spent in such steps (1: any "
-        "width; 16 suits CPUs with AVX-512, whose convolutions cost a whole block of 16 channels for part of one: "
+        "width; 8 or 16 suit CPUs, whose convolutions cost a whole block of channels for part of one: "
         "benchmarks/width_multiple.py)", low=1, high=256)
     signal: str = _key(
         "importance",

@@ -192,17 +192,18 @@ def test_a_growth_that_would_pass_the_time_budget_is_cut_to_what_fits(caplog):
     rb = r.with_overrides({"budget.time_budget": str(half)})
     assert time_hold(full, state, rb, now, 100.0) is not None
 
-    fit = fit_in_time(full, None, lambda c: plan_growth(arch, activity, time_macs=c, **rule), state, rb, now,
-                      lambda: 100.0)
+    def replan(cap: int):
+        return plan_growth(arch, activity, time_macs=cap, **rule)
+
+    fit = fit_in_time(full, None, replan, state, rb, now, lambda: 100.0)
     assert fit is not None and now.macs < fit.macs <= (now.macs + full.macs) / 2
     assert time_hold(fit, state, rb, now, 100.0) is None
     assert any(d.decision == "clipped" and "the most that fit budget.time_budget" in d.reason for d in fit.decisions)
     tight = r.with_overrides({"budget.time_budget": str(100 + 10)})  # the present net's round and fine-tune only
     with caplog.at_level("INFO", logger="grownet.search"):
-        assert fit_in_time(full, None, lambda c: plan_growth(arch, activity, time_macs=c, **rule), state, tight, now,
-                           lambda: 100.0) is None
-        assert fit_in_time(full, 1.0, lambda c: plan_growth(arch, activity, time_macs=c, **rule), state, rb, now,
-                           lambda: 100.0) is None  # a plan measured no slower than the present net: nothing to cut
+        assert fit_in_time(full, None, replan, state, tight, now, lambda: 100.0) is None
+        # a plan measured no slower than the present net: nothing to cut
+        assert fit_in_time(full, 1.0, replan, state, rb, now, lambda: 100.0) is None
     assert caplog.messages == [
         ("check 1: time budget: no cut tried: another round of the present net and the fine-tune (about 10 s) would "
          "pass the 10 s left, whatever grows"),
