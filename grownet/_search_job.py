@@ -33,7 +33,7 @@ from .job import (finetune_schedule, make_data, make_dessilbi, make_finetune_opt
 from .loop import Divergence, LoopState, Phase, Trainee, fit
 from .models import build_model, check_memory
 from .optim import filter_activity
-from .plan import estimate_run, probe
+from .plan import estimate_run, step_time_ratio
 from .policy import GrowthPlan, layer_activity, macs_per_filter, plan_growth, stage_taus
 from .progress import Reporter
 from .recipe import Recipe
@@ -550,15 +550,14 @@ class SearchJob:
         return step
 
     def step_ratio(self, grown: Architecture) -> float:
-        """Seconds per DessiLBI training step of a net of ``grown`` over the present net's, each
-        timed by :func:`grownet.plan.probe` on a copy (a few steps; the run's RNGs and loader
-        positions are left as they were, so the run trains as it would without)."""
-        def seconds(model: nn.Module) -> float:
-            return probe(model, lambda m: make_dessilbi(m, self.recipe), self.data, device=self.device, amp=self.amp)[0]
-
+        """Seconds per DessiLBI training step of a net of ``grown`` over the present net's:
+        :func:`grownet.plan.step_time_ratio` on copies, the two nets stepping in turn (a few
+        steps; the run's RNGs and loader positions are left as they were, so the run trains as
+        it would without)."""
         with rng_scope(self.device):  # building the net draws its init from the global RNG
-            new = seconds(prepare_model(build_model(grown), self.device, channels_last=self.channels_last))
-            return new / seconds(self.net.model)  # type: ignore[union-attr]
+            new = prepare_model(build_model(grown), self.device, channels_last=self.channels_last)
+        return step_time_ratio(new, self.net.model, lambda m: make_dessilbi(m, self.recipe), self.data,  # type: ignore[union-attr]
+                               device=self.device, amp=self.amp)
 
     def _check(self) -> None:
         """Run :func:`growth_check`, record it, and go on growing (next round) or fine-tune."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping
@@ -49,7 +50,8 @@ from .policy import widen_all
 from .recipe import Recipe, resolve_recipe
 from .train import amp_dtype, compile_choice, evaluate, prepare_model, resolve_device, train_epoch, wants_channels_last
 
-__all__ = ["Forecast", "PhaseEstimate", "RunPlan", "duration", "estimate_run", "plan_run", "probe", "schedule"]
+__all__ = ["Forecast", "PhaseEstimate", "RunPlan", "duration", "estimate_run", "plan_run", "probe", "schedule",
+           "step_time_ratio"]
 
 #: Probe limits: timed steps at most (after the warm-up step), and seconds of training after
 #: which it stops (once one step is timed): under ~5 s on a 2-core CPU, warm-up included.
@@ -188,17 +190,18 @@ def duration(seconds: float) -> str:
 
 class _Head:
     """The first batches of ``loader``: ``steps`` of them, fewer once ``deadline`` (a
-    ``perf_counter`` time) has passed with ``least`` batches handed out."""
+    ``clock`` time) has passed with ``least`` batches handed out."""
 
-    def __init__(self, loader: Any, steps: int, *, deadline: float = math.inf, least: int = 1) -> None:
-        self.loader, self.steps, self.deadline, self.least = loader, steps, deadline, least
+    def __init__(self, loader: Any, steps: int, *, deadline: float = math.inf, least: int = 1,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.loader, self.steps, self.deadline, self.least, self.clock = loader, steps, deadline, least, clock
 
     def __len__(self) -> int:
         return min(self.steps, len(self.loader))
 
     def __iter__(self) -> Iterator[Any]:
         for i, batch in enumerate(self.loader):
-            if i >= self.steps or (i >= self.least and time.perf_counter() > self.deadline):
+            if i >= self.steps or (i >= self.least and self.clock() > self.deadline):
                 return
             yield batch
 
@@ -210,14 +213,15 @@ def _sync(device: torch.device) -> None:
 
 def probe(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer], data: Any, *,
           device: torch.device, amp: Any = None, steps: int = PROBE_STEPS,
-          seconds: float = PROBE_SECONDS) -> tuple[float, float, int, float]:
+          seconds: float = PROBE_SECONDS, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float, int, float]:
     """Time training steps of a copy of ``model`` on ``data.train`` and one evaluation batch of
     ``data.val``, leaving ``model``, the global RNGs and the loaders' positions as they were.
+    ``clock``: the timer, in seconds.
 
     Returns:
         ``(seconds per step, seconds per evaluated image, steps timed, probe seconds)``.
     """
-    start = time.perf_counter()
+    start = clock()
     net = copy.deepcopy(model)
     rng = rng_state(device)
     loaders = [data.train, data.val if len(data.val) else data.test]
@@ -227,25 +231,64 @@ def probe(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Op
 
         def stamp(done: int, total: int) -> None:
             _sync(device)
-            stamps.append(time.perf_counter())
+            stamps.append(clock())
 
         # the first step warms up (allocations, the epoch's first augmented chunk): not timed
-        head = _Head(data.train, steps + 1, deadline=time.perf_counter() + seconds, least=2)
+        head = _Head(data.train, steps + 1, deadline=clock() + seconds, least=2, clock=clock)
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         train_epoch(net, head, make_optimizer(net), amp=amp, progress=stamp)
         times = [b - a for a, b in zip(stamps, stamps[1:])] or [stamps[0] - t0]
         batch = _Head(loaders[1], 1)
         _sync(device)
-        t1 = time.perf_counter()
+        t1 = clock()
         images = evaluate(net, batch, amp=amp).samples
         _sync(device)
-        per_image = (time.perf_counter() - t1) / max(1, images)
+        per_image = (clock() - t1) / max(1, images)
     finally:
         set_rng_state(rng, device)
         for loader, epoch in zip(loaders, epochs):
             loader.set_epoch(epoch)
-    return sum(times) / len(times), per_image, len(times), time.perf_counter() - start
+    return sum(times) / len(times), per_image, len(times), clock() - start
+
+
+def step_time_ratio(new: nn.Module, present: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+                    data: Any, *, device: torch.device, amp: Any = None, steps: int = PROBE_STEPS,
+                    seconds: float = 2 * PROBE_SECONDS, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds per training step of ``new`` over ``present``, each trained as a copy with its
+    own ``make_optimizer`` on the first ``steps + 1`` batches of ``data.train`` (fewer once
+    ``seconds`` of ``clock`` have passed with two pairs timed), leaving both models, the global
+    RNGs and the loader's position as they were.
+
+    The copies take one step each in turn (the first pair warms up, untimed; the order flips
+    every pair), and the result is the median over pairs of new's step over present's. A load
+    burst on the machine slows the two steps of a pair alike, and the median leaves out a pair
+    it hit unevenly; timing one net's steps after the other's (two :func:`probe` calls) reads
+    a burst during either as a change in the ratio.
+    """
+    nets = [copy.deepcopy(new), copy.deepcopy(present)]
+    rng, epoch = rng_state(device), data.train.epoch
+    try:
+        batches = list(_Head(data.train, steps + 1))  # cut once: the two copies step on the same batches
+        opts = [make_optimizer(net) for net in nets]
+        ratios: list[float] = []
+        deadline = clock() + seconds
+        for i, batch in enumerate(batches):
+            spent = [0.0, 0.0]
+            for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+                _sync(device)
+                t0 = clock()
+                train_epoch(nets[k], [batch], opts[k], amp=amp)
+                _sync(device)
+                spent[k] = clock() - t0
+            if i > 0:
+                ratios.append(spent[0] / spent[1])
+                if len(ratios) >= 2 and clock() > deadline:
+                    break
+    finally:
+        set_rng_state(rng, device)
+        data.train.set_epoch(epoch)
+    return statistics.median(ratios)
 
 
 # ---- the estimate -------------------------------------------------------------------------------

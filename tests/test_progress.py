@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from rich.console import Console
+from torch import nn
 
 import grownet
 from _smoke import FAST, SMOKE, smoke_dataset
@@ -22,7 +23,7 @@ from grownet.cost import cost
 from grownet.data import Dataset, make_loaders
 from grownet.job import seed_arch
 from grownet.models import build_model
-from grownet.plan import Forecast, PhaseEstimate, RunPlan, duration, plan_run, probe, schedule
+from grownet.plan import Forecast, PhaseEstimate, RunPlan, duration, plan_run, probe, schedule, step_time_ratio
 from grownet.policy import widen_width
 from grownet.progress import Reporter, RichReporter, summary_lines
 from grownet.recipe import load_recipe
@@ -368,14 +369,18 @@ def test_the_forecast_counts_what_is_left_and_learns_the_machine_s_speed():
 # ---- the probe -----------------------------------------------------------------------------------
 
 
-def test_the_probe_leaves_the_net_the_rngs_and_the_loaders_as_they_were():
+def _random_loaders(n: int = 300, batch_size: int = 32):
     gen = torch.Generator().manual_seed(0)
-    ds = Dataset(name="random", x_train=torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8, generator=gen),
-                 y_train=torch.randint(0, 10, (300,), generator=gen),
+    ds = Dataset(name="random", x_train=torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen),
+                 y_train=torch.randint(0, 10, (n,), generator=gen),
                  x_test=torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8, generator=gen),
                  y_test=torch.randint(0, 10, (50,), generator=gen), classes=[str(i) for i in range(10)], mean=(0.5,) * 3,
                  std=(0.25,) * 3)
-    loaders = make_loaders(ds, batch_size=32, val_fraction=0.2, seed=1)
+    return make_loaders(ds, batch_size=batch_size, val_fraction=0.2, seed=1)
+
+
+def test_the_probe_leaves_the_net_the_rngs_and_the_loaders_as_they_were():
+    loaders = _random_loaders()
     loaders.train.set_epoch(3)
     model = build_model(grownet.seeds.preset("vgg", num_classes=10))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -388,6 +393,92 @@ def test_the_probe_leaves_the_net_the_rngs_and_the_loaders_as_they_were():
     assert loaders.train.epoch == 3 and loaders.val.epoch == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert steps == 3 and step > 0 and per_image > 0
+
+
+def test_the_step_time_ratio_leaves_the_nets_the_rngs_and_the_loader_as_they_were():
+    loaders = _random_loaders()
+    loaders.train.set_epoch(3)
+    small = build_model(grownet.seeds.preset("vgg", num_classes=10))
+    big = build_model(grownet.seeds.preset("vgg", num_classes=10).with_widths({"stages.0.0": 64}))
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (big, small)]
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = (random.random(), np.random.rand(), torch.rand(2))
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    ratio = step_time_ratio(big, small, lambda m: torch.optim.SGD(m.parameters(), lr=0.5), loaders,
+                            device=torch.device("cpu"), steps=3, seconds=math.inf)
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(2), expected[2])
+    assert loaders.train.epoch == 3
+    assert all(torch.equal(b[k], v) for m, b in zip((big, small), before) for k, v in m.state_dict().items())
+    assert ratio > 0
+
+
+class _Clock:
+    """A clock that only the nets below move: each forward advances it by its net's seconds
+    times the machine's slowdown, so that step times are exact whatever the CPU does."""
+
+    def __init__(self, slowdown) -> None:
+        self.now, self.calls, self.slowdown = 0.0, 0, slowdown
+
+    def __call__(self) -> float:
+        return self.now
+
+    def spend(self, seconds: float) -> None:
+        self.calls += 1
+        self.now += seconds * self.slowdown(self.calls)
+
+
+class _Takes(nn.Module):
+    """Spends ``seconds`` of the ``clock`` in every forward."""
+
+    def __init__(self, seconds: float, clock: _Clock) -> None:
+        super().__init__()
+        self.seconds, self.spend = seconds, clock.spend  # a bound method: deepcopy would copy the clock
+
+    def __deepcopy__(self, memo):  # a copy spends on the same clock
+        return _Takes(self.seconds, self.spend.__self__)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.spend(self.seconds)
+        return x
+
+
+def _timed_net(seconds: float, clock: _Clock) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(_Takes(seconds, clock), nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 10))
+
+
+def test_a_load_burst_does_not_move_the_step_time_ratio_as_it_moves_two_probes_one_after_the_other():
+    """Nets whose steps take 2 and 1 s of a clock they alone move, while the machine is 8x
+    slower for forward calls 3-6 (counted over both nets) and 10x for call 11. Stepping in turn,
+    calls 3-6 are both nets' steps of two pairs, which keep their ratio, and call 11 is one pair
+    the median leaves out: the ratio reads 2, as on a quiet machine. Two probes one after the
+    other put calls 3-6 in the larger net's steps alone and call 11 in the smaller's."""
+    def burst(call: int) -> float:
+        return 8.0 if 3 <= call <= 6 else 10.0 if call == 11 else 1.0
+
+    loaders = _random_loaders()
+    sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)
+    cpu = torch.device("cpu")
+    for slowdown in (lambda call: 1.0, burst):
+        clock = _Clock(slowdown)
+        ratio = step_time_ratio(_timed_net(2.0, clock), _timed_net(1.0, clock), sgd, loaders, device=cpu, steps=6,
+                                seconds=math.inf, clock=clock)
+        assert (ratio, clock.calls) == (2.0, 14)
+    clock = _Clock(burst)
+    big, small = (probe(_timed_net(s, clock), sgd, loaders, device=cpu, steps=6, seconds=math.inf, clock=clock)[0]
+                  for s in (2.0, 1.0))
+    # timed: calls 2-7 of the first probe (call 1 warms up, the evaluation batch is call 8), 10-15 of the second
+    assert big == pytest.approx((2 + 4 * 16 + 2) / 6) and small == pytest.approx((5 * 1 + 10) / 6)
+    assert big / small > 2 * 2.0  # 68/15 = 4.53 read for the ratio 2
+
+
+def test_the_step_time_ratio_stops_at_its_deadline_with_two_pairs_timed():
+    clock = _Clock(lambda call: 1.0)
+    loaders = _random_loaders()
+    ratio = step_time_ratio(_timed_net(2.0, clock), _timed_net(1.0, clock), lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+                            loaders, device=torch.device("cpu"), steps=6, seconds=1.0, clock=clock)
+    assert (ratio, clock.calls) == (2.0, 6)  # the warm-up pair and two timed pairs
 
 
 @pytest.fixture(scope="module")
