@@ -242,13 +242,14 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
         if plan.grew and r.budget.time_budget > 0:  # the probes of step_ratio run on rank 0 only
             ratio = step_ratio(plan.arch) if step_ratio else None
             hold = time_hold(plan, state, r, net.cost, elapsed(), step_ratio=ratio)
+            _log_time_check(state.round, plan, ratio, hold)
             if hold is not None:  # the most of the plan that fits the time left, else nothing
                 fit = fit_in_time(plan, ratio, lambda cap: plan_growth(arch, activity, time_macs=cap, **rule),
                                   state, r, net.cost, elapsed, step_ratio=step_ratio)
                 if fit is None:
                     plan = plan_growth(arch, activity, hold=hold, **rule)
                 else:
-                    logger.info("check %d: %s; cut to %s MACs, the most that fit", state.round, hold, f"{fit.macs:,}")
+                    logger.info("check %d: cut to %s MACs, the most that fit", state.round, f"{fit.macs:,}")
                     plan, hold = fit, None
         next_round = plan.grew
         if not plan.grew and state.round < r.budget.min_rounds:  # (max_rounds >= min_rounds: not held by it)
@@ -276,11 +277,14 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
 
 def _round_and_finetune_seconds(state: SearchState, recipe: Recipe) -> float:
     """Seconds of ``local_epochs + finetune.epochs`` epochs of the present net, each this round's
-    median epoch (the median leaves out the first epoch's warm-up)."""
+    median epoch after its first (the first also carries the growth check before it, its
+    probes and the growth, and the new net's warm-up; the CPU recipe's 2-epoch rounds read it
+    10-25 s long), or the round's only epoch."""
     s, r = state, recipe
     rows = [i for i, h in enumerate(s.history) if h["phase"] == "grow" and h["round"] == s.round]
     ends = [s.history[rows[0] - 1]["wall_time"] if rows[0] > 0 else 0.0] + [s.history[i]["wall_time"] for i in rows]
-    return statistics.median(b - a for a, b in zip(ends, ends[1:])) * (r.grow.local_epochs + r.finetune.epochs)
+    epochs = [b - a for a, b in zip(ends, ends[1:])]
+    return statistics.median(epochs[1:] or epochs) * (r.grow.local_epochs + r.finetune.epochs)
 
 
 def _step_ratio(plan: GrowthPlan, now: Cost, step_ratio: float | None) -> float:
@@ -292,8 +296,8 @@ def time_hold(plan: GrowthPlan, state: SearchState, recipe: Recipe, now: Cost, e
               step_ratio: float | None = None) -> str | None:
     """Why the time budget forbids another round (None when it fits): ``elapsed`` seconds plus
     ``local_epochs + finetune.epochs`` epochs of the grown net must fit in ``budget.time_budget``.
-    An epoch of the grown net takes this round's median epoch (seconds; the median leaves out
-    the first epoch's warm-up) times ``step_ratio``, the grown net's seconds per step over the
+    An epoch of the grown net takes this round's median epoch after its first (seconds;
+    :func:`_round_and_finetune_seconds`) times ``step_ratio``, the grown net's seconds per step over the
     present net's; without it, times the grown net's MACs over the present net's (``now``):
     right for a compute-bound CPU, about 2x long on a GPU, where small nets are launch-bound
     (README, On a GPU)."""
@@ -344,11 +348,18 @@ def fit_in_time(plan: GrowthPlan, ratio: float | None, replan: Callable[[int], G
             return None
         ratio = step_ratio(plan.arch) if step_ratio else None
         hold = time_hold(plan, state, recipe, now, elapsed(), step_ratio=ratio)
-        logger.info("check %d: time budget: cap %s MACs, planned %s MACs, step-time ratio %s: %s", state.round,
-                    f"{cap:,}", f"{plan.macs:,}", "MACs" if ratio is None else f"{ratio:.3f}", hold or "fits")
+        _log_time_check(state.round, plan, ratio, hold, cap=cap)
         if hold is None:
             return plan
     return None
+
+
+def _log_time_check(round_: int, plan: GrowthPlan, ratio: float | None, hold: str | None, *, cap: int = 0) -> None:
+    """Log one plan's time check: the MACs cap it was made under (a cut), its MACs, its
+    step-time ratio (None: its MACs ratio stood in) and why it does not fit, or that it does."""
+    logger.info("check %d: time budget: %splanned %s MACs, step-time ratio %s: %s", round_,
+                f"cap {cap:,} MACs, " if cap else "", f"{plan.macs:,}", "MACs" if ratio is None else f"{ratio:.3f}",
+                hold or "fits")
 
 
 def _no_cut(state: SearchState, recipe: Recipe, elapsed: float) -> str:

@@ -25,3 +25,11 @@ def _share_the_cpus() -> None:
 
 
 _share_the_cpus()
+
+
+def pytest_xdist_auto_num_workers(config) -> int | None:
+    """``-n auto`` (pyproject's ``addopts``) starts no workers when the command line names tests
+    of one file only: ``--dist loadfile`` would run them all in one worker anyway, after
+    starting every worker (each imports torch). Otherwise xdist's own choice (None)."""
+    files = {str(arg).split("::")[0] for arg in config.args}
+    return 0 if len(files) == 1 and os.path.isfile(next(iter(files))) else None

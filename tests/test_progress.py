@@ -118,9 +118,10 @@ def test_the_time_budget_cuts_growth_to_what_fits_as_the_search_does():
     assert [p.round for p in schedule(seed, none, _per_epoch) if p.phase == "grow"] == [1]
 
 
-def test_the_time_check_takes_the_rounds_median_epoch_times_the_measured_step_ratio():
-    """time_hold: elapsed + (local_epochs + finetune.epochs) x the round's median epoch x the
-    grown net's step-time ratio (measured by the search), else the MACs ratio."""
+def test_the_time_check_takes_the_rounds_median_epoch_after_its_first_times_the_measured_step_ratio():
+    """time_hold: elapsed + (local_epochs + finetune.epochs) x the round's median epoch after its
+    first (which carries the growth check before it) x the grown net's step-time ratio
+    (measured by the search), else the MACs ratio."""
     from grownet._search_job import SearchState, time_hold
     from grownet.arch import Architecture
     from grownet.cost import Cost
@@ -129,23 +130,29 @@ def test_the_time_check_takes_the_rounds_median_epoch_times_the_measured_step_ra
     r = load_recipe("cifar10-vgg").with_overrides({"grow.local_epochs": "4", "finetune.epochs": "6"})
     state = SearchState(round=2, history=[
         {"phase": "grow", "round": 1, "wall_time": 50.0},
-        {"phase": "grow", "round": 2, "wall_time": 59.0},  # the warm-up epoch: 9 s
+        {"phase": "grow", "round": 2, "wall_time": 59.0},  # after the check: 9 s
         {"phase": "grow", "round": 2, "wall_time": 61.0},
-        {"phase": "grow", "round": 2, "wall_time": 63.0},
-        {"phase": "grow", "round": 2, "wall_time": 65.5},  # median epoch: 2.25 s
+        {"phase": "grow", "round": 2, "wall_time": 63.5},
+        {"phase": "grow", "round": 2, "wall_time": 65.5},  # median of 2, 2.5, 2: 2 s
     ])
     plan = GrowthPlan(Architecture(family="vgg", stages=[[16]]), decisions=(), macs=20_000_000)
     now = Cost(macs=10_000_000, params=1, train_flops_per_sample=0, layers={})
-    need_measured, need_macs = 10 * 2.25 * 1.25, 10 * 2.25 * 2.0  # 28.1 s, 45 s
+    need_measured, need_macs = 10 * 2.0 * 1.25, 10 * 2.0 * 2.0  # 25 s, 40 s
 
-    def hold(budget: float, ratio: float | None) -> str | None:
+    def hold(budget: float, ratio: float | None, at: SearchState = state) -> str | None:
         rb = r.with_overrides({"budget.time_budget": str(budget)})
-        return time_hold(plan, state, rb, now, 100.0, step_ratio=ratio)
+        return time_hold(plan, at, rb, now, 100.0, step_ratio=ratio)
 
     assert hold(100 + need_measured, 1.25) is None
     assert hold(100 + need_measured - 0.5, 1.25) == (
-        "budget.time_budget 127.625 s: 100 s elapsed + about 28 s for another round and the fine-tune would pass it")
+        "budget.time_budget 124.5 s: 100 s elapsed + about 25 s for another round and the fine-tune would pass it")
     assert hold(100 + need_macs, None) is None and hold(100 + need_macs - 0.5, None) is not None
+    # a 2-epoch round (the CPU recipe's): its second epoch; a 1-epoch round: that epoch
+    two = SearchState(round=2, history=[{"phase": "grow", "round": k, "wall_time": t}
+                                        for k, t in ((1, 50.0), (2, 80.0), (2, 90.0))])
+    assert hold(100 + 10 * 10.0 * 1.25, 1.25, two) is None and hold(100 + 10 * 10.0 * 1.25 - 0.5, 1.25, two) is not None
+    one = SearchState(round=1, history=[{"phase": "grow", "round": 1, "wall_time": 30.0}])
+    assert hold(100 + 10 * 30.0, 1.0, one) is None and hold(100 + 10 * 30.0 - 0.5, 1.0, one) is not None
 
 
 def test_the_time_cap_interpolates_the_epoch_between_the_present_net_and_the_plan():
@@ -291,6 +298,22 @@ def test_a_check_whose_growth_would_pass_the_time_budget_grows_the_part_that_fit
     assert all(d.decision == "clipped" and "the most that fit budget.time_budget" in d.reason
                for d in check.plan.decisions if d.decision != "keep")
     assert f"cut to {check.plan.macs:,} MACs, the most that fit" in caplog.text
+    assert (f"check 1: time budget: planned {full.macs:,} MACs, step-time ratio {ratio:.3f}: budget.time_budget"
+            in caplog.text)
+
+
+def test_a_growth_that_fits_the_time_budget_logs_its_step_time_ratio(caplog):
+    from grownet._search_job import SearchState, growth_check
+    from grownet.arch import Architecture
+
+    arch = Architecture(family="vgg", stages=[[8], [8]])
+    r = load_recipe("cifar10-vgg").with_overrides({"budget.time_budget": "100000", "grow.local_epochs": "2"})
+    state = SearchState(round=1, history=[{"phase": "grow", "round": 1, "wall_time": t, "val_acc": 0.5} for t in (10.0, 20.0)])
+    with caplog.at_level("INFO", logger="grownet.search"):
+        check = growth_check(_saturated(arch), arch, state, r, meter=None, elapsed=lambda: 30.0,
+                             step_ratio=lambda grown: 1.25)
+    assert check.plan.grew and check.hold is None
+    assert f"check 1: time budget: planned {check.plan.macs:,} MACs, step-time ratio 1.250: fits" in caplog.text
 
 
 @pytest.mark.parametrize("fits", [True, False])

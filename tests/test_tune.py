@@ -255,6 +255,7 @@ class _StopAtFirstEpoch(TuneReporter):
         return self._R()
 
 
+@pytest.mark.filterwarnings("ignore:.*retried_trial_number is experimental:optuna.exceptions.ExperimentalWarning")
 def test_resume_retries_lost_and_interrupted_trials_and_adds_trials(study3, data):
     out, before = study3
     study = load(out, before.study_name)
@@ -297,6 +298,7 @@ def test_resume_retries_lost_and_interrupted_trials_and_adds_trials(study3, data
     assert (t5.val_acc, t5.macs) == (_summary(t5.run_dir)["val_acc"], _summary(t5.run_dir)["macs"])
 
 
+@pytest.mark.filterwarnings("ignore:.*retried_trial_number is experimental:optuna.exceptions.ExperimentalWarning")
 def test_a_trial_whose_heartbeat_stops_is_failed_and_re_enqueued(tmp_path, data):
     """A worker on another machine stops beating: after 4 heartbeats of silence the next
     claim fails its trial and enqueues it again (no training: the total is 0)."""
