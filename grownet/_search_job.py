@@ -278,8 +278,8 @@ def growth_check(net: Trainee, arch: Architecture, state: SearchState, recipe: R
 def _round_and_finetune_seconds(state: SearchState, recipe: Recipe) -> float:
     """Seconds of ``local_epochs + finetune.epochs`` epochs of the present net, each this round's
     median epoch after its first (the first also carries the growth check before it, its
-    probes and the growth, and the new net's warm-up; the CPU recipe's 2-epoch rounds read it
-    10-25 s long), or the round's only epoch."""
+    probes and the growth, and the new net's warm-up: up to 25 s longer than the second in the
+    CPU recipe's 2-epoch rounds on a 2-core CPU), or the round's only epoch."""
     s, r = state, recipe
     rows = [i for i, h in enumerate(s.history) if h["phase"] == "grow" and h["round"] == s.round]
     ends = [s.history[rows[0] - 1]["wall_time"] if rows[0] > 0 else 0.0] + [s.history[i]["wall_time"] for i in rows]

@@ -181,3 +181,42 @@ def test_the_cpu_recipe_with_its_width_multiple_grew_every_widened_layer_to_a_mu
     rounds = json.loads((REPO / "reports" / "cifar10-cpu-epyc-width8" / "rounds.json").read_text())
     widened = [row for check in rounds for row in check["layers"] if row["new_width"] > row["width"] > 0]
     assert len(widened) > 5 and all(row["new_width"] % 8 == 0 for row in widened)
+
+
+def test_the_time_check_read_right_grew_what_the_width8_run_had_cut_and_its_ratios_held():
+    """reports/cifar10-cpu-epyc-in-turn and -time-check (fifteenth session): the main command with
+    the bundled recipe on the EPYC of cifar10-cpu-epyc-width8, at the code that times the two
+    nets in turn, then also takes a round's epochs after its first. Round 1 trained as in the
+    width8 run (the same activities and validation accuracy at check 1), and where that run's
+    probe read the full plan's step 6.80x the seed's and cut the growth to 11.08M MACs, both
+    grew the full plan. The second cut nothing; each ratio it logged is within 10% of the next
+    round's second epoch over this round's. Both ended inside the 35-minute budget, and the
+    README's table quotes them."""
+    import re
+
+    from grownet.recipe import load_recipe
+    from grownet.runfolder import read_history
+
+    width8 = REPO / "reports" / "cifar10-cpu-epyc-width8"
+    then = json.loads((width8 / "rounds.json").read_text())[0]
+    assert then["new_macs"] == 11_078_832 and "check 1: time budget" in (width8 / "grownet.log").read_text()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name in ("in-turn", "time-check"):
+        folder = REPO / "reports" / f"cifar10-cpu-epyc-{name}"
+        assert json.loads((folder / "config.json").read_text())["recipe"] == load_recipe("cifar10-cpu").to_dict()
+        rounds = json.loads((folder / "rounds.json").read_text())
+        now = rounds[0]
+        assert now["val_acc"] == then["val_acc"]
+        assert [(r["layer"], r["activity"]) for r in now["layers"]] == [(r["layer"], r["activity"]) for r in then["layers"]]
+        assert now["grew"] and now["hold"] is None and now["new_macs"] == 15_133_872
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["wall_time"] <= 35 * 60
+        widths = "-".join(str(w) for stage in summary["final_arch"]["stages"] for w in stage)
+        assert (f"| {widths} | {summary['macs'] / 1e6:.2f}M | {summary['params']:,} | {100 * summary['val_acc']:.2f}% | "
+                f"{100 * summary['test_acc']:.2f}% |") in readme
+    log = (REPO / "reports" / "cifar10-cpu-epyc-time-check" / "grownet.log").read_text()
+    ratios = [float(x) for x in re.findall(r"check \d: time budget: planned [\d,]+ MACs, step-time ratio ([\d.]+): fits", log)]
+    assert len(ratios) == 3 and "cut to" not in log
+    history = read_history(REPO / "reports" / "cifar10-cpu-epyc-time-check" / "history.csv")
+    second = [history[i]["wall_time"] - history[i - 1]["wall_time"] for i in (1, 3, 5, 7)]  # each round's 2nd epoch
+    assert all(abs(r - b / a) <= 0.1 * b / a for r, a, b in zip(ratios, second, second[1:]))
