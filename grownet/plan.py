@@ -260,8 +260,11 @@ def step_time_ratio(new: nn.Module, present: nn.Module, make_optimizer: Callable
     ``seconds`` of ``clock`` have passed with two pairs timed), leaving both models, the global
     RNGs and the loader's position as they were.
 
-    The copies take one step each in turn (the first pair warms up, untimed; the order flips
-    every pair), and the result is the median over pairs of new's step over present's. A load
+    The batches are cut before the timing, so the ratio is of training steps alone; an epoch
+    also cuts and augments its batches, the same work for both nets, so the epochs' ratio is a
+    little closer to 1 (a growth is judged a little slower than it is). The copies take one
+    step each in turn (the first pair warms up, untimed; the order flips every pair), and the
+    result is the median over pairs of new's step over present's. A load
     burst on the machine slows the two steps of a pair alike, and the median leaves out a pair
     it hit unevenly; timing one net's steps after the other's (two :func:`probe` calls) reads
     a burst during either as a change in the ratio.
