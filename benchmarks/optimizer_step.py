@@ -159,6 +159,29 @@ the grown net 1.61-1.64x against 1.28-1.34x (13 small tensors, four calls each);
 between the two by size would tune a second path to one cache. Here even the compiled kernel
 reads 1.52x: no eager step reaches 1.6x on this machine.
 
+Fifteenth session, the same EPYC, idle, 2026-11-27 08:00-08:55 (probes, not kept):
+- The parts of the VGG's step, alone, medians of 200 (ms, warm / after a 64 MB flush): SGD's
+  whole step 1.11 / 1.25, DessiLBI's 1.87 / 2.23; Z 0.28 / 0.40, the coupling pass 0.41 /
+  0.51, the momentum pass 0.41 / 0.52, the norms 0.19 / 0.31. Back to back with every tensor
+  warm, SGD's step read 0.37-0.56 ms, DessiLBI's 1.34-1.46 ms: SGD's three tensors (19 MB)
+  stay in the L3, DessiLBI's five (31 MB) do not.
+- The fused path block by block over filter rows (each block's Z, coupling, momentum and
+  norms together, so that its tensors stay in cache; bit-equal to the default over 20 steps):
+  2.29x, 2.04x and 2.01x SGD's step for blocks of 128k, 256k and 512k elements, against 2.10x
+  for the default, in a step-alone interleave of seven optimizers (3 runs).
+- Why no sequence of eager kernels gets under 13 passes: per filter the coupling maps (W, V)
+  by M = [[1 - a, a*s], [c, 1 - c*s]] (s the filter's factor of Gamma). torch's fused SGD
+  kernel, the only one that writes two tensors, maps its two by a matrix of scalars (its third
+  input aliased to either, or any other tensor), and a per-filter rescaling of W or V before
+  or after it leaves M11*M22 / (M12*M21) unchanged: one constant for the kernel, (1 - a)(1 -
+  c*s) / (a*c*s) for the coupling, different for every filter. A per-filter ``lerp_`` (3 passes)
+  changes it, but the second row then needs another: 10 passes for the coupling against 7. So
+  it takes a third weight-sized tensor (Z) or a second two-output pass.
+- Priced, computing a wrong step: a Z-free route touching 4 tensors in 12 passes
+  (``W.addcmul_``, the fused momentum step, ``torch.addcmul(W, V, col, out=V)``, the norms)
+  read 1.57x, 1.72x and 1.71x SGD's step where the default read 1.83x, 1.89x and 1.97x, in one
+  interleave. Even that is above 1.6x on this machine.
+
 On CUDA (``--device cuda``; a lent NVIDIA H200, torch 2.11.0+cu130, 2026-11-26, 5 runs):
 ``dessilbi/sgd: step 3.89x, train step 1.18x``, ``dessilbi compiled/sgd: step 3.24x, train
 step 1.16x``; the step alone is 0.48 ms against SGD's 0.13 ms, kernel launches rather than
