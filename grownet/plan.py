@@ -30,6 +30,7 @@ ratio of the epochs' measured to estimated seconds so far.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -44,7 +45,7 @@ from torch import nn
 from .arch import Architecture
 from .cost import cost
 from .files import stored_dir
-from .job import make_data, make_dessilbi, rng_scope, rng_state, seed_all, seed_arch, set_rng_state
+from .job import make_data, make_dessilbi, rng_scope, seed_all, seed_arch
 from .models import build_model
 from .policy import widen_all
 from .recipe import Recipe, resolve_recipe
@@ -223,10 +224,8 @@ def probe(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Op
     """
     start = clock()
     net = copy.deepcopy(model)
-    rng = rng_state(device)
     loaders = [data.train, data.val if len(data.val) else data.test]
-    epochs = [loader.epoch for loader in loaders]
-    try:
+    with _left_as_they_were(device, loaders):
         stamps: list[float] = []
 
         def stamp(done: int, total: int) -> None:
@@ -245,10 +244,6 @@ def probe(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Op
         images = evaluate(net, batch, amp=amp).samples
         _sync(device)
         per_image = (clock() - t1) / max(1, images)
-    finally:
-        set_rng_state(rng, device)
-        for loader, epoch in zip(loaders, epochs):
-            loader.set_epoch(epoch)
     return sum(times) / len(times), per_image, len(times), clock() - start
 
 
@@ -270,8 +265,7 @@ def step_time_ratio(new: nn.Module, present: nn.Module, make_optimizer: Callable
     a burst during either as a change in the ratio.
     """
     nets = [copy.deepcopy(new), copy.deepcopy(present)]
-    rng, epoch = rng_state(device), data.train.epoch
-    try:
+    with _left_as_they_were(device, [data.train]):
         batches = list(_Head(data.train, steps + 1))  # cut once: the two copies step on the same batches
         opts = [make_optimizer(net) for net in nets]
         ratios: list[float] = []
@@ -288,10 +282,21 @@ def step_time_ratio(new: nn.Module, present: nn.Module, make_optimizer: Callable
                 ratios.append(spent[0] / spent[1])
                 if len(ratios) >= 2 and clock() > deadline:
                     break
-    finally:
-        set_rng_state(rng, device)
-        data.train.set_epoch(epoch)
     return statistics.median(ratios)
+
+
+@contextlib.contextmanager
+def _left_as_they_were(device: torch.device, loaders: list[Any]) -> Iterator[None]:
+    """Run with the global RNGs (:func:`grownet.job.rng_scope`) and each loader's epoch (its
+    order and augmentation) restored afterwards: a probe trains copies and leaves the run as
+    it was."""
+    epochs = [loader.epoch for loader in loaders]
+    try:
+        with rng_scope(device):
+            yield
+    finally:
+        for loader, epoch in zip(loaders, epochs):
+            loader.set_epoch(epoch)
 
 
 # ---- the estimate -------------------------------------------------------------------------------
